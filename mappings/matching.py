@@ -1,0 +1,215 @@
+"""The matcher: which mappings grant which role to a token's claims (pure, no I/O).
+
+The exchange, explain and the policy tests all decide through :func:`decide`, so they can never
+disagree. A :class:`Registry` is an immutable, indexed snapshot of every mapping (built by
+``mappings.selectors.registry``); lookups touch only the mappings of the token's issuer whose
+project pattern's literal prefix is a prefix of the token's ``project_path``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mappings import patterns
+
+# Reason codes of a denial decided by the matcher (the audit's ``reason``).
+NO_MATCHING_MAPPING = "no_matching_mapping"
+AMBIGUOUS_ROLE = "ambiguous_role"
+DIRECT_MODE_ACCOUNT = "direct_mode_account"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One mapping with everything a decision needs, detached from the ORM."""
+
+    id: int
+    name: str
+    issuer: str
+    role_arn: str
+    role_name: str
+    account_name: str
+    account_id: str
+    account_mode: str
+    account_audience: str
+    max_session_seconds: int
+    session_tags: bool
+    project: str
+    ref: str
+    ref_type: str
+    protected: bool
+    environment: str | None
+    pipeline_sources: tuple[str, ...]
+    expires_at: datetime | None
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A condition of a mapping that the claims do not meet."""
+
+    field: str
+    pattern: str
+    value: str | None
+
+    def sentence(self) -> str:
+        return f"{self.field} {self.pattern!r} does not match {self.value!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    rule: Rule
+    failed: tuple[Failure, ...]
+
+    @property
+    def matched(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    granted: bool
+    reason: str  # "granted" or a denial code above
+    detail: str
+    rule: Rule | None = None
+    evaluations: tuple[Evaluation, ...] = field(default=())
+
+    @property
+    def role_arn(self) -> str | None:
+        return self.rule.role_arn if self.rule else None
+
+
+def _claim(claims: Mapping[str, object], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) else None
+
+
+def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluation:
+    """Every condition of ``rule`` that ``claims`` fail, in the order a person would check them."""
+    failed: list[Failure] = []
+    if not rule.enabled:
+        failed.append(Failure("enabled", "true", "false"))
+    if rule.expires_at is not None and rule.expires_at <= now:
+        failed.append(Failure("expires_at", rule.expires_at.isoformat(), now.isoformat()))
+    project_path = _claim(claims, "project_path")
+    if project_path is None or not patterns.matches(rule.project, project_path):
+        failed.append(Failure("project", rule.project, project_path))
+    ref_type = _claim(claims, "ref_type")
+    if rule.ref_type != "any" and ref_type != rule.ref_type:
+        failed.append(Failure("ref_type", rule.ref_type, ref_type))
+    ref = _claim(claims, "ref")
+    if ref is None or not patterns.matches(rule.ref, ref):
+        failed.append(Failure("ref", rule.ref, ref))
+    if rule.protected:
+        ref_protected = _claim(claims, "ref_protected")
+        if ref_protected != "true":
+            failed.append(Failure("protected", "true", ref_protected))
+    if rule.environment is not None:
+        environment = _claim(claims, "environment")
+        if environment is None or not patterns.matches(rule.environment, environment):
+            failed.append(Failure("environment", rule.environment, environment))
+    if rule.pipeline_sources:
+        source = _claim(claims, "pipeline_source")
+        if source not in rule.pipeline_sources:
+            failed.append(Failure("pipeline_sources", ",".join(rule.pipeline_sources), source))
+    return Evaluation(rule=rule, failed=tuple(failed))
+
+
+class Registry:
+    """An immutable index of rules: issuer -> literal project prefix -> rules."""
+
+    def __init__(self, rules: Iterable[Rule], version: int = 0):
+        self.version = version
+        index: dict[str, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
+        by_role: dict[str, list[Rule]] = defaultdict(list)
+        count = 0
+        for rule in sorted(rules, key=lambda r: r.name):
+            index[rule.issuer][patterns.literal_prefix(rule.project)].append(rule)
+            by_role[rule.role_arn].append(rule)
+            count += 1
+        self._index = {issuer: {p: tuple(rs) for p, rs in buckets.items()} for issuer, buckets in index.items()}
+        self._prefix_lengths = {
+            issuer: tuple(sorted({len(p) for p in buckets})) for issuer, buckets in self._index.items()
+        }
+        self._by_role = {arn: tuple(rs) for arn, rs in by_role.items()}
+        self.size = count
+
+    def candidates(self, issuer: str, project_path: str | None) -> list[Rule]:
+        """Rules of ``issuer`` whose project pattern could match ``project_path``, by name."""
+        buckets = self._index.get(issuer)
+        if not buckets or project_path is None:
+            return []
+        found: list[Rule] = []
+        for length in self._prefix_lengths[issuer]:
+            if length > len(project_path):
+                break
+            found.extend(buckets.get(project_path[:length], ()))
+        found.sort(key=lambda r: r.name)
+        return found
+
+    def rules_for_role(self, role_arn: str) -> tuple[Rule, ...]:
+        return self._by_role.get(role_arn, ())
+
+    def has_role(self, role_arn: str) -> bool:
+        return role_arn in self._by_role
+
+
+def decide(
+    registry: Registry,
+    *,
+    issuer: str,
+    claims: Mapping[str, object],
+    now: datetime,
+    role_arn: str | None = None,
+) -> Decision:
+    """The exchange's decision for a verified token from ``issuer`` with ``claims``.
+
+    With ``role_arn``, granted when a live mapping for that role matches; without it, granted when
+    the matching mappings all name one role. A role in a ``direct``-mode account is never brokered.
+    """
+    candidates = registry.candidates(issuer, _claim(claims, "project_path"))
+    evaluations = tuple(evaluate(rule, claims, now) for rule in candidates)
+    matched = [e.rule for e in evaluations if e.matched]
+    if role_arn is not None:
+        matched = [rule for rule in matched if rule.role_arn == role_arn]
+        if not matched:
+            return Decision(
+                False,
+                NO_MATCHING_MAPPING,
+                f"No enabled, unexpired mapping of issuer {issuer!r} grants {role_arn} to "
+                f"project {_claim(claims, 'project_path')!r} on {_claim(claims, 'ref_type')} "
+                f"{_claim(claims, 'ref')!r}.",
+                evaluations=evaluations,
+            )
+    else:
+        roles = sorted({rule.role_arn for rule in matched})
+        if not roles:
+            return Decision(
+                False,
+                NO_MATCHING_MAPPING,
+                f"No enabled, unexpired mapping of issuer {issuer!r} matches project "
+                f"{_claim(claims, 'project_path')!r} on {_claim(claims, 'ref_type')} {_claim(claims, 'ref')!r}.",
+                evaluations=evaluations,
+            )
+        if len(roles) > 1:
+            return Decision(
+                False,
+                AMBIGUOUS_ROLE,
+                f"{len(roles)} roles match this job ({', '.join(roles)}); name the one you want in 'audience'.",
+                evaluations=evaluations,
+            )
+    rule = matched[0]
+    if rule.account_mode == "direct":
+        return Decision(
+            False,
+            DIRECT_MODE_ACCOUNT,
+            f"{rule.role_arn} is in account {rule.account_name!r}, which is in direct mode: its roles trust "
+            "GitLab itself, so call AWS STS with the GitLab token instead of Rolegate.",
+            rule=None,
+            evaluations=evaluations,
+        )
+    return Decision(
+        True, "granted", f"Mapping {rule.name!r} grants {rule.role_arn}.", rule=rule, evaluations=evaluations
+    )

@@ -1,0 +1,308 @@
+"""The registry: which GitLab jobs may assume which AWS roles (CONTRACT §1, §3).
+
+Models hold fields and field-level validation only. Writes go through ``mappings.services``
+(one place for the rules, used by the admin and by ``apply``); reads for the exchange go through
+``mappings.selectors``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, validate_slug
+from django.db import models
+from django.utils import timezone
+
+from mappings import patterns
+
+# Every pipeline_source GitLab documents for CI ID tokens (shared/fixtures).
+PIPELINE_SOURCES = (
+    "api",
+    "chat",
+    "external",
+    "external_pull_request_event",
+    "merge_request_event",
+    "ondemand_dast_scan",
+    "ondemand_dast_validation",
+    "parent_pipeline",
+    "pipeline",
+    "push",
+    "schedule",
+    "security_orchestration_policy",
+    "trigger",
+    "web",
+    "webide",
+)
+
+SLUG_HELP = "Letters, digits, '-' and '_'; unique."
+
+
+def validate_issuer_url(value: str) -> None:
+    """An issuer URL must equal the tokens' ``iss`` claim: scheme + host (+ path), nothing else."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Enter an absolute https:// URL, for example https://gitlab.com.")
+    if parts.scheme == "http" and not settings.ROLEGATE_ALLOW_HTTP:
+        raise ValidationError(
+            "Only https:// URLs are accepted; plain http is allowed only with ROLEGATE_ALLOW_HTTP=1 "
+            "(local development and tests)."
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValidationError("The URL must not contain a query, fragment or credentials.")
+
+
+def validate_issuer_base_url(value: str) -> None:
+    validate_issuer_url(value)
+    if value.endswith("/"):
+        raise ValidationError(
+            "Remove the trailing '/': the URL must equal the tokens' iss claim exactly "
+            "(GitLab's is https://gitlab.com, not https://gitlab.com/)."
+        )
+
+
+def validate_audiences(value: object) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError("List at least one audience (the aud value of your jobs' id_tokens).")
+    for item in value:
+        if not isinstance(item, str) or not item.strip() or item != item.strip():
+            raise ValidationError(f"Audience {item!r} must be a non-empty string without surrounding spaces.")
+    if len(set(value)) != len(value):
+        raise ValidationError("Audiences must not repeat.")
+
+
+def validate_pattern(value: str) -> None:
+    problems = patterns.pattern_problems(value, label="the pattern")
+    if problems:
+        raise ValidationError([p[0].upper() + p[1:] + "." for p in problems])
+
+
+def validate_pipeline_sources(value: object) -> None:
+    if not isinstance(value, list):
+        raise ValidationError("Give a list of pipeline sources, or leave it empty for any.")
+    unknown = [item for item in value if item not in PIPELINE_SOURCES]
+    if unknown:
+        raise ValidationError(
+            f"Unknown pipeline source(s) {', '.join(map(repr, unknown))}; GitLab's are: {', '.join(PIPELINE_SOURCES)}."
+        )
+    if len(set(value)) != len(value):
+        raise ValidationError("Pipeline sources must not repeat.")
+
+
+validate_account_id = RegexValidator(r"^\d{12}\Z", 'An AWS account id is exactly 12 digits, e.g. "123456789012".')
+# https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html (RoleName)
+validate_role_name = RegexValidator(
+    r"^[\w+=,.@-]{1,64}\Z",
+    "IAM role names are 1-64 characters of letters, digits and + = , . @ _ -.",
+    flags=0,
+)
+validate_role_arn = RegexValidator(
+    r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z",
+    "Enter an IAM role ARN, e.g. arn:aws:iam::123456789012:role/rolegate-manager.",
+)
+
+
+class TimestampedModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Issuer(TimestampedModel):
+    """A GitLab instance whose CI ID tokens Rolegate accepts."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[validate_slug], help_text=SLUG_HELP)
+    url = models.CharField(
+        "URL",
+        max_length=255,
+        unique=True,
+        validators=[validate_issuer_base_url],
+        help_text="Must equal the tokens' iss claim, e.g. https://gitlab.com.",
+    )
+    audiences = models.JSONField(
+        default=list,
+        validators=[validate_audiences],
+        help_text="aud values accepted on incoming ID tokens (the aud of the job's id_tokens).",
+    )
+    jwks_url = models.CharField(
+        "JWKS URL",
+        max_length=500,
+        blank=True,
+        null=True,
+        validators=[validate_issuer_url],
+        help_text="Optional; by default discovered from <url>/.well-known/openid-configuration.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Account(TimestampedModel):
+    """An AWS account whose roles' trust Rolegate manages."""
+
+    class Mode(models.TextChoices):
+        BROKERED = "brokered", "brokered (roles trust Rolegate's issuer)"
+        DIRECT = "direct", "direct (roles trust the GitLab issuer itself)"
+
+    class SyncStatus(models.TextChoices):
+        PENDING = "pending", "pending"
+        IN_SYNC = "in_sync", "in sync"
+        FAILED = "failed", "failed"
+
+    name = models.CharField(max_length=64, unique=True, validators=[validate_slug], help_text=SLUG_HELP)
+    account_id = models.CharField("account id", max_length=12, unique=True, validators=[validate_account_id])
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.BROKERED)
+    audience = models.CharField(
+        max_length=255,
+        default="sts.amazonaws.com",
+        help_text="Client id on the account's OIDC provider, and the aud of tokens minted for it.",
+    )
+    manager_role_arn = models.CharField(
+        "manager role ARN",
+        max_length=600,
+        blank=True,
+        null=True,
+        validators=[validate_role_arn],
+        help_text="Optional role the worker assumes to manage IAM in this account.",
+    )
+    trust_policy_limit = models.PositiveIntegerField(
+        default=2048,
+        validators=[MinValueValidator(2048), MaxValueValidator(4096)],
+        help_text="The account's ACLSizePerRole quota in characters: 2048 by default, up to 4096 on request.",
+    )
+
+    # OIDC provider sync state, written by the IAM sync only.
+    provider_status = models.CharField(max_length=16, choices=SyncStatus.choices, default=SyncStatus.PENDING)
+    provider_synced_at = models.DateTimeField(null=True, blank=True)
+    provider_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.audience is not None and (not self.audience.strip() or self.audience != self.audience.strip()):
+            raise ValidationError({"audience": "The audience must be a non-empty value without surrounding spaces."})
+
+
+class Role(TimestampedModel):
+    """An IAM role whose trust policy Rolegate owns."""
+
+    class SyncStatus(models.TextChoices):
+        PENDING = "pending", "pending"
+        IN_SYNC = "in_sync", "in sync"
+        DRIFT = "drift", "drift detected"
+        FAILED = "failed", "failed"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="roles")
+    name = models.CharField(max_length=64, validators=[validate_role_name], help_text="The IAM role name.")
+    max_session_seconds = models.PositiveIntegerField(
+        default=3600,
+        validators=[MinValueValidator(900), MaxValueValidator(43200)],
+        help_text="Longest session STS may grant: 900 to 43200 seconds.",
+    )
+    session_tags = models.BooleanField(
+        default=True, help_text="Put claim-derived session tags in minted tokens (needs sts:TagSession)."
+    )
+
+    # IAM sync state, written by the IAM sync only.
+    sync_status = models.CharField(max_length=16, choices=SyncStatus.choices, default=SyncStatus.PENDING)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    live_policy_sha256 = models.CharField(max_length=64, blank=True, default="")
+    drift = models.BooleanField(default=False)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["account__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["account", "name"], name="role_unique_name_per_account")]
+
+    def __str__(self) -> str:
+        return f"{self.account.name}/{self.name}"
+
+    @property
+    def arn(self) -> str:
+        return role_arn(self.account.account_id, self.name)
+
+
+def role_arn(account_id: str, name: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/{name}"
+
+
+class MappingQuerySet(models.QuerySet):
+    def live(self, now=None):
+        """Enabled and not expired: the mappings that grant anything."""
+        now = now or timezone.now()
+        return self.filter(enabled=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+
+class Mapping(TimestampedModel):
+    """Tokens from ``issuer`` whose claims match these patterns may assume ``role``."""
+
+    class RefType(models.TextChoices):
+        BRANCH = "branch", "branch"
+        TAG = "tag", "tag"
+        ANY = "any", "any"
+
+    name = models.CharField(max_length=64, unique=True, validators=[validate_slug], help_text=SLUG_HELP)
+    issuer = models.ForeignKey(Issuer, on_delete=models.PROTECT, related_name="mappings")
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="mappings")
+    project = models.CharField(
+        max_length=255,
+        validators=[validate_pattern],
+        help_text="Pattern on project_path: '*' any run (also across '/'), '?' one character. "
+        "'platform/*' covers every project in platform and its subgroups.",
+    )
+    ref = models.CharField(max_length=255, default="*", validators=[validate_pattern], help_text="Pattern on ref.")
+    ref_type = models.CharField(max_length=8, choices=RefType.choices, default=RefType.ANY)
+    protected = models.BooleanField(default=False, help_text='Require ref_protected == "true".')
+    environment = models.CharField(
+        max_length=255,
+        blank=True,
+        null=True,
+        validators=[validate_pattern],
+        help_text="Optional pattern on environment; a job without an environment never matches it.",
+    )
+    pipeline_sources = models.JSONField(
+        default=list, blank=True, validators=[validate_pipeline_sources], help_text="Empty means any."
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    objects = MappingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["issuer", "enabled"], name="mapping_issuer_enabled")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def is_live(self) -> bool:
+        return self.enabled and not self.is_expired
+
+
+class RegistryVersion(models.Model):
+    """A single row whose counter moves with every registry change, in the same transaction.
+
+    Each process caches the registry for the matcher and checks this one row per decision, so a
+    change is seen by every process on its next request.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"registry version {self.version}"

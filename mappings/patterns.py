@@ -1,0 +1,114 @@
+"""IAM ``StringLike`` patterns, the one definition every part of Rolegate uses (CONTRACT §2).
+
+``*`` matches any run of characters (``/`` included, and none); ``?`` exactly one character;
+everything else matches itself, case-sensitively. The matcher, explain and the generated trust
+policies all call this module, so a pattern means the same thing everywhere.
+
+Pure functions, no Django.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+WILDCARDS = frozenset("*?")
+MAX_PATTERN_LENGTH = 255
+
+# Characters a pattern may never hold, and why. ``$`` would start an IAM policy variable
+# (``${aws:username}``) inside a trust-policy condition; ``:`` separates the fields of a token's
+# ``sub`` and appears in no GitLab project path or git ref; control characters and whitespace are
+# never part of a path or ref.
+_FORBIDDEN = {
+    "$": "'$' would be read by IAM as the start of a policy variable",
+    ":": "':' never appears in a GitLab project path, ref or environment and separates the fields of 'sub'",
+}
+
+
+@lru_cache(maxsize=65536)
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """The regular expression equivalent to ``pattern`` under StringLike semantics."""
+    parts = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "?":
+            parts.append(".")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def matches(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches ``pattern`` (IAM StringLike, case-sensitive, whole string)."""
+    if not has_wildcards(pattern):
+        return pattern == value
+    return compile_pattern(pattern).fullmatch(value) is not None
+
+
+def has_wildcards(pattern: str) -> bool:
+    return any(char in WILDCARDS for char in pattern)
+
+
+def literal_prefix(pattern: str) -> str:
+    """The characters before the first wildcard: every match starts with them."""
+    for index, char in enumerate(pattern):
+        if char in WILDCARDS:
+            return pattern[:index]
+    return pattern
+
+
+def pattern_problems(pattern: object, *, label: str = "pattern") -> list[str]:
+    """Human sentences saying what is wrong with a pattern; empty when it is fine."""
+    if not isinstance(pattern, str):
+        return [f"{label} must be a string"]
+    if pattern == "":
+        return [f"{label} must not be empty; use '*' to match anything"]
+    problems = []
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        problems.append(f"{label} is {len(pattern)} characters long; at most {MAX_PATTERN_LENGTH} are allowed")
+    if pattern != pattern.strip():
+        problems.append(f"{label} has leading or trailing whitespace, which no GitLab value has")
+    elif any(char.isspace() for char in pattern):
+        problems.append(f"{label} contains whitespace, which no GitLab project path or ref has")
+    if any(ord(char) < 32 or ord(char) == 127 for char in pattern):
+        problems.append(f"{label} contains a control character")
+    for char, why in _FORBIDDEN.items():
+        if char in pattern:
+            problems.append(f"{label} contains {why}")
+    if "**" in pattern:
+        problems.append(f"{label} contains '**', which means the same as '*' here; write '*'")
+    return problems
+
+
+def subsumes(general: str, specific: str) -> bool:
+    """Whether every string matched by ``specific`` is also matched by ``general``.
+
+    Sound, not complete: treat ``specific`` as a string over the alphabet plus two symbols
+    (``*`` = any run, ``?`` = any one character) and ask whether ``general`` matches it, where a
+    ``?`` in ``general`` may consume a ``?`` of ``specific`` and a ``*`` of ``general`` may consume
+    anything. A literal in ``general`` only matches the same literal. ``True`` is always right;
+    an exotic equivalence (``?*`` covers ``*?``) may answer ``False``, which only costs bytes.
+    """
+    return _subsumes(general, specific)
+
+
+@lru_cache(maxsize=65536)
+def _subsumes(general: str, specific: str) -> bool:
+    # Dynamic programming over (i, j): general[i:] covers specific[j:].
+    n, m = len(general), len(specific)
+    reach = [[False] * (m + 1) for _ in range(n + 1)]
+    reach[n][m] = True
+    for i in range(n - 1, -1, -1):
+        g = general[i]
+        for j in range(m, -1, -1):
+            if g == "*":
+                # '*' matches nothing (i+1, j) or swallows one more symbol of specific (i, j+1).
+                reach[i][j] = reach[i + 1][j] or (j < m and reach[i][j + 1])
+            elif j < m:
+                s = specific[j]
+                if g == "?":
+                    reach[i][j] = s != "*" and reach[i + 1][j + 1]
+                else:
+                    reach[i][j] = s == g and reach[i + 1][j + 1]
+    return reach[0][0]

@@ -1,0 +1,100 @@
+"""Reads of the registry."""
+
+from __future__ import annotations
+
+import threading
+
+from mappings.matching import Registry, Rule
+from mappings.models import Mapping, RegistryVersion, role_arn
+
+_lock = threading.Lock()
+_cached: Registry | None = None
+
+
+def registry_version() -> int:
+    row = RegistryVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+    return row or 0
+
+
+def registry_rules() -> list[Rule]:
+    """Every mapping (live or not) as a matcher :class:`Rule`."""
+    rows = Mapping.objects.values_list(
+        "id",
+        "name",
+        "issuer__name",
+        "role__account__account_id",
+        "role__name",
+        "role__account__name",
+        "role__account__mode",
+        "role__account__audience",
+        "role__max_session_seconds",
+        "role__session_tags",
+        "project",
+        "ref",
+        "ref_type",
+        "protected",
+        "environment",
+        "pipeline_sources",
+        "expires_at",
+        "enabled",
+    )
+    return [
+        Rule(
+            id=pk,
+            name=name,
+            issuer=issuer,
+            role_arn=role_arn(account_id, role_name),
+            role_name=role_name,
+            account_name=account_name,
+            account_id=account_id,
+            account_mode=mode,
+            account_audience=audience,
+            max_session_seconds=max_session,
+            session_tags=session_tags,
+            project=project,
+            ref=ref,
+            ref_type=ref_type,
+            protected=protected,
+            environment=environment,
+            pipeline_sources=tuple(sources or ()),
+            expires_at=expires_at,
+            enabled=enabled,
+        )
+        for (
+            pk,
+            name,
+            issuer,
+            account_id,
+            role_name,
+            account_name,
+            mode,
+            audience,
+            max_session,
+            session_tags,
+            project,
+            ref,
+            ref_type,
+            protected,
+            environment,
+            sources,
+            expires_at,
+            enabled,
+        ) in rows
+    ]
+
+
+def registry() -> Registry:
+    """The current registry, cached per process and rebuilt when its version moves.
+
+    Costs one primary-key read per call; a change committed by any process is seen on the next
+    call of every process.
+    """
+    global _cached
+    version = registry_version()
+    cached = _cached
+    if cached is not None and cached.version == version:
+        return cached
+    with _lock:
+        if _cached is None or _cached.version != version:
+            _cached = Registry(registry_rules(), version=version)
+        return _cached

@@ -1,0 +1,100 @@
+"""Writes to the registry: the one place for its rules, used by the admin and by ``apply``.
+
+Every write validates with ``full_clean()``, moves the registry version (so every process's
+matcher sees the change on its next request) and, after commit, schedules the IAM sync of the
+roles it touches. Nothing here calls AWS directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TypeVar
+
+from django.db import models, transaction
+from django.db.models import F
+
+from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
+
+logger = logging.getLogger(__name__)
+
+RegistryObject = TypeVar("RegistryObject", Issuer, Account, Role, Mapping)
+
+
+def _touched_role_ids(obj: models.Model) -> set[int]:
+    """The roles whose trust policy may change when ``obj`` changes."""
+    if isinstance(obj, Mapping):
+        ids = {obj.role_id} if obj.role_id else set()
+        if obj.pk:
+            previous = Mapping.objects.filter(pk=obj.pk).values_list("role_id", flat=True).first()
+            if previous:
+                ids.add(previous)
+        return ids
+    if isinstance(obj, Role):
+        return {obj.pk} if obj.pk else set()
+    if isinstance(obj, Account):
+        return set(Role.objects.filter(account_id=obj.pk).values_list("id", flat=True)) if obj.pk else set()
+    if isinstance(obj, Issuer):
+        return set(Mapping.objects.filter(issuer_id=obj.pk).values_list("role_id", flat=True)) if obj.pk else set()
+    raise TypeError(f"not a registry object: {obj!r}")
+
+
+def registry_changed(*, role_ids: Iterable[int]) -> None:
+    """Record that the registry changed (inside the writing transaction)."""
+    updated = RegistryVersion.objects.filter(pk=1).update(version=F("version") + 1)
+    if not updated:
+        RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+    role_ids = {role_id for role_id in role_ids if role_id}
+    if role_ids:
+        from mappings.sync import schedule_role_sync
+
+        schedule_role_sync(role_ids=role_ids)
+
+
+@transaction.atomic
+def registry_save(obj: RegistryObject, *, actor: str) -> RegistryObject:
+    """Validate and save an issuer, account, role or mapping (create or update)."""
+    obj.full_clean()
+    touched = _touched_role_ids(obj)
+    created = obj.pk is None
+    obj.save()
+    touched |= _touched_role_ids(obj)
+    registry_changed(role_ids=touched)
+    logger.info("%s %s %s by %s", "created" if created else "updated", type(obj).__name__.lower(), obj, actor)
+    return obj
+
+
+@transaction.atomic
+def registry_delete(obj: RegistryObject, *, actor: str) -> None:
+    """Delete an issuer, account, role or mapping. Issuers and accounts still in use are refused
+    by ``on_delete=PROTECT``; deleting a role deletes its mappings."""
+    touched = _touched_role_ids(obj)
+    if isinstance(obj, Role):
+        touched.discard(obj.pk)  # the role is gone: nothing left to sync
+    label = str(obj)
+    obj.delete()
+    registry_changed(role_ids=touched)
+    logger.info("deleted %s %s by %s", type(obj).__name__.lower(), label, actor)
+
+
+def issuer_create(*, actor: str, **fields) -> Issuer:
+    return registry_save(Issuer(**fields), actor=actor)
+
+
+def account_create(*, actor: str, **fields) -> Account:
+    return registry_save(Account(**fields), actor=actor)
+
+
+def role_create(*, actor: str, **fields) -> Role:
+    return registry_save(Role(**fields), actor=actor)
+
+
+def mapping_create(*, actor: str, **fields) -> Mapping:
+    return registry_save(Mapping(**fields), actor=actor)
+
+
+def registry_update(obj: RegistryObject, *, actor: str, **fields) -> RegistryObject:
+    """Set ``fields`` on ``obj`` and save it through :func:`registry_save`."""
+    for name, value in fields.items():
+        setattr(obj, name, value)
+    return registry_save(obj, actor=actor)

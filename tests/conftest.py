@@ -1,0 +1,48 @@
+"""Shared fixtures.
+
+Personas (GitLab ID token claims, from shared/fixtures/gitlab_id_token_claims.json):
+- ``web_main_claims``: the web team's protected main-branch push job (platform/web, alice).
+- ``api_production_claims``: the API team's production deploy job (environment=production).
+- ``release_tag_claims``: a release-tag pipeline of platform/web.
+- ``feature_mr_claims``: a merge-request job on an unprotected feature branch (mallory).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "gitlab_id_token_claims.json"
+_LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab_id_token_claims.json"
+
+
+def load_claim_examples() -> dict[str, dict]:
+    """GitLab ID token payload shapes; the repo keeps a copy so a clone without shared/ runs."""
+    path = FIXTURES if FIXTURES.exists() else _LOCAL_FIXTURES
+    return json.loads(path.read_text())["examples"]
+
+
+_EXAMPLES = load_claim_examples()
+
+
+@pytest.fixture
+def web_main_claims() -> dict:
+    return copy.deepcopy(_EXAMPLES["protected_main_push"])
+
+
+@pytest.fixture
+def api_production_claims() -> dict:
+    return copy.deepcopy(_EXAMPLES["production_deploy_job"])
+
+
+@pytest.fixture
+def release_tag_claims() -> dict:
+    return copy.deepcopy(_EXAMPLES["release_tag"])
+
+
+@pytest.fixture
+def feature_mr_claims() -> dict:
+    return copy.deepcopy(_EXAMPLES["merge_request_feature_branch"])

@@ -1,0 +1,19 @@
+"""Settings for the test suite: the real settings, made fast and deterministic."""
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdefghijklmnop")
+os.environ.setdefault("ROLEGATE_ALLOW_HTTP", "1")
+# The broker CI points at (Redis) is kept for the integration tests that start a real worker;
+# every other test runs tasks in-process.
+TEST_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
+os.environ.pop("CELERY_BROKER_URL", None)
+
+from portal.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CELERY_BROKER_URL = None
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -1,0 +1,129 @@
+"""The matcher (mappings.matching) on the registry personas."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mappings import matching
+from mappings.matching import Registry, Rule, decide
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+DEPLOY_WEB = "arn:aws:iam::123456789012:role/deploy-web"
+DEPLOY_API = "arn:aws:iam::123456789012:role/deploy-api"
+READONLY = "arn:aws:iam::210987654321:role/readonly"
+
+
+def rule(name, role_arn=DEPLOY_WEB, **overrides) -> Rule:
+    fields = dict(
+        id=hash(name) & 0xFFFF,
+        name=name,
+        issuer="gitlab-example",
+        role_arn=role_arn,
+        role_name=role_arn.rsplit("/", 1)[1],
+        account_name="prod",
+        account_id=role_arn.split(":")[4],
+        account_mode="brokered",
+        account_audience="sts.amazonaws.com",
+        max_session_seconds=3600,
+        session_tags=True,
+        project="platform/web",
+        ref="main",
+        ref_type="branch",
+        protected=True,
+        environment=None,
+        pipeline_sources=(),
+        expires_at=None,
+        enabled=True,
+    )
+    fields.update(overrides)
+    return Rule(**fields)
+
+
+def test_grants_the_web_teams_main_branch_job(web_main_claims):
+    registry = Registry([rule("web-main")])
+    decision = decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW)
+    assert decision.granted
+    assert decision.rule.name == "web-main"
+    assert decision.role_arn == DEPLOY_WEB
+
+
+def test_feature_branch_merge_request_is_refused_with_every_failing_condition(feature_mr_claims):
+    registry = Registry([rule("web-main", pipeline_sources=("push", "web"))])
+    decision = decide(registry, issuer="gitlab-example", claims=feature_mr_claims, now=NOW)
+    assert not decision.granted
+    assert decision.reason == matching.NO_MATCHING_MAPPING
+    [evaluation] = decision.evaluations
+    assert [f.field for f in evaluation.failed] == ["ref", "protected", "pipeline_sources"]
+    assert evaluation.failed[0].value == "feature/login"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"enabled": False}, "enabled"),
+        ({"expires_at": NOW - timedelta(seconds=1)}, "expires_at"),
+        ({"project": "platform/web?"}, "project"),
+        ({"ref_type": "tag"}, "ref_type"),
+        ({"environment": "production"}, "environment"),  # the job has no environment
+        ({"pipeline_sources": ("schedule",)}, "pipeline_sources"),
+    ],
+)
+def test_each_condition_can_refuse(web_main_claims, overrides, field):
+    registry = Registry([rule("m", **overrides)])
+    decision = decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW)
+    assert not decision.granted
+    assert [f.field for f in decision.evaluations[0].failed] == [field]
+
+
+def test_unexpired_mapping_still_grants(web_main_claims):
+    registry = Registry([rule("m", expires_at=NOW + timedelta(seconds=1))])
+    assert decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW).granted
+
+
+def test_other_issuer_never_matches(web_main_claims):
+    registry = Registry([rule("m", issuer="gitlab-com")])
+    decision = decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW)
+    assert not decision.granted
+    assert decision.evaluations == ()
+
+
+def test_environment_pattern(api_production_claims):
+    registry = Registry([rule("api-prod", role_arn=DEPLOY_API, project="platform/*", environment="prod*")])
+    assert decide(registry, issuer="gitlab-example", claims=api_production_claims, now=NOW).granted
+
+
+def test_several_roles_without_audience_is_ambiguous_and_audience_picks_one(web_main_claims):
+    registry = Registry([rule("web-main"), rule("web-readonly", role_arn=READONLY, project="platform/*")])
+    ambiguous = decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW)
+    assert not ambiguous.granted
+    assert ambiguous.reason == matching.AMBIGUOUS_ROLE
+    picked = decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW, role_arn=READONLY)
+    assert picked.granted
+    assert picked.rule.name == "web-readonly"
+
+
+def test_requested_role_without_matching_mapping_is_refused(web_main_claims):
+    registry = Registry([rule("web-main")])
+    decision = decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW, role_arn=READONLY)
+    assert not decision.granted
+    assert READONLY in decision.detail
+
+
+def test_direct_mode_account_is_never_brokered(web_main_claims):
+    registry = Registry([rule("web-main", account_mode="direct")])
+    decision = decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW)
+    assert not decision.granted
+    assert decision.reason == matching.DIRECT_MODE_ACCOUNT
+
+
+def test_wrongly_typed_claims_never_match(web_main_claims):
+    web_main_claims["ref_protected"] = True  # GitLab sends the string "true"
+    registry = Registry([rule("web-main")])
+    assert not decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW).granted
+
+
+def test_index_finds_rules_by_literal_prefix_only():
+    rules = [rule(f"m{i}", project=f"group{i}/*") for i in range(1000)] + [rule("all", project="*")]
+    registry = Registry(rules)
+    found = {r.name for r in registry.candidates("gitlab-example", "group7/app")}
+    assert found == {"m7", "all"}
