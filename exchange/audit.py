@@ -59,12 +59,21 @@ def write_jsonl(events: Iterable[AuditEvent], stream: IO[str]) -> int:
     return count
 
 
+def _csv_cell(value: object) -> object:
+    """Neutralise spreadsheet formulas: claims of a refused token are attacker-chosen text."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def write_csv(events: Iterable[AuditEvent], stream: IO[str]) -> int:
     writer = csv.DictWriter(stream, fieldnames=AUDIT_FIELDS, extrasaction="raise")
     writer.writeheader()
     count = 0
     for event in events:
         row = audit_event_as_dict(event)
-        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+        writer.writerow({key: _csv_cell(value) for key, value in row.items()})
         count += 1
     return count
