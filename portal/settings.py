@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -108,6 +109,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "mappings",
     "exchange",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -217,7 +219,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # console: delete audit events older than ROLEGATE_AUDIT_RETENTION_DAYS, daily.
+    "audit-retention": {"task": "console.audit_retention", "schedule": crontab(hour=3, minute=17)},
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- Rolegate ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.http import HttpResponse
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 
@@ -15,5 +15,7 @@ admin.site.index_title = "Who can assume what"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("", include("console.urls")),
+    path("admin/rolegate/", include("console.admin_urls")),
     path("admin/", admin.site.urls),
 ]

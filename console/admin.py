@@ -1,0 +1,229 @@
+"""The console in the admin: API tokens, and the read-only audit log with CSV/JSONL export."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from console.models import ApiToken
+from console.services import api_token_create, api_token_revoke, api_token_update
+from exchange.audit import write_csv, write_jsonl
+from exchange.models import AuditEvent
+from mappings.models import Mapping, Role
+
+EXPORT_BATCH = 1000
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "name", "user", "created_at", "last_used_at", "expires_at", "revoked")
+    list_filter = ("revoked",)
+    search_fields = ("name", "prefix", "user__username")
+    actions = ["revoke_selected"]
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("user", "name", "expires_at")
+        return ("user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked")
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, "user") if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            api_token_update(
+                token=obj, name=obj.name, expires_at=obj.expires_at, revoked=form.cleaned_data.get("revoked", False)
+            )
+            return
+        token, raw = api_token_create(user=obj.user, name=obj.name, expires_at=obj.expires_at)
+        obj.pk = token.pk
+        obj.prefix = token.prefix
+        request._rolegate_new_api_token = raw  # shown once by response_add, never stored
+
+    def response_add(self, request, obj, post_url_continue=None):
+        raw = getattr(request, "_rolegate_new_api_token", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API token created",
+            "token": obj,
+            "raw_token": raw,
+            "opts": self.opts,
+            "changelist_url": reverse("admin:console_apitoken_changelist"),
+        }
+        response = TemplateResponse(request, "console/api_token_created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_selected(self, request, queryset):
+        for token in queryset.filter(revoked=False):
+            api_token_revoke(token=token)
+        self.message_user(request, "Revoked.", messages.SUCCESS)
+
+
+def _role_for_arn(arn: str | None) -> Role | None:
+    """The registry role an ARN names, if it still exists."""
+    if not arn or ":role/" not in arn:
+        return None
+    parts = arn.split(":")
+    if len(parts) < 6:
+        return None
+    return Role.objects.filter(account__account_id=parts[4], name=arn.split(":role/", 1)[1]).first()
+
+
+def _admin_link(obj, label: str) -> str:
+    if obj is None:
+        return label or "—"
+    try:
+        url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return label
+    return format_html('<a href="{}">{}</a>', url, label)
+
+
+def _csv_chunks(events) -> Iterator[str]:
+    """``write_csv`` in batches: the header once, then rows, streamed."""
+    batch: list[AuditEvent] = []
+    first = True
+
+    def flush():
+        buffer = io.StringIO()
+        write_csv(batch, buffer)
+        text = buffer.getvalue()
+        return text if first else text.split("\r\n", 1)[1]
+
+    for event in events:
+        batch.append(event)
+        if len(batch) >= EXPORT_BATCH:
+            yield flush()
+            batch, first = [], False
+    if batch or first:
+        yield flush()
+
+
+def _jsonl_chunks(events) -> Iterator[str]:
+    batch: list[AuditEvent] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) >= EXPORT_BATCH:
+            buffer = io.StringIO()
+            write_jsonl(batch, buffer)
+            yield buffer.getvalue()
+            batch = []
+    buffer = io.StringIO()
+    write_jsonl(batch, buffer)
+    yield buffer.getvalue()
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only for everyone: events are evidence."""
+
+    list_display = ("time", "outcome", "reason", "issuer", "project_path", "ref", "role_arn", "mapping", "job_id")
+    list_filter = ("outcome", "reason", "issuer", "role_arn", "mapping", "project_path", "endpoint")
+    search_fields = ("=project_path", "=job_id", "=pipeline_id", "=user_login", "=request_id")
+    search_help_text = "Exact project path, job id, pipeline id, user login or request id."
+    date_hierarchy = "time"
+    ordering = ("-time", "-id")
+    list_per_page = 100
+    show_full_result_count = False
+    change_list_template = "console/auditevent_change_list.html"
+    fieldsets = (
+        ("Decision", {"fields": ("time", "outcome", "reason", "detail", "endpoint", "request_id", "latency_ms")}),
+        ("Role", {"fields": ("requested_role_arn", "role_arn", "role_link", "mapping", "mapping_link")}),
+        ("Minted", {"fields": ("minted_jti", "role_session_name")}),
+        (
+            "Job (claims of the presented token)",
+            {
+                "fields": (
+                    "issuer",
+                    "iss",
+                    "jti",
+                    "sub",
+                    "project_path",
+                    "project_id",
+                    "namespace_path",
+                    "ref",
+                    "ref_type",
+                    "ref_protected",
+                    "environment",
+                    "pipeline_source",
+                    "pipeline_id",
+                    "job_id",
+                    "user_login",
+                )
+            },
+        ),
+        ("Client", {"fields": ("client_ip", "user_agent")}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in AuditEvent._meta.fields] + ["role_link", "mapping_link"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="role in the registry")
+    def role_link(self, obj: AuditEvent) -> str:
+        role = _role_for_arn(obj.role_arn or obj.requested_role_arn)
+        return _admin_link(role, str(role) if role else "not in the registry")
+
+    @admin.display(description="mapping in the registry")
+    def mapping_link(self, obj: AuditEvent) -> str:
+        mapping = Mapping.objects.filter(name=obj.mapping).first() if obj.mapping else None
+        return _admin_link(mapping, mapping.name if mapping else "—")
+
+    def get_urls(self):
+        urls = [
+            path("export/csv/", self.admin_site.admin_view(self.export_csv), name="exchange_auditevent_export_csv"),
+            path(
+                "export/jsonl/", self.admin_site.admin_view(self.export_jsonl), name="exchange_auditevent_export_jsonl"
+            ),
+        ]
+        return urls + super().get_urls()
+
+    def _filtered(self, request):
+        """The events of the changelist as filtered and searched now (every page)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        return changelist.get_queryset(request).order_by("-time", "-id").iterator(chunk_size=EXPORT_BATCH)
+
+    def _download(self, chunks, content_type: str, extension: str):
+        response = StreamingHttpResponse(chunks, content_type=content_type)
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = f'attachment; filename="rolegate-audit-{stamp}.{extension}"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def export_csv(self, request):
+        try:
+            events = self._filtered(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("Unknown filter in the export URL.", content_type="text/plain")
+        return self._download(_csv_chunks(events), "text/csv; charset=utf-8", "csv")
+
+    def export_jsonl(self, request):
+        try:
+            events = self._filtered(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("Unknown filter in the export URL.", content_type="text/plain")
+        return self._download(_jsonl_chunks(events), "application/x-ndjson", "jsonl")

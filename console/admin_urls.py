@@ -1,0 +1,3 @@
+"""Staff-only admin pages of the console: dashboard, explain/simulate, replay."""
+
+urlpatterns: list = []

@@ -1,0 +1,123 @@
+"""The platform-team API (CONTRACT §10): audit events and explain, for staff API tokens."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from console.authentication import StaffApiMixin
+from console.explain import UnknownIssuer, explain_claims
+from console.selectors import AUDIT_EXACT_FILTERS, audit_event_list
+from exchange.audit import AUDIT_FIELDS, audit_event_as_dict
+from exchange.models import AuditEvent
+from portal.api_errors import ApiError
+
+_ISO = "an ISO 8601 date-time, e.g. 2026-11-26T12:00:00Z"
+
+
+class AuditEventPagination(CursorPagination):
+    ordering = ("-time", "-id")
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+    def get_paginated_response(self, data):
+        return Response({"results": data, "next": self.get_next_link()})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["results", "next"],
+            "properties": {
+                "results": schema,
+                "next": {"type": "string", "format": "uri", "nullable": True},
+            },
+        }
+
+
+def _audit_event_schema():
+    fields = {name: serializers.CharField(allow_null=True) for name in AUDIT_FIELDS}
+    fields["time"] = serializers.DateTimeField()
+    fields["outcome"] = serializers.ChoiceField(choices=AuditEvent.Outcome.values)
+    fields["latency_ms"] = serializers.FloatField(allow_null=True)
+    return inline_serializer("AuditEvent", fields)
+
+
+class AuditEventListApi(StaffApiMixin, APIView):
+    """Audit events (§7), newest first, cursor-paginated."""
+
+    class FilterSerializer(serializers.Serializer):
+        outcome = serializers.ChoiceField(choices=AuditEvent.Outcome.values, required=False)
+        since = serializers.DateTimeField(
+            required=False, error_messages={"invalid": f"must be {_ISO}"}, help_text="Events at or after."
+        )
+        until = serializers.DateTimeField(
+            required=False, error_messages={"invalid": f"must be {_ISO}"}, help_text="Events before."
+        )
+
+    @extend_schema(
+        operation_id="audit_events_list",
+        parameters=[
+            *[OpenApiParameter(name, str, description=f"Exact {name}") for name in AUDIT_EXACT_FILTERS],
+            OpenApiParameter("since", str, description=f"Events at or after this time: {_ISO}"),
+            OpenApiParameter("until", str, description=f"Events before this time: {_ISO}"),
+            OpenApiParameter("cursor", str, description="The cursor from a previous page's next URL"),
+            OpenApiParameter("page_size", int, description="1..1000, default 100"),
+        ],
+        responses={200: AuditEventPagination().get_paginated_response_schema({"type": "array", "items": {}})},
+    )
+    def get(self, request):
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        filters = {name: request.query_params[name] for name in AUDIT_EXACT_FILTERS if name in request.query_params}
+        events = audit_event_list(
+            filters=filters, since=params.validated_data.get("since"), until=params.validated_data.get("until")
+        )
+        paginator = AuditEventPagination()
+        page = paginator.paginate_queryset(events, request, view=self)
+        return paginator.get_paginated_response([audit_event_as_dict(event) for event in page])
+
+
+class ExplainApi(StaffApiMixin, APIView):
+    """Would a job with these claims get a role, and if not, why? The exchange's own matcher."""
+
+    class InputSerializer(serializers.Serializer):
+        issuer = serializers.CharField(help_text="A registered issuer's name")
+        claims = serializers.DictField(help_text="GitLab ID token claims, as the job's token carries them")
+        role_arn = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+
+    class FailureSerializer(serializers.Serializer):
+        field = serializers.CharField()
+        pattern = serializers.CharField()
+        value = serializers.CharField(allow_null=True)
+
+    class MappingSerializer(serializers.Serializer):
+        name = serializers.CharField()
+        role_arn = serializers.CharField()
+        matched = serializers.BooleanField()
+        failed = serializers.ListField(child=serializers.DictField())
+
+    class OutputSerializer(serializers.Serializer):
+        decision = serializers.ChoiceField(choices=["granted", "denied"])
+        reason = serializers.CharField()
+        detail = serializers.CharField()
+        mapping = serializers.CharField(allow_null=True)
+        role_arn = serializers.CharField(allow_null=True)
+        mappings = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(operation_id="explain", request=InputSerializer, responses={200: OutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            explanation = explain_claims(
+                issuer=data.validated_data["issuer"],
+                claims=data.validated_data["claims"],
+                role_arn=data.validated_data.get("role_arn") or None,
+            )
+        except UnknownIssuer as exc:
+            raise ApiError("invalid_request", str(exc)) from None
+        return Response(explanation.as_dict())

@@ -1,0 +1,49 @@
+"""API authentication for the platform-team API (CONTRACT §10): ``Authorization: Bearer <token>``."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions, permissions
+
+from console.models import ApiToken
+from console.services import api_token_hash, api_token_touch
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    """A personal API token; missing or invalid is 401 (the permission decides about staff)."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("The Authorization header must be 'Bearer <token>'.")
+        try:
+            raw = header[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("The API token is invalid.") from None
+        now = timezone.now()
+        token = ApiToken.objects.usable(now).select_related("user").filter(token_sha256=api_token_hash(raw)).first()
+        if token is None or not token.user.is_active:
+            raise exceptions.AuthenticationFailed("The API token is invalid, expired or revoked.")
+        api_token_touch(token=token, now=now)
+        return token.user, token
+
+    def authenticate_header(self, request):
+        return f'{self.keyword} realm="rolegate"'
+
+
+class IsStaff(permissions.BasePermission):
+    """Staff users only; an unauthenticated request is 401 (DRF raises NotAuthenticated)."""
+
+    message = "This API is for staff users; your account is not staff."
+
+    def has_permission(self, request, view):
+        return bool(request.user is not None and request.user.is_staff)
+
+
+class StaffApiMixin:
+    authentication_classes = [BearerTokenAuthentication]
+    permission_classes = [IsStaff]

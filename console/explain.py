@@ -1,0 +1,76 @@
+"""Explain: "would this job get this role, and if not, why?" (CONTRACT §10).
+
+Runs exactly the exchange's matcher (``mappings.matching.decide`` on ``mappings.selectors.registry``)
+on claims as given — no signature, no replay check — so its decision is the exchange's decision for
+a valid token with those claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+
+from mappings.matching import Decision, Evaluation, Failure, Registry, decide, evaluate
+from mappings.models import Issuer
+from mappings.selectors import registry as current_registry
+
+
+class UnknownIssuer(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Explanation:
+    decision: Decision
+    evaluations: tuple[Evaluation, ...]  # decide()'s, then the requested role's other mappings
+
+    def as_dict(self) -> dict:
+        return {
+            "decision": "granted" if self.decision.granted else "denied",
+            "reason": self.decision.reason,
+            "detail": self.decision.detail,
+            "mapping": self.decision.rule.name if self.decision.rule else None,
+            "role_arn": self.decision.role_arn,
+            "mappings": [
+                {
+                    "name": e.rule.name,
+                    "role_arn": e.rule.role_arn,
+                    "matched": e.matched,
+                    "failed": [{"field": f.field, "pattern": f.pattern, "value": f.value} for f in e.failed],
+                }
+                for e in self.evaluations
+            ],
+        }
+
+
+def explain_claims(
+    *,
+    issuer: str,
+    claims: Mapping[str, object],
+    role_arn: str | None = None,
+    now: datetime | None = None,
+    registry: Registry | None = None,
+) -> Explanation:
+    """The exchange's decision for ``claims`` from ``issuer``, with every mapping that could apply:
+    the ones the matcher considered, plus every mapping of ``role_arn`` (so "why not this role?" is
+    answered even when its project pattern is elsewhere)."""
+    if registry is None:
+        if not Issuer.objects.filter(name=issuer).exists():
+            raise UnknownIssuer(f"No issuer named {issuer!r} is registered.")
+        registry = current_registry()
+    now = now or timezone.now()
+    decision = decide(registry, issuer=issuer, claims=claims, now=now, role_arn=role_arn)
+    evaluations = list(decision.evaluations)
+    if role_arn:
+        seen = {e.rule.id for e in evaluations}
+        for rule in registry.rules_for_role(role_arn):
+            if rule.id in seen:
+                continue
+            evaluation = evaluate(rule, claims, now)
+            if rule.issuer != issuer:  # the matcher never considers another issuer's mappings
+                evaluation = Evaluation(rule, (Failure("issuer", rule.issuer, issuer), *evaluation.failed))
+            evaluations.append(evaluation)
+    return Explanation(decision=decision, evaluations=tuple(evaluations))
