@@ -1,0 +1,107 @@
+"""Staff-only admin pages: the dashboard, explain/simulate and replay (wrapped by admin_view)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+
+from console import charts, iam_check
+from console.dashboard import dashboard_data
+from console.explain import explain_claims
+from console.forms import ExplainForm, ReplayForm
+from console.replay import ReplayUnavailable, proposed_registry, replay_events, replayable_events
+
+logger = logging.getLogger(__name__)
+REPLAY_SHOWN = 500
+
+
+def _context(request, title: str, **extra) -> dict:
+    return {**admin.site.each_context(request), "title": title, **extra}
+
+
+def dashboard(request):
+    data = dashboard_data()
+    return TemplateResponse(
+        request,
+        "console/dashboard.html",
+        _context(
+            request,
+            "Dashboard",
+            data=data,
+            per_day_chart=charts.stacked_days(data.days, title="Exchanges per day, granted and denied"),
+            reasons_chart=charts.horizontal_bars(
+                data.top_denial_reasons, title="Top denial reasons", color=charts.DENIED
+            ),
+            projects_chart=charts.horizontal_bars(
+                [(p, g + d) for p, g, d in data.top_projects], title="Top projects (exchanges)"
+            ),
+            roles_chart=charts.horizontal_bars(data.top_roles, title="Top roles (granted)", color=charts.GRANTED),
+        ),
+    )
+
+
+@never_cache
+def explain(request):
+    result = None
+    if request.method == "POST":
+        form = ExplainForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            role_arn = data.get("role_arn") or None
+            now = timezone.now()
+            explanation = explain_claims(
+                issuer=data["issuer_obj"].name, claims=data["claims"], role_arn=role_arn, now=now
+            )
+            result = {
+                "explanation": explanation,
+                "claims": {k: v for k, v in data["claims"].items() if k in _SHOWN_CLAIMS},
+                "iam": iam_check.trust_policy_verdicts(
+                    issuer=data["issuer_obj"], claims=data["claims"], explanation=explanation, now=now
+                ),
+            }
+        # Never echo a pasted token back into the page.
+        form.data = form.data.copy()
+        form.data["token"] = ""
+    else:
+        form = ExplainForm()
+    return TemplateResponse(
+        request, "console/explain.html", _context(request, "Explain / simulate", form=form, result=result)
+    )
+
+
+_SHOWN_CLAIMS = (
+    "iss",
+    "project_path",
+    "namespace_path",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "environment",
+    "pipeline_source",
+    "job_id",
+    "user_login",
+)
+
+
+@never_cache
+def replay(request):
+    result = None
+    if request.method == "POST":
+        form = ReplayForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                registry = proposed_registry(form.cleaned_data["config"])
+            except ReplayUnavailable as exc:
+                form.add_error(None, str(exc))
+            else:
+                changes = replay_events(registry=registry, events=replayable_events(days=form.cleaned_data["days"]))
+                result = {"changes": changes[:REPLAY_SHOWN], "total": len(changes), "days": form.cleaned_data["days"]}
+    else:
+        form = ReplayForm()
+    return TemplateResponse(
+        request, "console/replay.html", _context(request, "Replay a configuration", form=form, result=result)
+    )

@@ -1,0 +1,96 @@
+"""Forms of the console's admin pages: explain/simulate and replay."""
+
+from __future__ import annotations
+
+import jwt
+from django import forms
+from django.core.exceptions import ValidationError
+
+from mappings.models import PIPELINE_SOURCES, Issuer
+
+CLAIM_FIELDS = ("project_path", "ref", "ref_type", "ref_protected", "environment", "pipeline_source")
+
+
+class ExplainForm(forms.Form):
+    """Either job facts typed in, or a pasted ID token decoded WITHOUT verification (never stored)."""
+
+    issuer = forms.ModelChoiceField(
+        queryset=Issuer.objects.all(), to_field_name="name", required=False, empty_label="(from the token's iss)"
+    )
+    project_path = forms.CharField(required=False, max_length=255, help_text="e.g. platform/web")
+    ref = forms.CharField(required=False, max_length=255, help_text="branch or tag name, e.g. main")
+    ref_type = forms.ChoiceField(choices=[("branch", "branch"), ("tag", "tag")], initial="branch")
+    protected = forms.BooleanField(required=False, help_text="The ref is protected")
+    environment = forms.CharField(required=False, max_length=255, help_text="Leave empty for a job without one")
+    pipeline_source = forms.ChoiceField(choices=[(s, s) for s in PIPELINE_SOURCES], initial="push")
+    role_arn = forms.CharField(required=False, max_length=255, label="Role ARN", help_text="Optional: the role wanted")
+    token = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+        help_text="Or paste a GitLab ID token: it is decoded without checking its signature, only to read its "
+        "claims, and is never stored or logged.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        raw = (data.get("token") or "").strip()
+        if raw:
+            try:
+                claims = jwt.decode(raw, options={"verify_signature": False})
+            except jwt.PyJWTError:
+                raise ValidationError({"token": "This is not a readable JWT."}) from None
+            if not isinstance(claims, dict):
+                raise ValidationError({"token": "The token's payload is not a JSON object."})
+            issuer = data.get("issuer") or Issuer.objects.filter(url=claims.get("iss")).first()
+            if issuer is None:
+                raise ValidationError({"issuer": f"No registered issuer has the token's iss {claims.get('iss')!r}."})
+            data["claims"] = claims
+        else:
+            if data.get("issuer") is None:
+                raise ValidationError({"issuer": "Choose the issuer (or paste a token)."})
+            if not data.get("project_path") or not data.get("ref"):
+                raise ValidationError("Give at least the project path and the ref (or paste a token).")
+            issuer = data["issuer"]
+            claims = {
+                "iss": issuer.url,
+                "project_path": data["project_path"],
+                "namespace_path": data["project_path"].rpartition("/")[0],
+                "ref": data["ref"],
+                "ref_type": data["ref_type"],
+                "ref_protected": "true" if data.get("protected") else "false",
+                "pipeline_source": data["pipeline_source"],
+            }
+            if data.get("environment"):
+                claims["environment"] = data["environment"]
+            data["claims"] = claims
+        data["issuer_obj"] = issuer
+        data["token"] = ""  # nothing downstream needs it
+        return data
+
+
+class ReplayForm(forms.Form):
+    config = forms.CharField(
+        required=False,
+        label="Proposed configuration (YAML)",
+        widget=forms.Textarea(attrs={"rows": 16, "spellcheck": "false"}),
+    )
+    config_file = forms.FileField(required=False, label="…or upload the file")
+    days = forms.IntegerField(
+        min_value=1, max_value=90, initial=7, help_text="Replay the audit events of the last N days"
+    )
+
+    MAX_BYTES = 1_000_000
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("config_file")
+        if upload is not None:
+            if upload.size > self.MAX_BYTES:
+                raise ValidationError({"config_file": "The file is larger than 1 MB."})
+            try:
+                data["config"] = upload.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValidationError({"config_file": "The file is not UTF-8 text."}) from None
+        if not (data.get("config") or "").strip():
+            raise ValidationError("Paste or upload a configuration file.")
+        return data

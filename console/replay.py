@@ -1,0 +1,112 @@
+"""Replay: which recent decisions would a proposed configuration change?
+
+Each audit event stores the claims the matcher decides on (CONTRACT §7), so the proposed registry
+is asked exactly what the exchange asked then — through the same ``decide``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from exchange.models import AuditEvent
+from mappings import matching
+from mappings.matching import Registry, decide
+
+# Decisions the matcher made; events refused before it (bad signature, expired, ...) do not
+# depend on the configuration.
+MATCHER_REASONS = ("granted", matching.NO_MATCHING_MAPPING, matching.AMBIGUOUS_ROLE, matching.DIRECT_MODE_ACCOUNT)
+CLAIM_FIELDS = (
+    "project_path",
+    "project_id",
+    "namespace_path",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "environment",
+    "pipeline_source",
+    "pipeline_id",
+    "job_id",
+    "user_login",
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    event: AuditEvent
+    before: str  # "granted <role> via <mapping>" or "denied (<reason>)"
+    after: str
+    decision: matching.Decision
+
+
+def event_claims(event: AuditEvent) -> dict[str, str]:
+    """The claims of an audit event, as the matcher saw them (absent claims stay absent)."""
+    return {name: getattr(event, name) for name in CLAIM_FIELDS if getattr(event, name) is not None}
+
+
+def _describe(granted: bool, reason: str, role_arn: str | None, mapping: str | None) -> str:
+    return f"granted {role_arn} via {mapping}" if granted else f"denied ({reason})"
+
+
+def replay_events(*, registry: Registry, events: Iterable[AuditEvent]) -> list[Change]:
+    """The events whose decision (outcome, role or mapping) differs under ``registry``, judged at
+    the time each event happened."""
+    changes = []
+    for event in events:
+        decision = decide(
+            registry,
+            issuer=event.issuer,
+            claims=event_claims(event),
+            now=event.time,
+            role_arn=event.requested_role_arn or None,
+        )
+        was_granted = event.outcome == AuditEvent.Outcome.GRANTED
+        rule = decision.rule
+        same = (
+            decision.granted == was_granted
+            and (not was_granted or (rule.role_arn == event.role_arn and rule.name == event.mapping))
+            and (was_granted or decision.reason == event.reason)
+        )
+        if not same:
+            changes.append(
+                Change(
+                    event=event,
+                    before=_describe(was_granted, event.reason, event.role_arn, event.mapping),
+                    after=_describe(decision.granted, decision.reason, decision.role_arn, rule.name if rule else None),
+                    decision=decision,
+                )
+            )
+    return changes
+
+
+def replayable_events(*, days: int, now: datetime | None = None):
+    """Matcher-decided audit events of the last ``days`` days, oldest first."""
+    since = (now or timezone.now()) - timedelta(days=days)
+    return (
+        AuditEvent.objects.filter(time__gte=since, reason__in=MATCHER_REASONS)
+        .exclude(issuer=None)
+        .order_by("time", "id")
+        .iterator(chunk_size=2000)
+    )
+
+
+class ReplayUnavailable(Exception):
+    """The proposed configuration cannot be turned into a registry."""
+
+
+def proposed_registry(text: str) -> Registry:
+    """A registry from a proposed §3 configuration file (validated by the ``apply`` loader)."""
+    try:
+        from mappings.config import rules_from_document
+    except ImportError:
+        raise ReplayUnavailable("Replay needs the configuration loader (mappings.config), not installed yet.") from None
+    import yaml
+
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ReplayUnavailable(f"The file is not valid YAML: {exc}") from None
+    return Registry(rules_from_document(document))
