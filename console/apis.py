@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -38,12 +38,22 @@ class AuditEventPagination(CursorPagination):
         }
 
 
-def _audit_event_schema():
+def _audit_page_schema():
+    """The documented shape of a page: §7 fields, in the contract's order."""
     fields = {name: serializers.CharField(allow_null=True) for name in AUDIT_FIELDS}
     fields["time"] = serializers.DateTimeField()
+    fields["request_id"] = serializers.CharField()
     fields["outcome"] = serializers.ChoiceField(choices=AuditEvent.Outcome.values)
+    fields["reason"] = serializers.CharField()
     fields["latency_ms"] = serializers.FloatField(allow_null=True)
-    return inline_serializer("AuditEvent", fields)
+    event = inline_serializer("AuditEvent", fields)
+    return inline_serializer(
+        "AuditEventPage",
+        {
+            "results": serializers.ListField(child=event),
+            "next": serializers.URLField(allow_null=True, help_text="The next page, or null on the last page"),
+        },
+    )
 
 
 class AuditEventListApi(StaffApiMixin, APIView):
@@ -67,7 +77,7 @@ class AuditEventListApi(StaffApiMixin, APIView):
             OpenApiParameter("cursor", str, description="The cursor from a previous page's next URL"),
             OpenApiParameter("page_size", int, description="1..1000, default 100"),
         ],
-        responses={200: AuditEventPagination().get_paginated_response_schema({"type": "array", "items": {}})},
+        responses={200: _audit_page_schema()},
     )
     def get(self, request):
         params = self.FilterSerializer(data=request.query_params)
@@ -81,32 +91,36 @@ class AuditEventListApi(StaffApiMixin, APIView):
         return paginator.get_paginated_response([audit_event_as_dict(event) for event in page])
 
 
+class ExplainFailureSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    pattern = serializers.CharField()
+    value = serializers.CharField(allow_null=True)
+
+
+class ExplainMappingSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    role_arn = serializers.CharField()
+    matched = serializers.BooleanField()
+    failed = ExplainFailureSerializer(many=True, help_text="Every condition the claims fail, in checking order")
+
+
 class ExplainApi(StaffApiMixin, APIView):
     """Would a job with these claims get a role, and if not, why? The exchange's own matcher."""
 
+    @extend_schema_serializer(component_name="ExplainRequest")
     class InputSerializer(serializers.Serializer):
         issuer = serializers.CharField(help_text="A registered issuer's name")
         claims = serializers.DictField(help_text="GitLab ID token claims, as the job's token carries them")
         role_arn = serializers.CharField(required=False, allow_null=True, allow_blank=True)
 
-    class FailureSerializer(serializers.Serializer):
-        field = serializers.CharField()
-        pattern = serializers.CharField()
-        value = serializers.CharField(allow_null=True)
-
-    class MappingSerializer(serializers.Serializer):
-        name = serializers.CharField()
-        role_arn = serializers.CharField()
-        matched = serializers.BooleanField()
-        failed = serializers.ListField(child=serializers.DictField())
-
+    @extend_schema_serializer(component_name="ExplainResponse")
     class OutputSerializer(serializers.Serializer):
-        decision = serializers.ChoiceField(choices=["granted", "denied"])
-        reason = serializers.CharField()
+        decision = serializers.ChoiceField(choices=AuditEvent.Outcome.choices)
+        reason = serializers.CharField(help_text="granted or the exchange's denial code")
         detail = serializers.CharField()
         mapping = serializers.CharField(allow_null=True)
         role_arn = serializers.CharField(allow_null=True)
-        mappings = serializers.ListField(child=serializers.DictField())
+        mappings = ExplainMappingSerializer(many=True)
 
     @extend_schema(operation_id="explain", request=InputSerializer, responses={200: OutputSerializer})
     def post(self, request):
@@ -120,4 +134,4 @@ class ExplainApi(StaffApiMixin, APIView):
             )
         except UnknownIssuer as exc:
             raise ApiError("invalid_request", str(exc)) from None
-        return Response(explanation.as_dict())
+        return Response(self.OutputSerializer(explanation.as_dict()).data)

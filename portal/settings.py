@@ -204,6 +204,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "GitLab CI ID tokens in, AWS-ready tokens or credentials out.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # console: an audit event's outcome and explain's decision are the same granted/denied set.
+    "ENUM_NAME_OVERRIDES": {"OutcomeEnum": "exchange.models.AuditEvent.Outcome"},
 }
 
 # --- Celery ------------------------------------------------------------------------------------

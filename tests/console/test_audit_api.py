@@ -104,3 +104,15 @@ def test_openapi_schema_documents_the_api_with_bearer_auth(client):
     assert {"apiToken": []} in audit["security"]
     assert {p["name"] for p in audit["parameters"]} >= {"outcome", "project_path", "since", "until", "cursor"}
     assert "/api/v1/explain" in schema["paths"]
+
+
+def test_openapi_schema_is_valid_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    import yaml
+
+    schema = yaml.safe_load((tmp_path / "schema.yaml").read_text())
+    page = schema["components"]["schemas"]["AuditEventPage"]
+    assert set(page["properties"]) == {"results", "next"}
+    assert schema["components"]["schemas"]["ExplainResponse"]["properties"]["mappings"]["type"] == "array"
