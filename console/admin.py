@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
@@ -21,6 +24,38 @@ from exchange.models import AuditEvent
 from mappings.models import Mapping, Role
 
 EXPORT_BATCH = 1000
+# The audit log's value filters list the values seen recently, most frequent first: a DISTINCT
+# over the whole (large, append-only) table on every changelist load would not scale.
+FILTER_WINDOW = timedelta(days=30)
+FILTER_CHOICES = 25
+
+
+def recent_values_filter(field: str, label: str) -> type[admin.SimpleListFilter]:
+    class RecentValuesFilter(admin.SimpleListFilter):
+        title = label
+        parameter_name = field
+
+        def lookups(self, request, model_admin):
+            since = timezone.now() - FILTER_WINDOW
+            rows = (
+                AuditEvent.objects.filter(time__gte=since)
+                .exclude(**{f"{field}__isnull": True})
+                .values_list(field)
+                .annotate(n=Count("id"))
+                .order_by("-n", field)[:FILTER_CHOICES]
+            )
+            values = [value for value, _ in rows]
+            current = self.value()
+            if current and current not in values:
+                values.append(current)  # a filter from a link stays visible even if older
+            return [(value, value) for value in values]
+
+        def queryset(self, request, queryset):
+            value = self.value()
+            return queryset.filter(**{field: value}) if value else queryset
+
+    RecentValuesFilter.__name__ = f"Recent{field.title().replace('_', '')}Filter"
+    return RecentValuesFilter
 
 
 @admin.register(ApiToken)
@@ -30,6 +65,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ("name", "prefix", "user__username")
     actions = ["revoke_selected"]
     readonly_fields = ("prefix", "created_at", "last_used_at")
+
+    def get_queryset(self, request):
+        """A superuser sees every token; other staff only their own."""
+        qs = super().get_queryset(request).select_related("user")
+        return qs if request.user.is_superuser else qs.filter(user=request.user)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user":
+            users = get_user_model().objects.filter(is_active=True, is_staff=True)
+            kwargs["queryset"] = users if request.user.is_superuser else users.filter(pk=request.user.pk)
+            kwargs.setdefault("initial", request.user.pk)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -132,7 +179,15 @@ class AuditEventAdmin(admin.ModelAdmin):
     """Read-only for everyone: events are evidence."""
 
     list_display = ("time", "outcome", "reason", "issuer", "project_path", "ref", "role_arn", "mapping", "job_id")
-    list_filter = ("outcome", "reason", "issuer", "role_arn", "mapping", "project_path", "endpoint")
+    list_filter = (
+        "outcome",
+        recent_values_filter("reason", "reason"),
+        recent_values_filter("issuer", "issuer"),
+        recent_values_filter("role_arn", "role"),
+        recent_values_filter("mapping", "mapping"),
+        recent_values_filter("project_path", "project"),
+        "endpoint",
+    )
     search_fields = ("=project_path", "=job_id", "=pipeline_id", "=user_login", "=request_id")
     search_help_text = "Exact project path, job id, pipeline id, user login or request id."
     date_hierarchy = "time"

@@ -120,3 +120,23 @@ def test_admin_revoke_action(client, staff, staff_token):
     client.post("/admin/console/apitoken/", {"action": "revoke_selected", "_selected_action": [token.pk]})
     assert ApiToken.objects.get().revoked
     assert _get(staff_token).status_code == 401
+
+
+def test_staff_without_superuser_manage_only_their_own_tokens(client, staff):
+    from django.contrib.auth.models import Permission
+
+    ops = UserFactory(username="ops", is_staff=True)
+    ops.user_permissions.set(Permission.objects.filter(content_type__app_label="console"))
+    theirs, _ = api_token_create(user=staff, name="admin's")
+    client.force_login(ops)
+    assert "admin&#x27;s" not in client.get("/admin/console/apitoken/").content.decode()
+    assert client.get(f"/admin/console/apitoken/{theirs.pk}/change/").status_code == 302  # not found -> index
+    response = client.post(
+        "/admin/console/apitoken/add/", {"user": staff.pk, "name": "escalate", "expires_at_0": "", "expires_at_1": ""}
+    )
+    assert not ApiToken.objects.filter(name="escalate").exists()
+    assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+    client.post(
+        "/admin/console/apitoken/add/", {"user": ops.pk, "name": "mine", "expires_at_0": "", "expires_at_1": ""}
+    )
+    assert ApiToken.objects.get(name="mine").user == ops

@@ -138,3 +138,18 @@ def test_export_with_an_unknown_filter_is_400(admin_client):
 def test_exports_need_staff(client):
     response = client.get(LIST + "export/csv/")
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_value_filters_offer_recent_values_most_frequent_first(admin_client):
+    now = datetime.now(UTC)
+    AuditEventFactory.create_batch(2, time=now, project_path="platform/api")
+    AuditEventFactory(time=now, project_path="platform/web")
+    AuditEventFactory(time=now - timedelta(days=60), project_path="platform/ancient")
+    response = admin_client.get(LIST)
+    [spec] = [s for s in response.context["cl"].filter_specs if getattr(s, "parameter_name", None) == "project_path"]
+    assert [value for value, _ in spec.lookup_choices] == ["platform/api", "platform/web"]
+    # An older value from a link is still a working, visible filter.
+    response = admin_client.get(LIST, {"project_path": "platform/ancient"})
+    assert len(response.context["cl"].result_list) == 1
+    [spec] = [s for s in response.context["cl"].filter_specs if getattr(s, "parameter_name", None) == "project_path"]
+    assert "platform/ancient" in [value for value, _ in spec.lookup_choices]
