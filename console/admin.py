@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -197,7 +198,10 @@ class AuditEventAdmin(admin.ModelAdmin):
     change_list_template = "console/auditevent_change_list.html"
     fieldsets = (
         ("Decision", {"fields": ("time", "outcome", "reason", "detail", "endpoint", "request_id", "latency_ms")}),
-        ("Role", {"fields": ("requested_role_arn", "role_arn", "role_link", "mapping", "mapping_link")}),
+        (
+            "Role",
+            {"fields": ("requested_role_arn", "role_arn", "role_link", "mapping", "mapping_link", "explain_link")},
+        ),
         ("Minted", {"fields": ("minted_jti", "role_session_name")}),
         (
             "Job (claims of the presented token)",
@@ -225,7 +229,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     )
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in AuditEvent._meta.fields] + ["role_link", "mapping_link"]
+        return [f.name for f in AuditEvent._meta.fields] + ["role_link", "mapping_link", "explain_link"]
 
     def has_add_permission(self, request):
         return False
@@ -245,6 +249,23 @@ class AuditEventAdmin(admin.ModelAdmin):
     def mapping_link(self, obj: AuditEvent) -> str:
         mapping = Mapping.objects.filter(name=obj.mapping).first() if obj.mapping else None
         return _admin_link(mapping, mapping.name if mapping else "—")
+
+    @admin.display(description="with today's mappings")
+    def explain_link(self, obj: AuditEvent) -> str:
+        if not obj.issuer or not obj.project_path:
+            return "—"
+        params = {
+            "issuer": obj.issuer,
+            "project_path": obj.project_path,
+            "ref": obj.ref or "",
+            "ref_type": obj.ref_type or "branch",
+            "protected": "on" if obj.ref_protected == "true" else "",
+            "environment": obj.environment or "",
+            "pipeline_source": obj.pipeline_source or "",
+            "role_arn": obj.requested_role_arn or "",
+        }
+        url = reverse("console-explain") + "?" + urlencode({k: v for k, v in params.items() if v})
+        return format_html('<a href="{}" id="explain-event">Explain this job against the current mappings</a>', url)
 
     def get_urls(self):
         urls = [

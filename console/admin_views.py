@@ -67,7 +67,8 @@ def explain(request):
         form.data = form.data.copy()
         form.data["token"] = ""
     else:
-        form = ExplainForm()
+        # Prefilled from a link (an audit event's "explain this job"); nothing runs until submitted.
+        form = ExplainForm(initial={k: v for k, v in request.GET.items() if k != "token"})
     return TemplateResponse(
         request, "console/explain.html", _context(request, "Explain / simulate", form=form, result=result)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -153,3 +154,13 @@ def test_value_filters_offer_recent_values_most_frequent_first(admin_client):
     assert len(response.context["cl"].result_list) == 1
     [spec] = [s for s in response.context["cl"].filter_specs if getattr(s, "parameter_name", None) == "project_path"]
     assert "platform/ancient" in [value for value, _ in spec.lookup_choices]
+
+
+def test_detail_links_to_explain_prefilled_with_the_job(admin_client):
+    event = denied(time=T0, ref="feature/x", ref_protected="false")
+    page = admin_client.get(f"{LIST}{event.pk}/change/").content.decode()
+    href = re.search(r'href="([^"]+)" id="explain-event"', page).group(1).replace("&amp;", "&")
+    response = admin_client.get(href)
+    form = response.context["form"]
+    assert form.initial["project_path"] == "platform/web" and form.initial["ref"] == "feature/x"
+    assert "protected" not in form.initial
