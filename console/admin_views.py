@@ -97,7 +97,8 @@ def replay(request):
             try:
                 registry = proposed_registry(form.cleaned_data["config"])
             except ReplayUnavailable as exc:
-                form.add_error(None, str(exc))
+                for error in exc.errors:
+                    form.add_error(None, error)
             else:
                 changes = replay_events(registry=registry, events=replayable_events(days=form.cleaned_data["days"]))
                 result = {"changes": changes[:REPLAY_SHOWN], "total": len(changes), "days": form.cleaned_data["days"]}

@@ -26,6 +26,7 @@ class UnknownIssuer(Exception):
 class Explanation:
     decision: Decision
     evaluations: tuple[Evaluation, ...]  # decide()'s, then the requested role's other mappings
+    requested_role_arn: str | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -73,4 +74,4 @@ def explain_claims(
             if rule.issuer != issuer:  # the matcher never considers another issuer's mappings
                 evaluation = Evaluation(rule, (Failure("issuer", rule.issuer, issuer), *evaluation.failed))
             evaluations.append(evaluation)
-    return Explanation(decision=decision, evaluations=tuple(evaluations))
+    return Explanation(decision=decision, evaluations=tuple(evaluations), requested_role_arn=role_arn)

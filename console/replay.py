@@ -94,19 +94,20 @@ def replayable_events(*, days: int, now: datetime | None = None):
 
 
 class ReplayUnavailable(Exception):
-    """The proposed configuration cannot be turned into a registry."""
+    """The proposed configuration cannot be turned into a registry; ``errors`` name each problem."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
 
 
 def proposed_registry(text: str) -> Registry:
-    """A registry from a proposed §3 configuration file (validated by the ``apply`` loader)."""
+    """A registry from a proposed §3 configuration file, validated exactly as ``apply`` does."""
     try:
-        from mappings.config import rules_from_document
+        from mappings.config import ConfigError, rules_from_document
     except ImportError:
-        raise ReplayUnavailable("Replay needs the configuration loader (mappings.config), not installed yet.") from None
-    import yaml
-
+        raise ReplayUnavailable(["Replay needs the configuration loader (mappings.config)."]) from None
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ReplayUnavailable(f"The file is not valid YAML: {exc}") from None
-    return Registry(rules_from_document(document))
+        return Registry(rules_from_document(text))
+    except ConfigError as exc:
+        raise ReplayUnavailable([f"{path}: {message}" for path, message in exc.errors]) from None
