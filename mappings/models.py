@@ -91,15 +91,15 @@ def validate_pipeline_sources(value: object) -> None:
         raise ValidationError("Pipeline sources must not repeat.")
 
 
-validate_account_id = RegexValidator(r"^\d{12}\Z", 'An AWS account id is exactly 12 digits, e.g. "123456789012".')
+validate_account_id = RegexValidator(r"^[0-9]{12}\Z", 'An AWS account id is exactly 12 digits, e.g. "123456789012".')
 # https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html (RoleName)
 validate_role_name = RegexValidator(
-    r"^[\w+=,.@-]{1,64}\Z",
+    r"^[A-Za-z0-9_+=,.@-]{1,64}\Z",
     "IAM role names are 1-64 characters of letters, digits and + = , . @ _ -.",
     flags=0,
 )
 validate_role_arn = RegexValidator(
-    r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z",
+    r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}\Z",
     "Enter an IAM role ARN, e.g. arn:aws:iam::123456789012:role/rolegate-manager.",
 )
 
