@@ -108,6 +108,13 @@ def _with_account(db_field, kwargs):
     return kwargs
 
 
+class RoleFilter(admin.RelatedFieldListFilter):
+    """Roles by ``account/name``, labelled without a query per role."""
+
+    def field_choices(self, field, request, model_admin):
+        return [(role.pk, str(role)) for role in Role.objects.select_related("account")]
+
+
 class ExpiredFilter(admin.SimpleListFilter):
     title = "expired"
     parameter_name = "expired"
@@ -226,7 +233,7 @@ class MappingAdmin(ThroughServicesAdmin):
         "enabled",
         "expires",
     )
-    list_filter = ("issuer", "role__account", "role", "enabled", ExpiredFilter, "ref_type", "protected")
+    list_filter = ("issuer", "role__account", ("role", RoleFilter), "enabled", ExpiredFilter, "ref_type", "protected")
     list_select_related = ("issuer", "role__account")
     search_fields = ("name", "project", "ref", "environment", "role__name", "role__account__name")
     fieldsets = (

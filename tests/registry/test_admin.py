@@ -247,3 +247,15 @@ def test_admin_classes_keep_the_sync_mixins_first():
 
     assert type(django_admin.site._registry[Role]).__mro__[1] is RoleSyncAdminMixin
     assert type(django_admin.site._registry[Account]).__mro__[1] is AccountSyncAdminMixin
+
+
+@pytest.mark.parametrize("model", ["mapping", "role", "account", "issuer"])
+def test_list_pages_do_not_query_per_row(platform_admin, django_assert_max_num_queries, model):
+    issuer = IssuerFactory()
+    for n in range(3):
+        account = AccountFactory(name=f"account-{n}", account_id=f"{123456789000 + n}")
+        for _ in range(3):
+            MappingFactory(issuer=issuer, role=RoleFactory(account=account))
+    with django_assert_max_num_queries(12):
+        response = platform_admin.get(reverse(f"admin:mappings_{model}_changelist"))
+    assert response.status_code == 200

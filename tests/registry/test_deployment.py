@@ -83,3 +83,9 @@ def test_dockerfile_builds_a_non_root_gunicorn_image():
     assert instructions[-1].startswith('CMD ["gunicorn", "portal.wsgi:application"')
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".env", "secrets/", ".dev-secret-key", "db.sqlite3"} <= set(ignored)
+
+
+def test_readme_keeps_the_two_commands_and_the_performance_heading():
+    readme = (ROOT / "README.md").read_text()
+    assert "`make run`" in readme and "`make test`" in readme
+    assert "\n## Performance\n" in readme
