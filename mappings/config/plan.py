@@ -12,7 +12,7 @@ from django.db import transaction
 
 from mappings import services
 from mappings.config.document import FIELDS, SECTIONS, ConfigError, Document, Item
-from mappings.models import Account, Issuer, Mapping, Role
+from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 _SINGULAR = {"issuers": "issuer", "accounts": "account", "roles": "role", "mappings": "mapping"}
@@ -98,7 +98,7 @@ def object_key(section: str, obj: Any) -> str:
     return f"{obj.account.name}/{obj.name}" if section == "roles" else obj.name
 
 
-def load_state(*, lock: bool = False) -> dict[str, dict[str, Any]]:
+def load_state() -> dict[str, dict[str, Any]]:
     """Every registry object, by section and key, in four queries."""
     querysets = {
         "issuers": Issuer.objects.all(),
@@ -108,8 +108,6 @@ def load_state(*, lock: bool = False) -> dict[str, dict[str, Any]]:
     }
     state = {}
     for section, queryset in querysets.items():
-        if lock:
-            queryset = queryset.select_for_update(of=("self",))
         state[section] = {object_key(section, obj): obj for obj in queryset}
     return state
 
@@ -183,7 +181,11 @@ def apply_document(document: Document, *, prune: bool, actor: str) -> Plan:
     Deletes (with ``prune``) come first, children before parents; then creates and updates,
     parents before children. Any failure rolls everything back.
     """
-    state = load_state(lock=True)
+    # Every registry write moves this one row: holding it serialises concurrent applies (and
+    # makes admin saves wait) while the plan is computed and applied.
+    RegistryVersion.objects.get_or_create(pk=1)
+    RegistryVersion.objects.select_for_update().get(pk=1)
+    state = load_state()
     plan = compute_plan(document, prune=prune, state=state)
     objects = {section: dict(state[section]) for section in SECTIONS}
     for change in plan.changes:

@@ -240,3 +240,37 @@ def test_apply_of_500_mappings_uses_a_bounded_number_of_queries(tmp_path, django
     with django_assert_max_num_queries(8):
         out, _ = run("apply", path)
     assert out.startswith("No changes. Plan: 0 to create, 0 to update, 0 to delete, 523 unchanged.")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_applies_are_serialised():
+    """Two applies of the same new file at once: one creates everything, the other waits for it
+    and then finds nothing to do (instead of failing on duplicate names)."""
+    import threading
+
+    from django.db import connection
+
+    from tests.services import require_postgresql
+
+    require_postgresql()
+    RegistryVersion.objects.create(pk=1, version=7)  # an existing registry, as in production
+    document = config.parse_document(as_yaml(big_configuration(50)))
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def apply_once():
+        try:
+            barrier.wait(timeout=10)
+            results.append(config.apply_document(document, prune=False, actor="test").count("create"))
+        except Exception as exc:  # reported by the assertion below
+            results.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=apply_once) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results, key=repr) == [0, 1 + 2 + 20 + 50], results

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError
 
 from mappings.config import ConfigError, apply_document, compute_plan, parse_document
 
@@ -30,6 +31,10 @@ class Command(BaseCommand):
                 self.stderr.write(f"{path}: {message}")
             count = len(exc.errors)
             raise CommandError(f"{file}: {count} error{'s' if count != 1 else ''}; nothing was changed") from None
+        except IntegrityError as exc:
+            raise CommandError(
+                f"{file}: a concurrent change conflicted ({exc}); nothing was changed, try again"
+            ) from None
         for line in plan.lines():
             self.stdout.write(line)
         if dry_run:
