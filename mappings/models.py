@@ -35,6 +35,7 @@ PIPELINE_SOURCES = (
 )
 
 SLUG_HELP = "Letters, digits, '-' and '_'; unique."
+EMPTY_PATTERN = "The pattern must not be empty; use '*' to match anything."
 
 
 def validate_issuer_url(value: str) -> None:
@@ -90,15 +91,15 @@ def validate_pipeline_sources(value: object) -> None:
         raise ValidationError("Pipeline sources must not repeat.")
 
 
-validate_account_id = RegexValidator(r"^\d{12}\Z", 'An AWS account id is exactly 12 digits, e.g. "123456789012".')
+validate_account_id = RegexValidator(r"^[0-9]{12}\Z", 'An AWS account id is exactly 12 digits, e.g. "123456789012".')
 # https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html (RoleName)
 validate_role_name = RegexValidator(
-    r"^[\w+=,.@-]{1,64}\Z",
+    r"^[A-Za-z0-9_+=,.@-]{1,64}\Z",
     "IAM role names are 1-64 characters of letters, digits and + = , . @ _ -.",
     flags=0,
 )
 validate_role_arn = RegexValidator(
-    r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z",
+    r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}\Z",
     "Enter an IAM role ARN, e.g. arn:aws:iam::123456789012:role/rolegate-manager.",
 )
 
@@ -125,6 +126,7 @@ class Issuer(TimestampedModel):
     audiences = models.JSONField(
         default=list,
         validators=[validate_audiences],
+        error_messages={"blank": "List at least one audience (the aud value of your jobs' id_tokens)."},
         help_text="aud values accepted on incoming ID tokens (the aud of the job's id_tokens).",
     )
     jwks_url = models.CharField(
@@ -257,10 +259,17 @@ class Mapping(TimestampedModel):
     project = models.CharField(
         max_length=255,
         validators=[validate_pattern],
+        error_messages={"blank": EMPTY_PATTERN},
         help_text="Pattern on project_path: '*' any run (also across '/'), '?' one character. "
         "'platform/*' covers every project in platform and its subgroups.",
     )
-    ref = models.CharField(max_length=255, default="*", validators=[validate_pattern], help_text="Pattern on ref.")
+    ref = models.CharField(
+        max_length=255,
+        default="*",
+        validators=[validate_pattern],
+        error_messages={"blank": EMPTY_PATTERN},
+        help_text="Pattern on ref; '*' for any.",
+    )
     ref_type = models.CharField(max_length=8, choices=RefType.choices, default=RefType.ANY)
     protected = models.BooleanField(default=False, help_text='Require ref_protected == "true".')
     environment = models.CharField(
@@ -284,6 +293,12 @@ class Mapping(TimestampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.environment == "":
+            raise ValidationError(
+                {"environment": "An empty environment pattern matches no job; leave it unset to match any job."}
+            )
 
     @property
     def is_expired(self) -> bool:

@@ -1,0 +1,265 @@
+"""The registry's web admin for platform teams: who can assume what, at a glance.
+
+Every write (add, change, delete, bulk delete, inline mappings on a role) goes through
+``mappings.services`` like ``apply`` does: one place for the rules, the registry version and the
+IAM sync scheduling. The forms show the models' own validation messages.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+from django.utils.html import format_html
+
+from mappings import services
+from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
+from mappings.models import EMPTY_PATTERN, PIPELINE_SOURCES, Account, Issuer, Mapping, Role
+
+ROLE_SYNC_FIELDS = ("sync_status", "synced_at", "live_policy_sha256", "drift", "last_error")
+PROVIDER_SYNC_FIELDS = ("provider_status", "provider_synced_at", "provider_error")
+
+
+def _actor(request) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+class LinesField(forms.CharField):
+    """A list of strings edited one per line."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 60})
+
+    def prepare_value(self, value):
+        if isinstance(value, list | tuple):
+            return "\n".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class IssuerForm(forms.ModelForm):
+    audiences = LinesField(help_text="aud values accepted on incoming ID tokens, one per line.")
+
+    class Meta:
+        model = Issuer
+        fields = ("name", "url", "audiences", "jwks_url")
+
+
+MAPPING_FIELDS = (
+    "name",
+    "issuer",
+    "role",
+    "project",
+    "ref",
+    "ref_type",
+    "protected",
+    "environment",
+    "pipeline_sources",
+    "expires_at",
+    "enabled",
+)
+
+
+class MappingForm(forms.ModelForm):
+    pipeline_sources = forms.MultipleChoiceField(
+        choices=[(source, source) for source in PIPELINE_SOURCES],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked means any pipeline source.",
+    )
+
+    class Meta:
+        model = Mapping
+        fields = MAPPING_FIELDS
+        error_messages = {"project": {"required": EMPTY_PATTERN}, "ref": {"required": EMPTY_PATTERN}}
+
+
+class ThroughServicesAdmin(admin.ModelAdmin):
+    """Saves and deletes through ``mappings.services`` instead of the model's save/delete."""
+
+    def save_model(self, request, obj, form, change):
+        services.registry_save(obj, actor=_actor(request))
+
+    def delete_model(self, request, obj):
+        services.registry_delete(obj, actor=_actor(request))
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            services.registry_delete(obj, actor=_actor(request))
+
+    def save_formset(self, request, form, formset, change):
+        instances = formset.save(commit=False)
+        for obj in formset.deleted_objects:
+            services.registry_delete(obj, actor=_actor(request))
+        for obj in instances:
+            services.registry_save(obj, actor=_actor(request))
+        formset.save_m2m()
+
+
+def _with_account(db_field, kwargs):
+    """Role choices label themselves ``account/name``: load the accounts in the same query."""
+    if db_field.name == "role":
+        kwargs.setdefault("queryset", Role.objects.select_related("account"))
+    return kwargs
+
+
+class RoleFilter(admin.RelatedFieldListFilter):
+    """Roles by ``account/name``, labelled without a query per role."""
+
+    def field_choices(self, field, request, model_admin):
+        return [(role.pk, str(role)) for role in Role.objects.select_related("account")]
+
+
+class ExpiredFilter(admin.SimpleListFilter):
+    title = "expired"
+    parameter_name = "expired"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Expired"), ("no", "Not expired")]
+
+    def queryset(self, request, queryset):
+        expired = Q(expires_at__isnull=False, expires_at__lte=timezone.now())
+        if self.value() == "yes":
+            return queryset.filter(expired)
+        if self.value() == "no":
+            return queryset.exclude(expired)
+        return queryset
+
+
+@admin.register(Issuer)
+class IssuerAdmin(ThroughServicesAdmin):
+    form = IssuerForm
+    list_display = ("name", "url", "audience_list", "jwks_url", "mapping_count")
+    search_fields = ("name", "url")
+    fields = ("name", "url", "audiences", "jwks_url")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_mappings=Count("mappings"))
+
+    @admin.display(description="audiences")
+    def audience_list(self, obj):
+        return ", ".join(obj.audiences)
+
+    @admin.display(description="mappings", ordering="_mappings")
+    def mapping_count(self, obj):
+        return obj._mappings
+
+
+@admin.register(Account)
+class AccountAdmin(AccountSyncAdminMixin, ThroughServicesAdmin):
+    list_display = ("name", "account_id", "mode", "audience", "trust_policy_limit", "role_count")
+    list_filter = ("mode",)
+    search_fields = ("name", "account_id")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_roles=Count("roles"))
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return fields + tuple(name for name in PROVIDER_SYNC_FIELDS if name not in fields)
+
+    @admin.display(description="roles", ordering="_roles")
+    def role_count(self, obj):
+        return obj._roles
+
+
+class MappingInline(admin.TabularInline):
+    model = Mapping
+    form = MappingForm
+    extra = 0
+    show_change_link = True
+    fields = (
+        "name",
+        "issuer",
+        "project",
+        "ref",
+        "ref_type",
+        "protected",
+        "environment",
+        "pipeline_sources",
+        "expires_at",
+        "enabled",
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("issuer")
+
+
+@admin.register(Role)
+class RoleAdmin(RoleSyncAdminMixin, ThroughServicesAdmin):
+    list_display = ("__str__", "arn", "max_session_seconds", "session_tags", "live_mapping_count")
+    list_filter = ("account", "session_tags")
+    list_select_related = ("account",)
+    search_fields = ("name", "account__name", "account__account_id", "mappings__project")
+    inlines = [MappingInline]
+
+    def get_queryset(self, request):
+        live = Q(mappings__enabled=True) & (
+            Q(mappings__expires_at__isnull=True) | Q(mappings__expires_at__gt=timezone.now())
+        )
+        return super().get_queryset(request).annotate(_live=Count("mappings", filter=live, distinct=True))
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return fields + tuple(name for name in ROLE_SYNC_FIELDS if name not in fields)
+
+    @admin.display(description="role ARN")
+    def arn(self, obj):
+        return obj.arn
+
+    @admin.display(description="live mappings", ordering="_live")
+    def live_mapping_count(self, obj):
+        return obj._live
+
+
+@admin.register(Mapping)
+class MappingAdmin(ThroughServicesAdmin):
+    form = MappingForm
+    list_display = (
+        "name",
+        "issuer",
+        "project",
+        "ref",
+        "ref_type",
+        "protected",
+        "environment",
+        "sources",
+        "role_arn",
+        "enabled",
+        "expires",
+    )
+    list_filter = ("issuer", "role__account", ("role", RoleFilter), "enabled", ExpiredFilter, "ref_type", "protected")
+    list_select_related = ("issuer", "role__account")
+    search_fields = ("name", "project", "ref", "environment", "role__name", "role__account__name")
+    fieldsets = (
+        (None, {"fields": ("name", "issuer", "role", "enabled", "expires_at")}),
+        (
+            "Which jobs (IAM StringLike patterns: '*' any run of characters, '/' included; '?' one character)",
+            {"fields": ("project", "ref", "ref_type", "protected", "environment", "pipeline_sources")},
+        ),
+    )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        return super().formfield_for_foreignkey(db_field, request, **_with_account(db_field, kwargs))
+
+    @admin.display(description="role ARN", ordering="role__name")
+    def role_arn(self, obj):
+        return obj.role.arn
+
+    @admin.display(description="pipeline sources")
+    def sources(self, obj):
+        return ", ".join(obj.pipeline_sources) or "any"
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj):
+        if obj.expires_at is None:
+            return "never"
+        when = timezone.localtime(obj.expires_at).strftime("%Y-%m-%d %H:%M %Z")
+        if obj.is_expired:
+            return format_html('<strong style="color:#ba2121">expired</strong> {}', when)
+        return when

@@ -1,0 +1,300 @@
+"""Parse and validate a §3 configuration file into plain, checked field values (no database).
+
+Every problem is collected with its path in the file (``mappings[3].ref``, indexes from 0) rather
+than stopping at the first. Field rules are the models' own validators (``full_clean`` on unsaved
+instances); this module adds only what a file can get wrong on its own: YAML types, unknown and
+missing keys, duplicates and references between the file's objects. A document is
+self-contained: every mapping's issuer and role, and every role's account, must be in the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import yaml
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+
+from mappings.models import Account, Issuer, Mapping, Role
+
+SECTIONS = ("issuers", "accounts", "roles", "mappings")
+
+REQUIRED = object()
+
+# Per section: key -> (type, default). Types: "str", "str?", "bool", "int", "list", "list?", "datetime?".
+FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
+    "issuers": {
+        "name": ("str", REQUIRED),
+        "url": ("str", REQUIRED),
+        "audiences": ("list", REQUIRED),
+        "jwks_url": ("str?", None),
+    },
+    "accounts": {
+        "name": ("str", REQUIRED),
+        "account_id": ("str", REQUIRED),
+        "mode": ("str", Account.Mode.BROKERED.value),
+        "audience": ("str", "sts.amazonaws.com"),
+        "manager_role_arn": ("str?", None),
+        "trust_policy_limit": ("int", 2048),
+    },
+    "roles": {
+        "account": ("str", REQUIRED),
+        "name": ("str", REQUIRED),
+        "max_session_seconds": ("int", 3600),
+        "session_tags": ("bool", True),
+    },
+    "mappings": {
+        "name": ("str", REQUIRED),
+        "issuer": ("str", REQUIRED),
+        "role": ("str", REQUIRED),
+        "project": ("str", REQUIRED),
+        "ref": ("str", "*"),
+        "ref_type": ("str", Mapping.RefType.ANY.value),
+        "protected": ("bool", False),
+        "environment": ("str?", None),
+        "pipeline_sources": ("list?", []),
+        "expires_at": ("datetime?", None),
+        "enabled": ("bool", True),
+    },
+}
+
+# Keys that name another object of the file rather than a model field.
+_REFERENCE_KEYS = {"roles": {"account"}, "mappings": {"issuer", "role"}}
+_MODELS = {"issuers": Issuer, "accounts": Account, "roles": Role, "mappings": Mapping}
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be applied; ``errors`` are ``(path, message)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("\n".join(f"{path}: {message}" for path, message in errors))
+
+
+@dataclass
+class Item:
+    """One object of the file: its path (``roles[2]``), key and checked field values."""
+
+    path: str
+    key: str  # issuer/account/mapping name, or "<account>/<role name>"
+    values: dict[str, Any]
+
+
+@dataclass
+class Document:
+    issuers: dict[str, Item] = field(default_factory=dict)
+    accounts: dict[str, Item] = field(default_factory=dict)
+    roles: dict[str, Item] = field(default_factory=dict)
+    mappings: dict[str, Item] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Item]:
+        return getattr(self, name)
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in the same mapping", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _type_error(kind: str, value: Any) -> str | None:
+    """Why ``value`` is not of ``kind``, or None."""
+    optional = kind.endswith("?")
+    base = kind.rstrip("?")
+    if value is None:
+        return None if optional else "must not be empty"
+    if base == "str":
+        if isinstance(value, str):
+            return "must not be an empty string; write null or leave the key out" if optional and not value else None
+        if isinstance(value, bool):
+            return "must be a string; YAML reads yes/no/on/off/true/false as booleans, so quote it"
+        if isinstance(value, int | float | date):
+            return f'must be a string; quote it ("{value}")'
+        return "must be a string"
+    if base == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    if base == "int":
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if base == "list":
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return None
+        return "must be a list of strings"
+    if base == "datetime":
+        return None if isinstance(value, datetime | str) else "must be a timestamp such as 2027-01-01T00:00:00Z"
+    raise AssertionError(kind)
+
+
+def _parse_datetime(value: datetime | str) -> tuple[datetime | None, str | None]:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None, f"{value!r} is not an ISO 8601 timestamp such as 2027-01-01T00:00:00Z"
+    if value.tzinfo is None or value.utcoffset() is None:
+        return None, "give a timezone (for example 2027-01-01T00:00:00Z) so the expiry is unambiguous"
+    return value, None
+
+
+def _messages(error: ValidationError) -> dict[str, list[str]]:
+    if hasattr(error, "error_dict"):
+        return error.message_dict
+    return {NON_FIELD_ERRORS: error.messages}
+
+
+def _check_item(section: str, index: int, raw: Any, errors: list[tuple[str, str]]) -> tuple[dict[str, Any], bool]:
+    """The object's well-typed field values, and whether it is entirely valid (problems are
+    appended to ``errors``; every field is checked even when another one is wrong)."""
+    path = f"{section}[{index}]"
+    if not isinstance(raw, dict):
+        errors.append((path, "must be a mapping of keys to values"))
+        return {}, False
+    spec = FIELDS[section]
+    count = len(errors)
+    for key in raw:
+        if key not in spec:
+            errors.append((f"{path}.{key}", f"unknown key; known keys are {', '.join(spec)}"))
+    values: dict[str, Any] = {}
+    for key, (kind, default) in spec.items():
+        if key not in raw:
+            if default is REQUIRED:
+                errors.append((f"{path}.{key}", "is required"))
+            else:
+                values[key] = list(default) if isinstance(default, list) else default
+            continue
+        value = raw[key]
+        problem = _type_error(kind, value)
+        if problem:
+            errors.append((f"{path}.{key}", problem))
+            continue
+        if kind == "datetime?" and value is not None:
+            value, problem = _parse_datetime(value)
+            if problem:
+                errors.append((f"{path}.{key}", problem))
+                continue
+        if kind == "list?" and value is None:
+            value = []
+        values[key] = value
+    references = _REFERENCE_KEYS.get(section, set())
+    model_fields = {k: v for k, v in values.items() if k not in references}
+    instance = _MODELS[section](**model_fields)
+    unchecked = [name for name in spec if name not in model_fields]
+    try:
+        instance.full_clean(exclude=unchecked, validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        for name, messages in _messages(exc).items():
+            if name == NON_FIELD_ERRORS and len(errors) != count:
+                continue  # whole-object checks of an object with a missing field say nothing new
+            where = path if name == NON_FIELD_ERRORS else f"{path}.{name}"
+            errors.extend((where, message) for message in messages)
+            values.pop(name, None)
+    return values, len(errors) == count
+
+
+def _load(text: str, errors: list[tuple[str, str]]) -> dict | None:
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        errors.append((where, f"not valid YAML: {problem}"))
+        return None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        errors.append(("(document)", f"must be a mapping with the keys {', '.join(SECTIONS)}"))
+        return None
+    for key in data:
+        if key not in SECTIONS:
+            errors.append((str(key), f"unknown key; a configuration has {', '.join(SECTIONS)}"))
+    return data
+
+
+def parse_document(text: str) -> Document:
+    """The checked contents of a §3 configuration file; raises :class:`ConfigError` listing every
+    problem with its path. Touches no database."""
+    errors: list[tuple[str, str]] = []
+    data = _load(text, errors)
+    if data is None:
+        raise ConfigError(errors)
+    document = Document()
+    every: dict[str, list[Item]] = {section: [] for section in SECTIONS}
+    for section in SECTIONS:
+        raw_items = data.get(section)
+        if raw_items is None:
+            continue
+        if not isinstance(raw_items, list):
+            errors.append((section, "must be a list"))
+            continue
+        items = document.section(section)
+        seen_keys: dict[str, str] = {}
+        unique_values: dict[str, dict[Any, str]] = {"url": {}, "account_id": {}}
+        for index, raw in enumerate(raw_items):
+            path = f"{section}[{index}]"
+            values, valid = _check_item(section, index, raw, errors)
+            key = _key(section, values)
+            if key is not None:
+                if key in seen_keys:
+                    errors.append((f"{path}.name", f"{key!r} is already defined at {seen_keys[key]}"))
+                    valid = False
+                else:
+                    seen_keys[key] = path
+            for unique in ("url", "account_id"):
+                value = values.get(unique)
+                if value is not None:
+                    seen = unique_values[unique]
+                    if value in seen:
+                        errors.append((f"{path}.{unique}", f"{value!r} is already used by {seen[value]}"))
+                        valid = False
+                    seen.setdefault(value, path)
+            item = Item(path=path, key=key or "", values=values)
+            every[section].append(item)
+            if valid and key is not None:
+                items[key] = item
+    _check_references(every, errors)
+    if errors:
+        raise ConfigError(errors)
+    return document
+
+
+def _key(section: str, values: dict[str, Any]) -> str | None:
+    if "name" not in values:
+        return None
+    if section == "roles":
+        return f"{values['account']}/{values['name']}" if "account" in values else None
+    return values["name"]
+
+
+def _check_references(every: dict[str, list[Item]], errors: list[tuple[str, str]]) -> None:
+    """References resolve to an object of the file (valid or not: a broken target is reported
+    once, at its own path)."""
+    names = {section: {item.key for item in items if item.key} for section, items in every.items()}
+    for item in every["roles"]:
+        account = item.values.get("account")
+        if account is not None and account not in names["accounts"]:
+            errors.append((f"{item.path}.account", f"no account named {account!r} in this file"))
+    for item in every["mappings"]:
+        issuer = item.values.get("issuer")
+        if issuer is not None and issuer not in names["issuers"]:
+            errors.append((f"{item.path}.issuer", f"no issuer named {issuer!r} in this file"))
+        role = item.values.get("role")
+        if role is None:
+            continue
+        if "/" not in role:
+            errors.append((f"{item.path}.role", f"{role!r} must be <account>/<role name>, e.g. prod/deploy-web"))
+        elif role not in names["roles"]:
+            errors.append((f"{item.path}.role", f"no role {role!r} in this file"))

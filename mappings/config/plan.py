@@ -1,0 +1,218 @@
+"""Reconcile the database with a configuration document: a plan, object by object, then its
+all-or-nothing application through ``mappings.services`` (the registry's single write path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db import transaction
+
+from mappings import services
+from mappings.config.document import FIELDS, SECTIONS, ConfigError, Document, Item
+from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
+
+CREATE, UPDATE, DELETE = "create", "update", "delete"
+_SINGULAR = {"issuers": "issuer", "accounts": "account", "roles": "role", "mappings": "mapping"}
+# Fields whose value must be unique across the table besides the name.
+_UNIQUE = {"issuers": "url", "accounts": "account_id"}
+
+
+@dataclass
+class Change:
+    action: str
+    section: str
+    key: str
+    path: str | None = None  # where the object is in the file (create/update)
+    fields: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, old, new) for updates
+    obj: Any = None  # the database object (update/delete)
+
+    def describe(self) -> str:
+        symbol = {CREATE: "+", UPDATE: "~", DELETE: "-"}[self.action]
+        line = f"{symbol} {self.action} {_SINGULAR[self.section]} {self.key}"
+        if self.fields:
+            line += ": " + ", ".join(f"{name} {show(old)} -> {show(new)}" for name, old, new in self.fields)
+        return line
+
+
+@dataclass
+class Plan:
+    changes: list[Change]
+    unchanged: int
+    kept: int  # objects in the database but not in the file, kept without --prune
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def count(self, action: str) -> int:
+        return sum(1 for change in self.changes if change.action == action)
+
+    def lines(self) -> list[str]:
+        lines = [change.describe() for change in self.changes]
+        summary = (
+            f"Plan: {self.count(CREATE)} to create, {self.count(UPDATE)} to update, "
+            f"{self.count(DELETE)} to delete, {self.unchanged} unchanged."
+        )
+        if self.kept:
+            summary += f" {self.kept} not in the file kept (--prune deletes them)."
+        if self.empty:
+            summary = "No changes. " + summary
+        return [*lines, summary]
+
+
+def show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return repr(value)
+
+
+def format_datetime(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def current_values(section: str, obj: Any) -> dict[str, Any]:
+    """A database object's fields in the file's shape (references as names)."""
+    values = {}
+    for name in FIELDS[section]:
+        if section == "roles" and name == "account":
+            values[name] = obj.account.name
+        elif section == "mappings" and name == "issuer":
+            values[name] = obj.issuer.name
+        elif section == "mappings" and name == "role":
+            values[name] = f"{obj.role.account.name}/{obj.role.name}"
+        else:
+            values[name] = getattr(obj, name)
+    return values
+
+
+def object_key(section: str, obj: Any) -> str:
+    return f"{obj.account.name}/{obj.name}" if section == "roles" else obj.name
+
+
+def load_state() -> dict[str, dict[str, Any]]:
+    """Every registry object, by section and key, in four queries."""
+    querysets = {
+        "issuers": Issuer.objects.all(),
+        "accounts": Account.objects.all(),
+        "roles": Role.objects.select_related("account"),
+        "mappings": Mapping.objects.select_related("issuer", "role__account"),
+    }
+    state = {}
+    for section, queryset in querysets.items():
+        state[section] = {object_key(section, obj): obj for obj in queryset}
+    return state
+
+
+def compute_plan(document: Document, *, prune: bool, state: dict[str, dict[str, Any]] | None = None) -> Plan:
+    """What applying ``document`` would change; raises :class:`ConfigError` for conflicts with
+    objects that the file does not list (and that stay without ``--prune``)."""
+    state = load_state() if state is None else state
+    errors: list[tuple[str, str]] = []
+    changes: list[Change] = []
+    unchanged = kept = 0
+    for section in SECTIONS:
+        wanted = document.section(section)
+        existing = state[section]
+        for key, item in wanted.items():
+            obj = existing.get(key)
+            if obj is None:
+                changes.append(Change(CREATE, section, key, path=item.path))
+                continue
+            current = current_values(section, obj)
+            differ = [(name, current[name], value) for name, value in item.values.items() if current[name] != value]
+            if differ:
+                changes.append(Change(UPDATE, section, key, path=item.path, fields=differ, obj=obj))
+            else:
+                unchanged += 1
+        stale = [key for key in existing if key not in wanted]
+        if prune:
+            changes.extend(Change(DELETE, section, key, obj=existing[key]) for key in stale)
+        else:
+            kept += len(stale)
+        unique = _UNIQUE.get(section)
+        if unique and not prune:
+            owners = {getattr(existing[key], unique): key for key in stale}
+            for item in wanted.values():
+                owner = owners.get(item.values[unique])
+                if owner is not None:
+                    errors.append(
+                        (
+                            f"{item.path}.{unique}",
+                            f"{item.values[unique]!r} belongs to {_SINGULAR[section]} {owner!r} in the database, "
+                            "which this file does not list; rename it in the file or use --prune",
+                        )
+                    )
+    if errors:
+        raise ConfigError(errors)
+    order = {DELETE: 0, CREATE: 1, UPDATE: 1}
+    deletes_first = sorted(
+        changes,
+        key=lambda c: (
+            order[c.action],
+            -SECTIONS.index(c.section) if c.action == DELETE else SECTIONS.index(c.section),
+        ),
+    )
+    return Plan(changes=deletes_first, unchanged=unchanged, kept=kept)
+
+
+def _validation_errors(path: str, exc: ValidationError) -> list[tuple[str, str]]:
+    if not hasattr(exc, "error_dict"):
+        return [(path, message) for message in exc.messages]
+    return [
+        (path if name == NON_FIELD_ERRORS else f"{path}.{name}", message)
+        for name, messages in exc.message_dict.items()
+        for message in messages
+    ]
+
+
+@transaction.atomic
+def apply_document(document: Document, *, prune: bool, actor: str) -> Plan:
+    """Make the database match ``document`` in one transaction, through the registry services.
+
+    Deletes (with ``prune``) come first, children before parents; then creates and updates,
+    parents before children. Any failure rolls everything back.
+    """
+    # Every registry write moves this one row: holding it serialises concurrent applies (and
+    # makes admin saves wait) while the plan is computed and applied.
+    RegistryVersion.objects.get_or_create(pk=1)
+    RegistryVersion.objects.select_for_update().get(pk=1)
+    state = load_state()
+    plan = compute_plan(document, prune=prune, state=state)
+    objects = {section: dict(state[section]) for section in SECTIONS}
+    for change in plan.changes:
+        if change.action == DELETE:
+            services.registry_delete(change.obj, actor=actor)
+            continue
+        item = document.section(change.section)[change.key]
+        obj = change.obj if change.action == UPDATE else _MODEL[change.section]()
+        _assign(change.section, obj, item, objects)
+        try:
+            services.registry_save(obj, actor=actor)
+        except ValidationError as exc:
+            raise ConfigError(_validation_errors(item.path, exc)) from None
+        objects[change.section][change.key] = obj
+    return plan
+
+
+_MODEL = {"issuers": Issuer, "accounts": Account, "roles": Role, "mappings": Mapping}
+
+
+def _assign(section: str, obj: Any, item: Item, objects: dict[str, dict[str, Any]]) -> None:
+    for name, value in item.values.items():
+        if section == "roles" and name == "account":
+            obj.account = objects["accounts"][value]
+        elif section == "mappings" and name == "issuer":
+            obj.issuer = objects["issuers"][value]
+        elif section == "mappings" and name == "role":
+            obj.role = objects["roles"][value]
+        else:
+            setattr(obj, name, value)

@@ -1,0 +1,14 @@
+"""``python manage.py export``: the registry as §3 YAML on standard output."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from mappings.config import export_document
+
+
+class Command(BaseCommand):
+    help = "Print every issuer, account, role and mapping as a configuration file (re-applies as a no-op)."
+
+    def handle(self, *args, **options):
+        self.stdout.write(export_document(), ending="")

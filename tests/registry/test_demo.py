@@ -1,0 +1,80 @@
+"""The demo configuration and the development admin user that ``make run`` creates."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from mappings.matching import decide
+from mappings.selectors import registry
+
+pytestmark = pytest.mark.django_db
+
+DEMO = Path(__file__).resolve().parents[2] / "demo" / "rolegate.yaml"
+
+
+def demo_admin() -> str:
+    out = io.StringIO()
+    call_command("demo_admin", stdout=out)
+    return out.getvalue()
+
+
+@override_settings(DEBUG=True)
+def test_demo_admin_creates_then_resets_a_superuser_with_a_random_password():
+    first = demo_admin()
+    assert "/admin/" in first
+    password = re.search(r"password: (\S+)", first).group(1)
+    user = authenticate(username="admin", password=password)
+    assert user is not None and user.is_superuser and user.is_staff
+    second = demo_admin()
+    new_password = re.search(r"password: (\S+)", second).group(1)
+    assert new_password != password
+    assert authenticate(username="admin", password=password) is None
+    assert authenticate(username="admin", password=new_password) is not None
+
+
+@override_settings(DEBUG=False)
+def test_demo_admin_refuses_outside_development_mode():
+    with pytest.raises(CommandError, match="DJANGO_DEBUG=1"):
+        demo_admin()
+    from django.contrib.auth import get_user_model
+
+    assert not get_user_model().objects.exists()
+
+
+def test_demo_configuration_grants_the_fixture_personas(web_main_claims, api_production_claims, feature_mr_claims):
+    from datetime import UTC, datetime
+
+    call_command("apply", str(DEMO), stdout=io.StringIO())
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    snapshot = registry()
+    web = decide(
+        snapshot,
+        issuer="gitlab-example",
+        claims=web_main_claims,
+        now=now,
+        role_arn="arn:aws:iam::123456789012:role/deploy-web",
+    )
+    assert web.granted and web.rule.name == "web-main-deploy"
+    api = decide(
+        snapshot,
+        issuer="gitlab-example",
+        claims=api_production_claims,
+        now=now,
+        role_arn="arn:aws:iam::123456789012:role/deploy-api",
+    )
+    assert api.granted and api.rule.name == "api-production-deploy"
+    feature = decide(
+        snapshot,
+        issuer="gitlab-example",
+        claims=feature_mr_claims,
+        now=now,
+        role_arn="arn:aws:iam::123456789012:role/deploy-web",
+    )
+    assert not feature.granted

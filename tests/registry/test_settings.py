@@ -1,0 +1,156 @@
+"""Settings from the environment (CONTRACT §8), each case in a fresh interpreter with a clean env."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from portal.settings import env_bool, env_int, env_secret
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "s" * 20 + "-production-like-secret-key-0123456789abcdefghij"
+PRODUCTION = {"ROLEGATE_ISSUER": "https://rolegate.example.com", "DJANGO_SECRET_KEY": SECRET}
+
+
+def python(code: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DJANGO_SETTINGS_MODULE": "portal.settings", **env}
+    return subprocess.run(
+        [sys.executable, *(["-c", code] if code else []), *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def settings_of(env: dict[str, str], *names: str) -> dict:
+    code = (
+        "import json, django; django.setup(); from django.conf import settings; "
+        f"print(json.dumps({{n: getattr(settings, n) for n in {list(names)!r}}}, default=str))"
+    )
+    result = python(code, env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_production_without_a_secret_key_refuses_to_start():
+    result = python("import django; django.setup()", {"ROLEGATE_ISSUER": "https://rolegate.example.com"})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DJANGO_SECRET_KEY is not set" in result.stderr
+
+
+def test_secret_key_file_is_read(tmp_path):
+    path = tmp_path / "secret"
+    path.write_text(SECRET + "\n")
+    assert settings_of({"DJANGO_SECRET_KEY_FILE": str(path)}, "SECRET_KEY") == {"SECRET_KEY": SECRET}
+
+
+def test_an_unreadable_secret_key_file_is_a_clear_error(tmp_path):
+    result = python("import django; django.setup()", {"DJANGO_SECRET_KEY_FILE": str(tmp_path / "missing")})
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY_FILE=" in result.stderr and "cannot be read" in result.stderr
+
+
+def test_junk_in_a_boolean_variable_refuses_to_start():
+    result = python("import django; django.setup()", {**PRODUCTION, "DJANGO_DEBUG": "maybe"})
+    assert result.returncode != 0
+    assert "DJANGO_DEBUG='maybe' is not a boolean" in result.stderr
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("yes", True), ("TRUE", True), ("0", False), ("no", False)])
+def test_env_bool_accepts_the_usual_spellings(monkeypatch, raw, expected):
+    monkeypatch.setenv("ROLEGATE_TEST_FLAG", raw)
+    assert env_bool("ROLEGATE_TEST_FLAG") is expected
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "enabled", "tru"])
+def test_env_bool_rejects_junk(monkeypatch, raw):
+    monkeypatch.setenv("ROLEGATE_TEST_FLAG", raw)
+    with pytest.raises(ImproperlyConfigured, match="is not a boolean"):
+        env_bool("ROLEGATE_TEST_FLAG")
+
+
+def test_env_bool_default_when_unset(monkeypatch):
+    monkeypatch.delenv("ROLEGATE_TEST_FLAG", raising=False)
+    assert env_bool("ROLEGATE_TEST_FLAG", True) is True
+
+
+def test_env_int_checks_type_and_range(monkeypatch):
+    monkeypatch.setenv("ROLEGATE_TEST_INT", "ten")
+    with pytest.raises(ImproperlyConfigured, match="not an integer"):
+        env_int("ROLEGATE_TEST_INT", 1)
+    monkeypatch.setenv("ROLEGATE_TEST_INT", "500")
+    with pytest.raises(ImproperlyConfigured, match="outside"):
+        env_int("ROLEGATE_TEST_INT", 1, maximum=300)
+
+
+def test_env_secret_prefers_the_file(monkeypatch, tmp_path):
+    (tmp_path / "s").write_text("from-file\n")
+    monkeypatch.setenv("ROLEGATE_TEST_SECRET", "from-env")
+    monkeypatch.setenv("ROLEGATE_TEST_SECRET_FILE", str(tmp_path / "s"))
+    assert env_secret("ROLEGATE_TEST_SECRET") == "from-file"
+
+
+def test_check_deploy_is_clean_under_production_like_environment():
+    result = python("", PRODUCTION, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING" not in result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_defaults():
+    values = settings_of(
+        PRODUCTION,
+        "DEBUG",
+        "ALLOWED_HOSTS",
+        "SECURE_SSL_REDIRECT",
+        "SESSION_COOKIE_SECURE",
+        "CELERY_TASK_ALWAYS_EAGER",
+        "DATABASES",
+    )
+    assert values["DEBUG"] is False
+    assert values["ALLOWED_HOSTS"] == ["rolegate.example.com", "127.0.0.1", "localhost"]
+    assert values["SECURE_SSL_REDIRECT"] is True and values["SESSION_COOKIE_SECURE"] is True
+    assert values["CELERY_TASK_ALWAYS_EAGER"] is True  # no CELERY_BROKER_URL: tasks in-process
+    assert values["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
+def test_database_url_selects_postgresql_and_a_broker_turns_off_eager_tasks():
+    values = settings_of(
+        {
+            **PRODUCTION,
+            "DATABASE_URL": "postgres://rolegate:pw@db:5432/rolegate",
+            "CELERY_BROKER_URL": "redis://redis:6379/0",
+            "DJANGO_ALLOWED_HOSTS": "a.example, b.example",
+        },
+        "DATABASES",
+        "CELERY_TASK_ALWAYS_EAGER",
+        "CELERY_BROKER_URL",
+        "ALLOWED_HOSTS",
+    )
+    database = values["DATABASES"]["default"]
+    assert (database["ENGINE"], database["HOST"], database["NAME"]) == (
+        "django.db.backends.postgresql",
+        "db",
+        "rolegate",
+    )
+    assert values["CELERY_TASK_ALWAYS_EAGER"] is False
+    assert values["CELERY_BROKER_URL"] == "redis://redis:6379/0"
+    assert values["ALLOWED_HOSTS"] == ["a.example", "b.example"]
+
+
+def test_an_http_issuer_turns_https_enforcement_off():
+    values = settings_of(
+        {"ROLEGATE_ISSUER": "http://127.0.0.1:8000", "DJANGO_SECRET_KEY": SECRET},
+        "SECURE_SSL_REDIRECT",
+        "CSRF_COOKIE_SECURE",
+        "ROLEGATE_ALLOW_HTTP",
+    )
+    assert values == {"SECURE_SSL_REDIRECT": False, "CSRF_COOKIE_SECURE": False, "ROLEGATE_ALLOW_HTTP": False}
