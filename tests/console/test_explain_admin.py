@@ -150,3 +150,54 @@ def test_replay_events_since(web_mapping):
     recent = AuditEventFactory(time=T0 - timedelta(days=1))
     denied(time=T0, reason="bad_signature")
     assert [e.pk for e in replayable_events(days=7, now=T0)] == [recent.pk]
+
+
+PROPOSED = """
+issuers:
+  - name: gitlab-example
+    url: https://gitlab.example.com
+    audiences: [https://rolegate.example.com]
+accounts:
+  - name: prod
+    account_id: "123456789012"
+roles:
+  - account: prod
+    name: deploy-web
+mappings:
+  - name: web-main-deploy
+    issuer: gitlab-example
+    role: prod/deploy-web
+    project: platform/web
+    ref: main
+    ref_type: branch
+    protected: {protected}
+"""
+
+
+def test_replay_page_runs_a_proposed_file_against_recent_events(admin_client, web_mapping):
+    now = datetime.now(UTC)
+    AuditEventFactory(time=now - timedelta(hours=1))
+    unprotected = denied(time=now - timedelta(hours=2), ref="main", ref_protected="false", requested_role_arn=None)
+    denied(time=now - timedelta(days=9), ref="main", ref_protected="false", requested_role_arn=None)  # too old
+    response = admin_client.post(REPLAY, {"config": PROPOSED.format(protected="false"), "days": 7})
+    result = response.context["result"]
+    assert result["total"] == 1
+    assert result["changes"][0].event.pk == unprotected.pk
+    assert "granted arn:aws:iam::123456789012:role/deploy-web via web-main-deploy" in response.content.decode()
+
+
+def test_replay_page_accepts_an_upload_and_reports_no_change(admin_client, web_mapping):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    AuditEventFactory(time=datetime.now(UTC) - timedelta(hours=1))
+    upload = SimpleUploadedFile("rolegate.yaml", PROPOSED.format(protected="true").encode())
+    response = admin_client.post(REPLAY, {"config_file": upload, "days": 7})
+    assert response.context["result"]["total"] == 0
+    assert "No decision would change." in response.content.decode()
+
+
+def test_replay_page_names_each_error_of_an_invalid_file(admin_client):
+    bad = PROPOSED.format(protected="true").replace("ref_type: branch", "ref_type: sideways")
+    page = admin_client.post(REPLAY, {"config": bad, "days": 7}).content.decode()
+    assert "mappings[0].ref_type" in page
+    assert admin_client.post(REPLAY, {"config": "issuers: [", "days": 7}).context["result"] is None
