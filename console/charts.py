@@ -59,7 +59,7 @@ def stacked_days(days: Sequence, *, width: int = 760, height: int = 220, title: 
                 y,
                 left - 4,
                 y + 3,
-                int(top_value * fraction),
+                f"{top_value * fraction:g}",
             )
         )
     for i, d in enumerate(days):
@@ -91,7 +91,8 @@ def stacked_days(days: Sequence, *, width: int = 760, height: int = 220, title: 
                 )
             )
         parts.append(mark_safe("</g>"))
-        if i % 7 == 0 or i == len(days) - 1:
+        last = len(days) - 1
+        if (i % 7 == 0 and last - i >= 4) or i == last:
             parts.append(
                 _svg(
                     '<text x="{}" y="{}" font-size="10" text-anchor="middle" fill="#666">{}</text>',

@@ -17,16 +17,24 @@ class ExplainForm(forms.Form):
     issuer = forms.ModelChoiceField(
         queryset=Issuer.objects.all(), to_field_name="name", required=False, empty_label="(from the token's iss)"
     )
-    project_path = forms.CharField(required=False, max_length=255, help_text="e.g. platform/web")
+    project_path = forms.CharField(
+        required=False, max_length=255, help_text="e.g. platform/web", widget=forms.TextInput(attrs={"size": 60})
+    )
     ref = forms.CharField(required=False, max_length=255, help_text="branch or tag name, e.g. main")
     ref_type = forms.ChoiceField(choices=[("branch", "branch"), ("tag", "tag")], initial="branch")
     protected = forms.BooleanField(required=False, help_text="The ref is protected")
     environment = forms.CharField(required=False, max_length=255, help_text="Leave empty for a job without one")
     pipeline_source = forms.ChoiceField(choices=[(s, s) for s in PIPELINE_SOURCES], initial="push")
-    role_arn = forms.CharField(required=False, max_length=255, label="Role ARN", help_text="Optional: the role wanted")
+    role_arn = forms.CharField(
+        required=False,
+        max_length=255,
+        label="Role ARN",
+        help_text="Optional: the role wanted",
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
     token = forms.CharField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "autocomplete": "off", "spellcheck": "false"}),
         help_text="Or paste a GitLab ID token: it is decoded without checking its signature, only to read its "
         "claims, and is never stored or logged.",
     )
