@@ -7,6 +7,8 @@ Models hold fields and field-level validation only. Writes go through ``mappings
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, validate_slug
@@ -318,6 +320,9 @@ class RegistryVersion(models.Model):
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     version = models.BigIntegerField(default=0)
+    # Changes with every bump too: unlike the counter it never repeats, even when a transaction
+    # that moved the counter rolls back or a database is restored from a backup.
+    stamp = models.UUIDField(default=uuid.uuid4)
 
     def __str__(self) -> str:
         return f"registry version {self.version}"

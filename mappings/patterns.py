@@ -20,8 +20,8 @@ MAX_PATTERN_LENGTH = 255
 # ``sub`` and appears in no GitLab project path or git ref; control characters and whitespace are
 # never part of a path or ref.
 _FORBIDDEN = {
-    "$": "'$' would be read by IAM as the start of a policy variable",
-    ":": "':' never appears in a GitLab project path, ref or environment and separates the fields of 'sub'",
+    "$": "'$', which IAM would read as the start of a policy variable",
+    ":": "':', which never appears in a GitLab project path, ref or environment and separates the fields of 'sub'",
 }
 
 

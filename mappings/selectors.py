@@ -8,12 +8,17 @@ from mappings.matching import Registry, Rule
 from mappings.models import Mapping, RegistryVersion, role_arn
 
 _lock = threading.Lock()
-_cached: Registry | None = None
+_cached: tuple[object, Registry] | None = None
 
 
 def registry_version() -> int:
     row = RegistryVersion.objects.filter(pk=1).values_list("version", flat=True).first()
     return row or 0
+
+
+def _registry_stamp() -> tuple[int, object]:
+    row = RegistryVersion.objects.filter(pk=1).values_list("version", "stamp").first()
+    return row or (0, None)
 
 
 def registry_rules() -> list[Rule]:
@@ -90,11 +95,12 @@ def registry() -> Registry:
     call of every process.
     """
     global _cached
-    version = registry_version()
+    version, stamp = _registry_stamp()
+    key = (version, stamp)
     cached = _cached
-    if cached is not None and cached.version == version:
-        return cached
+    if cached is not None and cached[0] == key:
+        return cached[1]
     with _lock:
-        if _cached is None or _cached.version != version:
-            _cached = Registry(registry_rules(), version=version)
-        return _cached
+        if _cached is None or _cached[0] != key:
+            _cached = (key, Registry(registry_rules(), version=version))
+        return _cached[1]

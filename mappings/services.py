@@ -8,6 +8,7 @@ roles it touches. Nothing here calls AWS directly.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -41,7 +42,7 @@ def _touched_role_ids(obj: models.Model) -> set[int]:
 
 def registry_changed(*, role_ids: Iterable[int]) -> None:
     """Record that the registry changed (inside the writing transaction)."""
-    updated = RegistryVersion.objects.filter(pk=1).update(version=F("version") + 1)
+    updated = RegistryVersion.objects.filter(pk=1).update(version=F("version") + 1, stamp=uuid.uuid4())
     if not updated:
         RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1})
     role_ids = {role_id for role_id in role_ids if role_id}

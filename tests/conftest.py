@@ -28,6 +28,13 @@ def load_claim_examples() -> dict[str, dict]:
 _EXAMPLES = load_claim_examples()
 
 
+@pytest.fixture(autouse=True)
+def fresh_registry_cache(monkeypatch):
+    """Each test starts without the per-process registry snapshot: rows that a test creates with
+    factories, or that a rolled-back test left, never move the registry stamp."""
+    monkeypatch.setattr("mappings.selectors._cached", None)
+
+
 @pytest.fixture
 def web_main_claims() -> dict:
     return copy.deepcopy(_EXAMPLES["protected_main_push"])

@@ -30,13 +30,6 @@ def as_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry_cache(monkeypatch):
-    """The per-process registry cache is keyed by the registry version, which restarts with every
-    test's rolled-back transaction: start each test without a cached snapshot."""
-    monkeypatch.setattr("mappings.selectors._cached", None)
-
-
 @pytest.fixture
 def minimal() -> dict:
     """A fresh copy of MINIMAL to modify."""
