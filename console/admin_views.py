@@ -13,7 +13,13 @@ from console import charts, iam_check
 from console.dashboard import dashboard_data
 from console.explain import explain_claims
 from console.forms import ExplainForm, ReplayForm
-from console.replay import ReplayUnavailable, proposed_registry, replay_events, replayable_events
+from console.replay import (
+    MAX_REPLAY_EVENTS,
+    ReplayUnavailable,
+    proposed_registry,
+    replay_events,
+    replayable_events,
+)
 
 logger = logging.getLogger(__name__)
 REPLAY_SHOWN = 500
@@ -100,8 +106,23 @@ def replay(request):
                 for error in exc.errors:
                     form.add_error(None, error)
             else:
-                changes = replay_events(registry=registry, events=replayable_events(days=form.cleaned_data["days"]))
-                result = {"changes": changes[:REPLAY_SHOWN], "total": len(changes), "days": form.cleaned_data["days"]}
+                days = form.cleaned_data["days"]
+                replayed = 0
+
+                def counted(events):
+                    nonlocal replayed
+                    for event in events:
+                        replayed += 1
+                        yield event
+
+                changes = replay_events(registry=registry, events=counted(replayable_events(days=days)))
+                result = {
+                    "changes": changes[:REPLAY_SHOWN],
+                    "total": len(changes),
+                    "days": days,
+                    "replayed": replayed,
+                    "capped": replayed >= MAX_REPLAY_EVENTS,
+                }
     else:
         form = ReplayForm()
     return TemplateResponse(

@@ -82,13 +82,17 @@ def replay_events(*, registry: Registry, events: Iterable[AuditEvent]) -> list[C
     return changes
 
 
-def replayable_events(*, days: int, now: datetime | None = None):
-    """Matcher-decided audit events of the last ``days`` days, oldest first."""
+# A replay runs in the request: at most this many events (the newest), so a page never hangs.
+MAX_REPLAY_EVENTS = 100_000
+
+
+def replayable_events(*, days: int, now: datetime | None = None, limit: int = MAX_REPLAY_EVENTS):
+    """Matcher-decided audit events of the last ``days`` days, newest first, at most ``limit``."""
     since = (now or timezone.now()) - timedelta(days=days)
     return (
         AuditEvent.objects.filter(time__gte=since, reason__in=MATCHER_REASONS)
         .exclude(issuer=None)
-        .order_by("time", "id")
+        .order_by("-time", "-id")[:limit]
         .iterator(chunk_size=2000)
     )
 

@@ -181,6 +181,7 @@ def test_replay_page_runs_a_proposed_file_against_recent_events(admin_client, we
     denied(time=now - timedelta(days=9), ref="main", ref_protected="false", requested_role_arn=None)  # too old
     response = admin_client.post(REPLAY, {"config": PROPOSED.format(protected="false"), "days": 7})
     result = response.context["result"]
+    assert result["replayed"] == 2 and not result["capped"]
     assert result["total"] == 1
     assert result["changes"][0].event.pk == unprotected.pk
     assert "granted arn:aws:iam::123456789012:role/deploy-web via web-main-deploy" in response.content.decode()
