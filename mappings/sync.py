@@ -56,7 +56,7 @@ class SyncLine:
 # --- scheduling ----------------------------------------------------------------------------------
 
 
-def _broker_configured() -> bool:
+def broker_configured() -> bool:
     return bool(settings.CELERY_BROKER_URL)
 
 
@@ -66,7 +66,7 @@ def schedule_role_sync(*, role_ids: Iterable[int]) -> None:
     if not ids:
         return
     Role.objects.filter(pk__in=ids).update(sync_status=Role.SyncStatus.PENDING)
-    if not _broker_configured():
+    if not broker_configured():
         return
     connection_pending = _pending_ids()
     first = not connection_pending
