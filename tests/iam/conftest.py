@@ -7,13 +7,18 @@ Personas: ``web_main_claims`` (the web team's protected main-branch push job) ma
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from mappings import aws_iam
 from mappings.matching import Rule
 from mappings.policies import IssuerInfo, PolicyInput
+from tests.services import free_port, port_open
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ROLEGATE = "https://rolegate.example.com"
@@ -83,3 +88,26 @@ def moto_aws(aws_env):
         aws_iam.reset_clients()
         yield
     aws_iam.reset_clients()
+
+
+@pytest.fixture
+def moto_server(aws_env, monkeypatch):
+    """A moto server on 127.0.0.1:<free port>, stopped at the end; boto3 points at it."""
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("moto_server did not start")
+            time.sleep(0.05)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        aws_iam.reset_clients()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        aws_iam.reset_clients()

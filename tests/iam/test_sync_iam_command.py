@@ -4,42 +4,14 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from mappings import aws_iam, policies
 from tests.iam.helpers import PLACEHOLDER, ROLEGATE, create_iam_role, live_policy, registry
-from tests.services import free_port, port_open
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def moto_server(aws_env, monkeypatch):
-    """A moto server on 127.0.0.1:<free port>, stopped at the end; boto3 points at it."""
-    port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not port_open("127.0.0.1", port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("moto_server did not start")
-            time.sleep(0.05)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-        aws_iam.reset_clients()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        aws_iam.reset_clients()
 
 
 def run(*args) -> tuple[int, str]:
