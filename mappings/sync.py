@@ -68,24 +68,20 @@ def schedule_role_sync(*, role_ids: Iterable[int]) -> None:
     Role.objects.filter(pk__in=ids).update(sync_status=Role.SyncStatus.PENDING)
     if not broker_configured():
         return
-    connection_pending = _pending_ids()
-    first = not connection_pending
-    connection_pending.update(ids)
-    if first:
-        transaction.on_commit(_enqueue_pending, robust=True)
+    _pending_ids().update(ids)
+    # Registered on every call: the first callback to run drains the set, the rest find it empty.
+    # (A set left by a rolled-back transaction is drained by the next commit: one spare sync.)
+    transaction.on_commit(_enqueue_pending, robust=True)
 
 
 _pending: dict[int, set[int]] = {}
 
 
 def _pending_ids() -> set[int]:
-    """Role ids scheduled by the current transaction (one set per connection's outer atomic)."""
+    """Role ids scheduled on this thread's connection and not queued yet."""
     from django.db import connection
 
-    key = id(connection)
-    if key not in _pending or not connection.in_atomic_block:
-        _pending[key] = set()
-    return _pending[key]
+    return _pending.setdefault(id(connection), set())
 
 
 def _enqueue_pending() -> None:

@@ -3,6 +3,7 @@ minted tokens the matcher grants."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -193,17 +194,7 @@ def test_direct_policy_is_the_matcher_minus_the_conditions_iam_cannot_see(rules,
     allowed = iam_eval.gitlab_token_allowed(
         result.document, issuer_url=GITLAB.url, account_id=ACCOUNT_ID, aud=GITLAB.audiences[0], claims=claims
     )
-    loose = [
-        r.__class__(
-            **{
-                **{f: getattr(r, f) for f in r.__slots__},
-                "protected": False,
-                "environment": None,
-                "pipeline_sources": (),
-            }
-        )
-        for r in rules
-    ]
+    loose = [replace(r, protected=False, environment=None, pipeline_sources=()) for r in rules]
     assert allowed is any(evaluate(rule, claims, NOW).matched for rule in loose)
     strict_granted = any(evaluate(rule, claims, NOW).matched for rule in rules)
     assert allowed or not strict_granted

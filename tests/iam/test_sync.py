@@ -246,3 +246,19 @@ def test_a_burst_of_changes_queues_one_sync_per_role(sent, django_capture_on_com
     Role.objects.filter(pk=roles[0].pk).update(sync_queued_at=None)
     services.mapping_create(actor="test", name="later-2", issuer=issuer, role=roles[0], project="p/later-2")
     assert [call["role_id"] for call in sent[2:]] == [roles[0].pk]
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+def test_a_rolled_back_change_does_not_stop_the_next_one_from_queueing(sent):
+    from django.db import transaction
+
+    _, _, [role] = registry()
+    sent.clear()
+    Role.objects.filter(pk=role.pk).update(sync_queued_at=None)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.registry_update(role, actor="test", max_session_seconds=1800)
+        raise RuntimeError("rolled back")
+    assert sent == []
+    services.registry_update(role, actor="test", max_session_seconds=7200)
+    assert [call["role_id"] for call in sent] == [role.pk]
