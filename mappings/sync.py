@@ -216,6 +216,10 @@ def role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
                 _record_failure(role, result.message)
             return line
         try:
+            if not dry_run and provider_stale(account):
+                failed = [line for line in account_provider_sync(account_id=account.pk) if line.outcome == FAILED]
+                if failed:
+                    raise aws_iam.AwsPermanentError("ProviderFailed", "; ".join(line.text() for line in failed))
             live = aws_iam.get_role_trust_policy(role.name, manager_role_arn=account.manager_role_arn)
             if live is None:
                 raise aws_iam.AwsPermanentError(
@@ -262,6 +266,17 @@ def _record_failure(role: Role, message: str) -> None:
     role.synced_at = timezone.now()
     role.save()
     logger.warning("IAM sync of %s failed: %s", role_label(role), message)
+
+
+def provider_stale(account: Account) -> bool:
+    """Whether the account's provider(s) may not match the registry: never synced, failed, or the
+    account (or, in direct mode, one of its issuers) changed since the last provider sync."""
+    synced = account.provider_synced_at
+    if account.provider_status != Account.SyncStatus.IN_SYNC or synced is None or account.updated_at > synced:
+        return True
+    if account.mode == Account.Mode.DIRECT:
+        return Issuer.objects.filter(mappings__role__account=account, updated_at__gt=synced).exists()
+    return False
 
 
 def account_provider_sync(*, account_id: int, dry_run: bool = False) -> list[SyncLine]:

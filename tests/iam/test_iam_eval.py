@@ -128,29 +128,66 @@ def rules_strategy(draw):
                 ref=draw(PATTERN),
                 ref_type=draw(st.sampled_from(["branch", "tag", "any"])),
                 protected=draw(st.booleans()),
-                environment=draw(st.none() | PATTERN),
-                pipeline_sources=tuple(draw(st.lists(st.sampled_from(["push", "web", "api"]), unique=True))),
-                expires_at=draw(st.sampled_from([None, NOW - timedelta(hours=1), NOW + timedelta(hours=1)])),
-                enabled=draw(st.booleans()),
+                # Often from a small pool, so mappings share a statement (and compaction) often.
+                environment=draw(st.sampled_from([None, None, "a*", "b"]) | PATTERN),
+                pipeline_sources=draw(
+                    st.sampled_from([(), (), ("push",), ("push", "web")])
+                    | st.lists(st.sampled_from(["push", "web", "api"]), unique=True).map(tuple)
+                ),
+                expires_at=draw(st.sampled_from([None, None, NOW - timedelta(hours=1), NOW + timedelta(hours=1)])),
+                enabled=draw(st.sampled_from([True, True, True, False])),
             )
         )
     return rules
 
 
 @st.composite
-def claims_strategy(draw):
+def matching_value(draw, pattern: str) -> str:
+    """A value ``pattern`` matches: each '*' a short run, each '?' one character."""
+    out = []
+    for char in pattern:
+        if char == "*":
+            out.append(draw(st.text(alphabet="ab/", max_size=2)))
+        elif char == "?":
+            out.append(draw(st.sampled_from("ab/")))
+        else:
+            out.append(char)
+    return "".join(out) or "a"
+
+
+@st.composite
+def case_strategy(draw):
+    """Rules, and claims of a job that often comes close to one of them: each field either meets
+    that rule's condition or is random, so grants and near misses on every field are common."""
+    rules = draw(rules_strategy())
+    near = draw(st.sampled_from(rules)) if rules and draw(st.booleans() | st.just(True)) else None
+
+    def field(pattern, random):
+        if near is not None and pattern is not None and draw(st.integers(0, 4)):
+            return draw(matching_value(pattern))
+        return draw(random)
+
     claims = {
-        "project_path": draw(VALUE),
-        "ref": draw(VALUE),
-        "ref_type": draw(st.sampled_from(["branch", "tag"])),
+        "project_path": field(near and near.project, VALUE),
+        "ref": field(near and near.ref, VALUE),
+        "ref_type": field(
+            near and near.ref_type if near and near.ref_type != "any" else None, st.sampled_from(["branch", "tag"])
+        ),
         "ref_protected": draw(st.sampled_from(["true", "false"])),
-        "pipeline_source": draw(st.sampled_from(["push", "web", "api", "schedule"])),
+        "pipeline_source": (
+            draw(st.sampled_from(near.pipeline_sources))
+            if near is not None and near.pipeline_sources and draw(st.integers(0, 4))
+            else draw(st.sampled_from(["push", "web", "api", "schedule"]))
+        ),
         "namespace_path": "a",
     }
-    environment = draw(st.none() | VALUE)
+    if near is not None and near.protected and draw(st.integers(0, 4)):
+        claims["ref_protected"] = "true"
+    environment = field(near and near.environment, st.none() | VALUE)
     if environment is not None:
         claims["environment"] = environment
-    return claims
+    issuer = near.issuer if near is not None and draw(st.integers(0, 4)) else draw(st.sampled_from(ISSUERS))
+    return rules, claims, issuer
 
 
 def minted_allowed(document, claims, *, issuer="gitlab-com", session_tags=True) -> bool:
@@ -167,16 +204,18 @@ def minted_allowed(document, claims, *, issuer="gitlab-com", session_tags=True) 
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rules=rules_strategy(), claims=claims_strategy(), issuer=st.sampled_from(ISSUERS))
-def test_brokered_policy_allows_exactly_what_the_matcher_grants(rules, claims, issuer):
+@given(case=case_strategy())
+def test_brokered_policy_allows_exactly_what_the_matcher_grants(case):
+    rules, claims, issuer = case
     result = policies.generate(make_input(rules, limit=4096))
     granted = any(evaluate(rule, claims, NOW).matched for rule in rules if rule.issuer == issuer)
     assert minted_allowed(result.document, claims, issuer=issuer) is granted
 
 
 @settings(max_examples=200, deadline=None)
-@given(rules=rules_strategy(), claims=claims_strategy(), issuer=st.sampled_from(ISSUERS))
-def test_brokered_policy_without_session_tags_is_never_stricter_than_the_matcher(rules, claims, issuer):
+@given(case=case_strategy())
+def test_brokered_policy_without_session_tags_is_never_stricter_than_the_matcher(case):
+    rules, claims, issuer = case
     result = policies.generate(make_input(rules, limit=4096, session_tags=False))
     granted = any(evaluate(rule, claims, NOW).matched for rule in rules if rule.issuer == issuer)
     allowed = minted_allowed(result.document, claims, issuer=issuer, session_tags=False)
@@ -187,8 +226,9 @@ def test_brokered_policy_without_session_tags_is_never_stricter_than_the_matcher
 
 
 @settings(max_examples=200, deadline=None)
-@given(rules=rules_strategy(), claims=claims_strategy())
-def test_direct_policy_is_the_matcher_minus_the_conditions_iam_cannot_see(rules, claims):
+@given(case=case_strategy())
+def test_direct_policy_is_the_matcher_minus_the_conditions_iam_cannot_see(case):
+    rules, claims, _ = case
     rules = [r for r in rules if r.issuer == "gitlab-com"]
     result = policies.generate(make_input(rules, mode="direct", limit=4096))
     allowed = iam_eval.gitlab_token_allowed(

@@ -210,3 +210,12 @@ def test_a_raised_quota_lets_a_larger_policy_through():
 def test_normalised_comparison(a, b, same):
     assert policies.same_policy(a, b) is same
     assert (policies.policy_sha256(a) == policies.policy_sha256(b)) is same
+
+
+def test_a_pattern_is_not_dropped_for_one_in_a_stricter_statement():
+    rules = [
+        make_rule("broad-protected", project="platform/*", protected=True),
+        make_rule("narrow-any", project="platform/web"),
+    ]
+    text = json.dumps(statements(policies.generate(make_input(rules))))
+    assert "project_path:platform/web:" in text and "project_path:platform/*:" in text

@@ -106,8 +106,16 @@ def eager_retries():
     conf.task_eager_propagates = previous
 
 
+def provider_in_sync(account) -> None:
+    """Mark the account's provider synced, so a role sync goes straight to the role."""
+    Account.objects.filter(pk=account.pk).update(
+        provider_status=Account.SyncStatus.IN_SYNC, provider_synced_at=account.updated_at + dt.timedelta(seconds=1)
+    )
+
+
 def test_throttling_is_retried(aws_env, db, eager_retries):
-    _, _, [role] = registry()
+    _, account, [role] = registry()
+    provider_in_sync(account)
     desired = sync.role_desired_policy(role)
     role_shape = {
         "Path": "/",
@@ -129,7 +137,8 @@ def test_throttling_is_retried(aws_env, db, eager_retries):
 
 
 def test_transient_failure_is_recorded_and_raised_for_the_retry(aws_env, db):
-    _, _, [role] = registry()
+    _, account, [role] = registry()
+    provider_in_sync(account)
     with Stubber(aws_iam.iam_client()) as stub:
         stub.add_client_error("get_role", "Throttling", "Rate exceeded", 400)
         with pytest.raises(aws_iam.AwsTransientError):
@@ -143,7 +152,8 @@ def test_transient_failure_is_recorded_and_raised_for_the_retry(aws_env, db):
     [("AccessDenied", 403), ("MalformedPolicyDocument", 400), ("LimitExceeded", 409)],
 )
 def test_permanent_errors_are_recorded_not_retried(aws_env, db, code, status):
-    _, _, [role] = registry()
+    _, account, [role] = registry()
+    provider_in_sync(account)
     with Stubber(aws_iam.iam_client()) as stub:
         stub.add_client_error("get_role", code, "no", status)  # one response: a retry would fail the stub
         lines = tasks.sync_role.apply(kwargs={"role_id": role.pk}).get()
@@ -262,3 +272,31 @@ def test_a_rolled_back_change_does_not_stop_the_next_one_from_queueing(sent):
     assert sent == []
     services.registry_update(role, actor="test", max_session_seconds=7200)
     assert [call["role_id"] for call in sent] == [role.pk]
+
+
+def test_a_role_sync_ensures_a_stale_provider_first(moto_aws):
+    _, account, [role] = registry()
+    create_iam_role("deploy-web")
+    assert sync.role_sync(role_id=role.pk).outcome == "updated"  # the provider did not exist yet
+    account.refresh_from_db()
+    assert account.provider_status == Account.SyncStatus.IN_SYNC
+    arn = policies.provider_arn(account.account_id, ROLEGATE)
+    assert aws_iam.get_oidc_provider_client_ids(arn) == ["sts.amazonaws.com"]
+
+    counter = CallCounter(aws_iam.iam_client())
+    services.registry_update(role.mappings.get(), actor="test", ref="v*")
+    sync.role_sync(role_id=role.pk)
+    assert "GetOpenIDConnectProvider" not in counter.calls  # provider in sync: not read again
+
+    account.refresh_from_db()
+    assert not sync.provider_stale(account)
+    services.registry_update(account, actor="test", audience="rolegate")
+    assert sync.provider_stale(account)  # the next role sync adds the client id (Stubber test above)
+
+
+def test_drift_scan_syncs_every_account(moto_aws):
+    _, _, [role] = registry()
+    create_iam_role("deploy-web")
+    assert tasks.scan_drift.apply().get() == 1
+    role.refresh_from_db()
+    assert role.sync_status == Role.SyncStatus.IN_SYNC
