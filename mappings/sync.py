@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -74,21 +74,16 @@ def schedule_role_sync(*, role_ids: Iterable[int]) -> None:
     transaction.on_commit(_enqueue_pending, robust=True)
 
 
-_pending: dict[int, set[int]] = {}
-
-
 def _pending_ids() -> set[int]:
-    """Role ids scheduled on this thread's connection and not queued yet."""
-    from django.db import connection
-
-    return _pending.setdefault(id(connection), set())
+    """Role ids scheduled on this thread's database connection and not queued yet."""
+    return connections[DEFAULT_DB_ALIAS].__dict__.setdefault("rolegate_iam_pending", set())
 
 
 def _enqueue_pending() -> None:
-    from django.db import connection
-
-    ids = _pending.pop(id(connection), set())
-    for role_id in sorted(ids):
+    pending = _pending_ids()
+    ids = sorted(pending)
+    pending.clear()
+    for role_id in ids:
         role_sync_enqueue(role_id=role_id)
 
 
@@ -190,6 +185,37 @@ def role_label(role: Role) -> str:
     return f"role {role.account.name}/{role.name}"
 
 
+# The fields a sync writes; nothing else of the role is touched (no ``updated_at`` either).
+SYNC_FIELDS = [
+    "sync_status",
+    "synced_at",
+    "live_policy",
+    "live_policy_sha256",
+    "drift",
+    "last_error",
+    "desired_policy_sha256",
+    "policy_size",
+    "sync_warnings",
+]
+# pg_advisory_xact_lock key space of role syncs: "Role" in the high 32 bits, the role id below.
+_LOCK_NAMESPACE = 0x526F6C65 << 32
+
+
+def lock_role(role_id: int) -> None:
+    """Hold the role's sync lock until the transaction ends, so two syncs of one role never
+    interleave. On PostgreSQL an advisory lock (registry writes to the row are not blocked while
+    the sync talks to AWS); elsewhere a row lock (SQLite serialises writers anyway)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [role_lock_key(role_id)])
+    else:
+        list(Role.objects.select_for_update().filter(pk=role_id).values_list("pk", flat=True))
+
+
+def role_lock_key(role_id: int) -> int:
+    return _LOCK_NAMESPACE | (role_id & 0xFFFFFFFF)
+
+
 def role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
     """Bring one role's trust policy in line with its mappings; ``None`` if the role is gone.
 
@@ -198,15 +224,18 @@ def role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
     is recorded on the role and raised (the task retries it); a permanent one is recorded.
     """
     transient: aws_iam.AwsTransientError | None = None
+    if not dry_run:
+        # Started: a change committed from now on queues another sync (see role_sync_enqueue).
+        Role.objects.filter(pk=role_id).update(sync_queued_at=None)
     with transaction.atomic():
-        role = Role.objects.select_for_update(of=("self",)).select_related("account").filter(pk=role_id).first()
+        lock_role(role_id)
+        role = Role.objects.select_related("account").filter(pk=role_id).first()
         if role is None:
             return None
         label = role_label(role)
         account = role.account
         result = role_desired_policy(role)
         if not dry_run:
-            role.sync_queued_at = None
             role.desired_policy_sha256 = policies.policy_sha256(result.document)
             role.policy_size = result.size
             role.sync_warnings = list(result.warnings)
@@ -242,7 +271,7 @@ def role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
             role.sync_status = Role.SyncStatus.IN_SYNC
             role.synced_at = timezone.now()
             role.last_error = ""
-            role.save()
+            role.save(update_fields=SYNC_FIELDS)
             if role.drift:
                 logger.warning("repaired drift of %s's trust policy", label)
             reason = "drift repaired" if role.drift and differs else ""
@@ -256,7 +285,7 @@ def role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
             transient = exc
             if not dry_run:
                 role.last_error = f"{exc} (will retry)"
-                role.save()
+                role.save(update_fields=SYNC_FIELDS)
     raise transient
 
 
@@ -264,7 +293,7 @@ def _record_failure(role: Role, message: str) -> None:
     role.sync_status = Role.SyncStatus.FAILED
     role.last_error = message
     role.synced_at = timezone.now()
-    role.save()
+    role.save(update_fields=SYNC_FIELDS)
     logger.warning("IAM sync of %s failed: %s", role_label(role), message)
 
 

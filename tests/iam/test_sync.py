@@ -300,3 +300,42 @@ def test_drift_scan_syncs_every_account(moto_aws):
     assert tasks.scan_drift.apply().get() == 1
     role.refresh_from_db()
     assert role.sync_status == Role.SyncStatus.IN_SYNC
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_sync_per_role_at_a_time_on_postgresql(moto_aws):
+    """While a sync talks to IAM it holds the role's advisory lock; another session cannot take it."""
+    import psycopg
+    from django.db import connection
+
+    from tests.services import require_postgresql
+
+    require_postgresql()
+    db = connection.settings_dict
+    _, _, [role] = registry()
+    create_iam_role("deploy-web")
+    seen: list[bool] = []
+    other = psycopg.connect(
+        dbname=db["NAME"],
+        user=db["USER"],
+        password=db["PASSWORD"] or None,
+        host=db["HOST"],
+        port=db["PORT"] or None,
+        autocommit=True,
+    )
+
+    def try_lock(**kwargs):
+        got = other.execute("SELECT pg_try_advisory_lock(%s)", [sync.role_lock_key(role.pk)]).fetchone()[0]
+        if got:
+            other.execute("SELECT pg_advisory_unlock(%s)", [sync.role_lock_key(role.pk)])
+        seen.append(got)
+
+    aws_iam.iam_client().meta.events.register("before-call.iam.GetRole", try_lock)
+    try:
+        sync.role_sync(role_id=role.pk)
+        try_lock()
+    finally:
+        other.close()
+    assert seen == [False, True]  # held during the IAM call, released when the sync committed
+    role.refresh_from_db()
+    assert role.sync_status == Role.SyncStatus.IN_SYNC
