@@ -59,6 +59,13 @@ def test_role_admin_shows_sync_state_in_its_own_section(request_):
     assert all(name != "IAM sync" for name, _ in model_admin.get_fieldsets(request_, None))
 
 
+def test_sync_written_fields_are_never_form_fields(request_):
+    _, _, [role] = registry()
+    form = admin.ModelAdmin(Role, site).get_form(request_, role)
+    written = {"live_policy", "desired_policy_sha256", "policy_size", "sync_warnings", "sync_queued_at"}
+    assert not written & set(form.base_fields)
+
+
 def test_role_admin_preview_size_warnings_and_diff(request_, settings):
     _, _, [role] = registry()
     model_admin = RoleAdmin(Role, site)
