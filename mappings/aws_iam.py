@@ -194,10 +194,17 @@ def ensure_oidc_provider(
     existing = get_oidc_provider_client_ids(arn, manager_role_arn=manager_role_arn)
     client = iam_client(manager_role_arn)
     if existing is None:
-        if not dry_run:
+        if dry_run:
+            return "created"
+        try:
             with _aws_errors():
                 client.create_open_id_connect_provider(Url=url, ClientIDList=sorted(set(client_ids)))
-        return "created"
+            return "created"
+        except AwsPermanentError as exc:
+            if exc.code != "EntityAlreadyExists":
+                raise
+            # Another worker created it a moment ago: carry on with its client ids.
+            existing = get_oidc_provider_client_ids(arn, manager_role_arn=manager_role_arn) or []
     missing = sorted(set(client_ids) - set(existing))
     if not missing:
         return "unchanged"

@@ -64,6 +64,55 @@ def test_missing_client_id_is_added(aws_env):
     assert outcome == "updated"
 
 
+def test_a_provider_created_concurrently_is_not_a_failure(aws_env):
+    client = aws_iam.iam_client()
+    arn = policies.provider_arn("123456789012", ROLEGATE)
+    with Stubber(client) as stub:
+        stub.add_client_error("get_open_id_connect_provider", "NoSuchEntity", "none", 404)
+        stub.add_client_error("create_open_id_connect_provider", "EntityAlreadyExists", "exists", 409)
+        stub.add_response(
+            "get_open_id_connect_provider",
+            {"Url": "rolegate.example.com", "ClientIDList": ["sts.amazonaws.com"], "ThumbprintList": []},
+            {"OpenIDConnectProviderArn": arn},
+        )
+        outcome = aws_iam.ensure_oidc_provider(
+            account_id="123456789012", url=ROLEGATE, client_ids=["sts.amazonaws.com"]
+        )
+        stub.assert_no_pending_responses()
+    assert outcome == "unchanged"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "kind"),
+    [
+        ("Throttling", 400, aws_iam.AwsTransientError),
+        ("ServiceFailure", 500, aws_iam.AwsTransientError),
+        ("SomethingNew", 503, aws_iam.AwsTransientError),
+        ("AccessDenied", 403, aws_iam.AwsPermanentError),
+        ("NoSuchEntity", 404, aws_iam.AwsPermanentError),
+        ("MalformedPolicyDocument", 400, aws_iam.AwsPermanentError),
+        ("LimitExceeded", 409, aws_iam.AwsPermanentError),
+    ],
+)
+def test_error_classification(code, status, kind):
+    from botocore.exceptions import ClientError
+
+    error = ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+    classified = aws_iam.classify(error)
+    assert type(classified) is kind and classified.code == code
+
+
+def test_connection_failures_are_transient():
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    for exc in (
+        EndpointConnectionError(endpoint_url="http://x"),
+        ConnectTimeoutError(endpoint_url="http://x"),
+        ReadTimeoutError(endpoint_url="http://x"),
+    ):
+        assert isinstance(aws_iam.classify(exc), aws_iam.AwsTransientError)
+
+
 def test_policy_is_written_only_when_it_changes(moto_aws):
     _, _, [role] = registry()
     create_iam_role("deploy-web")
