@@ -99,7 +99,12 @@ def role_sync_enqueue(*, role_id: int) -> bool:
     )
     if not claimed:
         return False
-    sync_role.apply_async(kwargs={"role_id": role_id}, countdown=COALESCE_COUNTDOWN)
+    try:
+        sync_role.apply_async(kwargs={"role_id": role_id}, countdown=COALESCE_COUNTDOWN)
+    except Exception:
+        # Not queued after all (broker down): let the next change, or the drift scan, try again.
+        Role.objects.filter(pk=role_id, sync_queued_at=now).update(sync_queued_at=None)
+        raise
     return True
 
 

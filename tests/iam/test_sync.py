@@ -388,3 +388,19 @@ def test_one_sync_per_role_at_a_time_on_postgresql(moto_aws):
     assert seen == [False, True]  # held during the IAM call, released when the sync committed
     role.refresh_from_db()
     assert role.sync_status == Role.SyncStatus.IN_SYNC
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+def test_a_failed_send_does_not_leave_the_role_marked_queued(monkeypatch):
+    _, _, [role] = registry()
+    Role.objects.filter(pk=role.pk).update(sync_queued_at=None)
+
+    def broker_down(**kwargs):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr(tasks.sync_role, "apply_async", broker_down)
+    with pytest.raises(ConnectionRefusedError):
+        sync.role_sync_enqueue(role_id=role.pk)
+    role.refresh_from_db()
+    assert role.sync_queued_at is None
