@@ -219,7 +219,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # Repairs hand edits of trust policies in IAM and retries failed syncs (mappings.tasks).
+    "iam-drift-scan": {"task": "mappings.tasks.scan_drift", "schedule": 15 * 60},
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- Rolegate ------------------------------------------------------------------------------
