@@ -1,9 +1,144 @@
-"""IAM sync state in the admin (filled in by the IAM sync work): mixins the registry admin uses."""
+"""IAM sync state in the admin: mixins the registry admin puts first in its bases.
+
+``RoleSyncAdminMixin`` adds an "IAM sync" section (state, the desired policy pretty-printed, its
+size against the quota, a diff against the policy last seen in IAM, warnings) and a "sync now"
+action; ``AccountSyncAdminMixin`` does the same for the account's OIDC provider(s). Both combine
+with whatever ``readonly_fields``, ``fieldsets`` and ``actions`` the ModelAdmin declares.
+"""
+
+from __future__ import annotations
+
+import json
+
+from celery.exceptions import Retry
+from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
+
+from mappings import policies, sync
+from mappings.aws_iam import AwsError
+
+SECTION = "IAM sync"
 
 
-class RoleSyncAdminMixin:
+class _SyncAdminMixin:
+    sync_fields: tuple[str, ...] = ()
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields + [name for name in self.sync_fields if name not in fields]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:  # nothing synced yet on the add form
+            return [(name, {**opts, "fields": self._without_sync(opts["fields"])}) for name, opts in fieldsets]
+        cleaned = [(name, {**opts, "fields": self._without_sync(opts["fields"])}) for name, opts in fieldsets]
+        return [*cleaned, (SECTION, {"fields": self.sync_fields})]
+
+    def _without_sync(self, fields):
+        return [f for f in fields if f not in self.sync_fields]
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if self.has_change_permission(request):
+            actions["sync_iam_now"] = (type(self).sync_iam_now, "sync_iam_now", "Sync IAM now")
+        return actions
+
+    def _report(self, request, label: str, run) -> None:
+        try:
+            lines = run()
+        except (AwsError, Retry) as exc:
+            self.message_user(request, f"{label}: failed: {getattr(exc, 'exc', None) or exc}", messages.ERROR)
+            return
+        for line in lines:
+            line = sync.SyncLine(**line)
+            level = messages.ERROR if line.outcome == sync.FAILED else messages.SUCCESS
+            self.message_user(request, line.text(), level)
+
+
+class RoleSyncAdminMixin(_SyncAdminMixin):
     """Sync state, policy preview, diff and "sync now" on the role admin."""
 
+    sync_fields = (
+        "sync_status",
+        "synced_at",
+        "drift",
+        "last_error",
+        "live_policy_sha256",
+        "policy_size_vs_quota",
+        "iam_warnings",
+        "desired_policy",
+        "policy_diff",
+    )
 
-class AccountSyncAdminMixin:
-    """OIDC provider sync state on the account admin."""
+    def sync_iam_now(self, request, queryset):
+        """Queue (with a broker) or run (without) the trust-policy sync of the selected roles."""
+        from mappings.tasks import sync_role
+
+        for role in queryset.select_related("account"):
+            label = sync.role_label(role)
+            if sync.broker_configured():
+                queued = sync.role_sync_enqueue(role_id=role.pk)
+                self.message_user(request, f"{label}: {'queued' if queued else 'already queued'}")
+            else:
+                self._report(request, label, lambda pk=role.pk: sync_role.apply(kwargs={"role_id": pk}).get())
+
+    @admin.display(description="desired trust policy")
+    def desired_policy(self, obj):
+        result = sync.role_desired_policy(obj)
+        return format_html("<pre>{}</pre>", policies.pretty(result.document))
+
+    @admin.display(description="size / quota")
+    def policy_size_vs_quota(self, obj):
+        result = sync.role_desired_policy(obj)
+        text = f"{result.size} / {result.limit} characters"
+        if not result.fits:
+            return format_html("<strong>{}</strong> — {}", text, result.message)
+        return text
+
+    @admin.display(description="warnings")
+    def iam_warnings(self, obj):
+        warnings = sync.role_desired_policy(obj).warnings
+        if not warnings:
+            return "—"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((w,) for w in warnings)))
+
+    @admin.display(description="diff against the policy last seen in IAM")
+    def policy_diff(self, obj):
+        if not obj.live_policy:
+            return "— (not synced yet)"
+        live = json.loads(obj.live_policy)
+        desired = sync.role_desired_policy(obj).document
+        if policies.same_policy(live, desired):
+            return "— (no difference)"
+        return format_html("<pre>{}</pre>", sync.policy_diff(live, desired, label=sync.role_label(obj)))
+
+
+class AccountSyncAdminMixin(_SyncAdminMixin):
+    """OIDC provider sync state and "sync now" on the account admin."""
+
+    sync_fields = ("provider_status", "provider_synced_at", "provider_error", "oidc_providers")
+
+    def sync_iam_now(self, request, queryset):
+        """Queue (with a broker) or run (without) the sync of the selected accounts' providers and roles."""
+        from mappings.tasks import sync_account
+
+        for account in queryset:
+            if sync.broker_configured():
+                sync_account.delay(account_id=account.pk)
+                self.message_user(request, f"account {account.name}: queued")
+            else:
+                self._report(
+                    request,
+                    f"account {account.name}",
+                    lambda pk=account.pk: sync_account.apply(kwargs={"account_id": pk}).get(),
+                )
+
+    @admin.display(description="OIDC providers")
+    def oidc_providers(self, obj):
+        rows = [
+            (policies.provider_arn(obj.account_id, url), ", ".join(client_ids))
+            for url, client_ids in sync.account_providers(obj)
+        ]
+        if not rows:
+            return "—"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{} (client ids: {})</li>", rows))

@@ -223,6 +223,19 @@ class Role(TimestampedModel):
     live_policy_sha256 = models.CharField(max_length=64, blank=True, default="")
     drift = models.BooleanField(default=False)
     last_error = models.TextField(blank=True, default="")
+    live_policy = models.TextField(
+        blank=True, default="", editable=False, help_text="The live trust policy as last read from IAM."
+    )
+    desired_policy_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)
+    policy_size = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="Characters, as IAM counts them."
+    )
+    sync_warnings = models.JSONField(
+        default=list, blank=True, editable=False, help_text="Mapping conditions IAM cannot enforce."
+    )
+    sync_queued_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="A sync task is queued (coalescing)."
+    )
 
     class Meta:
         ordering = ["account__name", "name"]

@@ -224,6 +224,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict = {
+    # Repairs hand edits of trust policies in IAM and retries failed syncs (mappings.tasks).
+    "iam-drift-scan": {"task": "mappings.tasks.scan_drift", "schedule": 15 * 60},
     # console: delete audit events older than ROLEGATE_AUDIT_RETENTION_DAYS, daily.
     "audit-retention": {"task": "console.audit_retention", "schedule": crontab(hour=3, minute=17)},
 }

@@ -6,7 +6,11 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0
 os.environ.setdefault("ROLEGATE_ALLOW_HTTP", "1")
 # The broker CI points at (Redis) is kept for the integration tests that start a real worker;
 # every other test runs tasks in-process.
-TEST_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
+# pytest-xdist starts its workers after this module ran in the controller (and popped the
+# variable), so the URL is also kept where the workers' copy of the environment still has it.
+TEST_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or os.environ.get("ROLEGATE_TEST_BROKER_URL") or None
+if TEST_BROKER_URL:
+    os.environ["ROLEGATE_TEST_BROKER_URL"] = TEST_BROKER_URL
 os.environ.pop("CELERY_BROKER_URL", None)
 
 from portal.settings import *  # noqa: E402,F403

@@ -1,0 +1,145 @@
+"""A small IAM evaluator for trust policies, so tests can ask "would IAM let this token in?".
+
+It covers what Rolegate's trust policies use: ``Effect`` Allow/Deny (an explicit Deny wins, no
+Allow means no), ``Principal`` (``Federated``/``AWS``/``"*"``), ``Action`` with wildcards, and the
+``StringEquals``/``StringNotEquals``/``StringLike``/``StringNotLike`` operators with ``...IfExists``.
+A condition on a key the request does not carry is false (true for the ``Not`` operators and
+``IfExists``), the values of one key are ORed, keys and operators are ANDed. An operator it does
+not know is an error, never a silent pass.
+
+Reference: https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html
+and https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mappings import minted, patterns, policies
+
+_OPERATORS = {"StringEquals", "StringNotEquals", "StringLike", "StringNotLike"}
+
+
+class UnsupportedPolicy(ValueError):
+    """The policy uses something this evaluator does not model."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One STS call as IAM evaluates it against a trust policy."""
+
+    action: str
+    federated: str
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+def _as_list(value: object) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _principal_matches(principal: object, federated: str) -> bool:
+    if principal == "*":
+        return True
+    if not isinstance(principal, dict):
+        raise UnsupportedPolicy(f"Principal {principal!r}")
+    if "*" in _as_list(principal.get("AWS", [])):
+        return True
+    return federated in _as_list(principal.get("Federated", []))
+
+
+def _action_matches(actions: object, action: str) -> bool:
+    return any(patterns.matches(a.lower(), action.lower()) for a in _as_list(actions))
+
+
+def _condition_holds(operator: str, key: str, expected: object, context: Mapping[str, str]) -> bool:
+    if_exists = operator.endswith("IfExists")
+    base = operator.removesuffix("IfExists")
+    if base not in _OPERATORS:
+        raise UnsupportedPolicy(f"condition operator {operator!r}")
+    value = next((v for k, v in context.items() if k.lower() == key.lower()), None)
+    negated = "Not" in base
+    if value is None:
+        return if_exists or negated
+    values = [str(v) for v in _as_list(expected)]
+    hit = any(patterns.matches(pattern, value) for pattern in values) if base.endswith("Like") else value in values
+    return not hit if negated else hit
+
+
+def _statement_applies(statement: Mapping, request: Request) -> bool:
+    if "NotPrincipal" in statement or "NotAction" in statement:
+        raise UnsupportedPolicy("NotPrincipal/NotAction")
+    if not _principal_matches(statement.get("Principal"), request.federated):
+        return False
+    if not _action_matches(statement.get("Action", []), request.action):
+        return False
+    for operator, block in statement.get("Condition", {}).items():
+        for key, expected in block.items():
+            if not _condition_holds(operator, key, expected, request.context):
+                return False
+    return True
+
+
+def allows(policy: Mapping, request: Request) -> bool:
+    """Whether ``policy`` lets ``request`` through: some Allow applies and no Deny does."""
+    allowed = False
+    for statement in _as_list(policy.get("Statement", [])):
+        effect = statement.get("Effect")
+        if effect not in ("Allow", "Deny"):
+            raise UnsupportedPolicy(f"Effect {effect!r}")
+        if _statement_applies(statement, request):
+            if effect == "Deny":
+                return False
+            allowed = True
+    return allowed
+
+
+def web_identity_requests(
+    *, provider_url: str, account_id: str, sub: str, aud: str, request_tags: Mapping[str, str] | None
+) -> list[Request]:
+    """The requests STS evaluates for ``AssumeRoleWithWebIdentity`` with such a token: the assume
+    itself and, when the token carries session tags, ``sts:TagSession`` with the same context."""
+    host = policies.provider_host(provider_url)
+    context = {f"{host}:sub": sub, f"{host}:aud": aud}
+    for key, value in (request_tags or {}).items():
+        context[f"aws:RequestTag/{key}"] = value
+    federated = policies.provider_arn(account_id, provider_url)
+    requests = [Request(policies.ASSUME_ACTION, federated, context)]
+    if request_tags:
+        requests.append(Request(policies.TAG_ACTION, federated, context))
+    return requests
+
+
+def minted_token_allowed(
+    policy: Mapping,
+    *,
+    rolegate_issuer: str,
+    account_id: str,
+    audience: str,
+    issuer_name: str,
+    claims: Mapping[str, object],
+    mapping_name: str,
+    session_tags: bool,
+) -> bool:
+    """Whether IAM would accept a token Rolegate minted for ``claims`` (brokered mode)."""
+    sub = minted.minted_sub(issuer_name, str(claims["project_path"]), str(claims["ref_type"]), str(claims["ref"]))
+    tags = (
+        {key: values[0] for key, values in minted.principal_tags(claims, mapping_name).items()}
+        if session_tags
+        else None
+    )
+    requests = web_identity_requests(
+        provider_url=rolegate_issuer, account_id=account_id, sub=sub, aud=audience, request_tags=tags
+    )
+    return all(allows(policy, request) for request in requests)
+
+
+def gitlab_token_allowed(
+    policy: Mapping, *, issuer_url: str, account_id: str, aud: str, claims: Mapping[str, object]
+) -> bool:
+    """Whether IAM would accept a GitLab ID token with ``claims`` directly (direct mode)."""
+    sub = minted.gitlab_sub(str(claims["project_path"]), str(claims["ref_type"]), str(claims["ref"]))
+    requests = web_identity_requests(
+        provider_url=issuer_url, account_id=account_id, sub=sub, aud=aud, request_tags=None
+    )
+    return all(allows(policy, request) for request in requests)

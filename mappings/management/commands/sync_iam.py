@@ -1,0 +1,54 @@
+"""``manage.py sync_iam [--account NAME] [--check]`` (CONTRACT §9).
+
+Runs the worker's own ``sync_account`` task in this process (``.apply()``) for each account and
+prints one line per OIDC provider and role, then a one-line summary. ``--check`` writes nothing,
+prints a unified diff for every role whose live trust policy differs, and exits 1 if any does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from celery.exceptions import Retry
+from django.core.management.base import BaseCommand, CommandError
+
+from mappings import sync
+from mappings.aws_iam import AwsError
+from mappings.models import Account
+from mappings.tasks import sync_account
+
+
+class Command(BaseCommand):
+    help = "Bring every managed account's OIDC provider and role trust policies in line with the mappings."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--account", metavar="NAME", help="Only this account.")
+        parser.add_argument(
+            "--check", action="store_true", help="Change nothing; print a diff per drifted role; exit 1 if any."
+        )
+
+    def handle(self, *args, account: str | None = None, check: bool = False, **options):
+        accounts = Account.objects.order_by("name")
+        if account is not None:
+            accounts = accounts.filter(name=account)
+            if not accounts.exists():
+                raise CommandError(f"No account is named {account!r}.")
+        outcomes: Counter[str] = Counter()
+        for item in accounts:
+            try:
+                lines = sync_account.apply(kwargs={"account_id": item.pk, "dry_run": check}, throw=True).get()
+            except (AwsError, Retry) as exc:
+                reason = getattr(exc, "exc", None) or exc
+                lines = [sync.SyncLine(f"account {item.name}", sync.FAILED, f"{reason}").as_dict()]
+            for line in lines:
+                line = sync.SyncLine(**line)
+                outcomes[line.outcome] += 1
+                self.stdout.write(line.text())
+                if line.diff:
+                    self.stdout.write(line.diff.rstrip("\n"))
+        summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())) or "nothing to sync"
+        self.stdout.write(f"{'checked' if check else 'synced'} {sum(outcomes.values())}: {summary}")
+        if outcomes[sync.FAILED]:
+            raise CommandError(f"{outcomes[sync.FAILED]} provider(s)/role(s) failed; see the lines above.")
+        if check and outcomes[sync.DIFFERS]:
+            raise CommandError(f"{outcomes[sync.DIFFERS]} provider(s)/role(s) differ from the mappings.")

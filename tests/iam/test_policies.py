@@ -1,0 +1,221 @@
+"""The trust-policy generator: table tests for both modes and every mapping field."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from mappings import policies
+from mappings.iam_eval import Request, allows
+from tests.iam.conftest import ACCOUNT_ID, GITLAB, NOW, make_input, make_rule
+
+HOST = "rolegate.example.com"
+FEDERATED = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{HOST}"
+
+
+def statements(result) -> list[dict]:
+    assert isinstance(result, policies.TrustPolicy), getattr(result, "message", result)
+    return result.document["Statement"]
+
+
+def test_brokered_policy_trusts_rolegate_provider_with_minted_sub_and_aud():
+    [statement] = statements(policies.generate(make_input([make_rule()])))
+    assert statement == {
+        "Effect": "Allow",
+        "Principal": {"Federated": FEDERATED},
+        "Action": ["sts:AssumeRoleWithWebIdentity", "sts:TagSession"],
+        "Condition": {
+            "StringEquals": {f"{HOST}:aud": "sts.amazonaws.com"},
+            "StringLike": {f"{HOST}:sub": "gitlab-com:project_path:platform/web:ref_type:branch:ref:main"},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "equals", "like"),
+    [
+        ({"ref_type": "any"}, {}, {"sub": "gitlab-com:project_path:platform/web:ref_type:*:ref:main"}),
+        ({"ref_type": "tag", "ref": "v*"}, {}, {"sub": "gitlab-com:project_path:platform/web:ref_type:tag:ref:v*"}),
+        ({"project": "platform/*"}, {}, {"sub": "gitlab-com:project_path:platform/*:ref_type:branch:ref:main"}),
+        ({"protected": True}, {"aws:RequestTag/ref_protected": "true"}, {}),
+        ({"environment": "production"}, {}, {"aws:RequestTag/environment": "production"}),
+        ({"environment": "review/*"}, {}, {"aws:RequestTag/environment": "review/*"}),
+        # Literal parts are sanitised like the tag value; wildcards stay.
+        ({"environment": "prod#?"}, {}, {"aws:RequestTag/environment": "prod_?"}),
+        ({"pipeline_sources": ("web",)}, {"aws:RequestTag/pipeline_source": "web"}, {}),
+        ({"pipeline_sources": ("web", "push")}, {"aws:RequestTag/pipeline_source": ["push", "web"]}, {}),
+    ],
+)
+def test_brokered_policy_condition_per_mapping_field(overrides, equals, like):
+    [statement] = statements(policies.generate(make_input([make_rule(**overrides)])))
+    condition = statement["Condition"]
+    for key, value in equals.items():
+        assert condition["StringEquals"][key] == value
+    for key, value in like.items():
+        full = f"{HOST}:sub" if key == "sub" else key
+        assert condition["StringLike"][full] == value
+
+
+def test_brokered_without_session_tags_warns_and_does_not_allow_tag_session():
+    result = policies.generate(make_input([make_rule(protected=True, environment="prod")], session_tags=False))
+    [statement] = statements(result)
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert "aws:RequestTag/ref_protected" not in json.dumps(statement)
+    assert set(result.mapping_warnings) == {"web-main"}
+    assert any("'protected' is not enforced" in w for w in result.warnings)
+    assert any("'environment' is not enforced" in w for w in result.warnings)
+
+
+def test_mappings_with_different_extra_conditions_get_separate_statements():
+    rules = [
+        make_rule("a", project="platform/a", protected=True),
+        make_rule("b", project="platform/b", protected=True),
+        make_rule("c", project="platform/c", environment="production"),
+    ]
+    found = statements(policies.generate(make_input(rules)))
+    assert len(found) == 2
+    protected = next(s for s in found if "aws:RequestTag/ref_protected" in s["Condition"].get("StringEquals", {}))
+    assert protected["Condition"]["StringLike"][f"{HOST}:sub"] == [
+        "gitlab-com:project_path:platform/a:ref_type:branch:ref:main",
+        "gitlab-com:project_path:platform/b:ref_type:branch:ref:main",
+    ]
+
+
+def test_direct_mode_trusts_gitlab_provider_with_gitlab_sub_and_issuer_audiences():
+    issuer = policies.IssuerInfo("gitlab-com", "https://gitlab.com", ("b-aud", "a-aud"))
+    rule = make_rule(protected=True, environment="production", pipeline_sources=("push",), account_mode="direct")
+    result = policies.generate(make_input([rule], mode="direct", issuers=[issuer]))
+    [statement] = statements(result)
+    assert statement == {
+        "Effect": "Allow",
+        "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/gitlab.com"},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {
+            "StringEquals": {"gitlab.com:aud": ["a-aud", "b-aud"]},
+            "StringLike": {"gitlab.com:sub": "project_path:platform/web:ref_type:branch:ref:main"},
+        },
+    }
+    warned = result.mapping_warnings["web-main"]
+    for name in ("protected", "environment", "pipeline_sources"):
+        assert any(f"'{name}' is not enforced" in w for w in warned)
+    assert set(warned) <= set(result.warnings)
+
+
+def test_direct_mode_one_statement_per_issuer():
+    other = policies.IssuerInfo("gitlab-self", "https://git.example.com/gitlab", ("x",))
+    rules = [make_rule("a"), make_rule("b", issuer="gitlab-self")]
+    found = statements(policies.generate(make_input(rules, mode="direct", issuers=[GITLAB, other])))
+    assert [s["Principal"]["Federated"].rsplit("/", 1)[-1] for s in found] == ["gitlab.com", "gitlab"]
+    assert "git.example.com/gitlab:sub" in found[1]["Condition"]["StringLike"]
+
+
+def test_direct_mode_without_unenforceable_conditions_has_no_warnings():
+    result = policies.generate(make_input([make_rule()], mode="direct"))
+    assert result.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        make_rule(enabled=False),
+        make_rule(expires_at=NOW - timedelta(seconds=1)),
+        make_rule(expires_at=NOW),
+    ],
+    ids=["disabled", "expired", "expiring-now"],
+)
+def test_dead_mappings_contribute_nothing_and_the_role_trusts_nobody(rule):
+    result = policies.generate(make_input([rule]))
+    assert result.document == policies.trusts_nobody()
+    request = Request("sts:AssumeRoleWithWebIdentity", FEDERATED, {})
+    assert not allows(result.document, request)
+
+
+def test_unexpired_mapping_counts():
+    result = policies.generate(make_input([make_rule(expires_at=NOW + timedelta(seconds=1))]))
+    assert result.document != policies.trusts_nobody()
+
+
+def test_deterministic_sorted_and_deduplicated():
+    rules = [make_rule("b", project="z/y"), make_rule("a", project="a/b"), make_rule("c", project="z/y")]
+    one = policies.generate(make_input(rules))
+    two = policies.generate(make_input(list(reversed(rules))))
+    assert one.text == two.text
+    [statement] = one.document["Statement"]
+    subs = statement["Condition"]["StringLike"][f"{HOST}:sub"]
+    assert subs == sorted(subs) and len(subs) == 2
+    assert " " not in one.text and "\n" not in one.text
+
+
+def test_subsumed_patterns_are_removed_within_and_across_statements():
+    rules = [
+        make_rule("all", project="platform/*", ref="*", ref_type="any"),
+        make_rule("web", project="platform/web"),
+        make_rule("web-prod", project="platform/web", environment="production"),
+        make_rule("other", project="other/*", environment="production"),
+    ]
+    found = statements(policies.generate(make_input(rules)))
+    text = json.dumps(found)
+    assert "platform/web" not in text
+    assert "gitlab-com:project_path:platform/*:ref_type:*:ref:*" in text
+    assert "other/*" in text
+
+
+def test_compact_keeps_one_of_equivalent_patterns():
+    assert policies.compact(["a*", "a*", "a?*", "ab"]) == ["a*"]
+
+
+def test_size_is_measured_without_whitespace():
+    result = policies.generate(make_input([make_rule()]))
+    assert result.size == len(result.text) == policies.policy_size(json.loads(result.text))
+
+
+def _sixty(project: str) -> list:
+    return [make_rule(f"m{i:02d}", project=project.format(i=i), ref="main") for i in range(60)]
+
+
+def test_sixty_mappings_compact_under_2048():
+    rules = [*_sixty("platform/service-{i}"), make_rule("umbrella", project="platform/*", ref="main")]
+    result = policies.generate(make_input(rules))
+    assert isinstance(result, policies.TrustPolicy)
+    assert result.size < 2048
+
+
+def test_sixty_distinct_mappings_fail_cleanly_with_what_to_do():
+    result = policies.generate(make_input(_sixty("group-{i}/service-with-a-longer-name")))
+    assert isinstance(result, policies.PolicyTooLarge)
+    assert result.size > 2048 and result.excess == result.size - 2048
+    assert f"{result.excess} over" in result.message
+    assert "4096" in result.message and "merge" in result.message
+
+
+def test_a_raised_quota_lets_a_larger_policy_through():
+    rules = [make_rule(f"m{i:02d}", project=f"g{i}/svc") for i in range(40)]
+    small = policies.generate(make_input(rules, limit=2048))
+    large = policies.generate(make_input(rules, limit=4096))
+    assert isinstance(small, policies.PolicyTooLarge)
+    assert isinstance(large, policies.TrustPolicy)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ({"Action": ["x"]}, {"Action": "x"}, True),
+        ({"Action": ["b", "a"]}, {"Action": ["a", "b"]}, True),
+        ({"A": 1, "B": 2}, {"B": 2, "A": 1}, True),
+        ({"Action": ["a"]}, {"Action": ["a", "b"]}, False),
+    ],
+)
+def test_normalised_comparison(a, b, same):
+    assert policies.same_policy(a, b) is same
+    assert (policies.policy_sha256(a) == policies.policy_sha256(b)) is same
+
+
+def test_a_pattern_is_not_dropped_for_one_in_a_stricter_statement():
+    rules = [
+        make_rule("broad-protected", project="platform/*", protected=True),
+        make_rule("narrow-any", project="platform/web"),
+    ]
+    text = json.dumps(statements(policies.generate(make_input(rules))))
+    assert "project_path:platform/web:" in text and "project_path:platform/*:" in text
