@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mappings', '0001_initial'),
+        ('mappings', '0003_registry_stamp'),
     ]
 
     operations = [
