@@ -66,7 +66,7 @@ def explain(request):
                 "explanation": explanation,
                 "claims": {k: v for k, v in data["claims"].items() if k in _SHOWN_CLAIMS},
                 "iam": iam_check.trust_policy_verdicts(
-                    issuer=data["issuer_obj"], claims=data["claims"], explanation=explanation, now=now
+                    issuer=data["issuer_obj"], claims=data["claims"], explanation=explanation
                 ),
             }
         # Never echo a pasted token back into the page.

@@ -202,3 +202,31 @@ def test_replay_page_names_each_error_of_an_invalid_file(admin_client):
     page = admin_client.post(REPLAY, {"config": bad, "days": 7}).content.decode()
     assert "mappings[0].ref_type" in page
     assert admin_client.post(REPLAY, {"config": "issuers: [", "days": 7}).context["result"] is None
+
+
+def test_explain_shows_that_iam_would_allow_the_minted_token(admin_client, web_mapping):
+    response = admin_client.post(EXPLAIN, _form())
+    [verdict] = response.context["result"]["iam"]
+    assert verdict.allowed is True
+    assert verdict.mapping == "web-main-deploy"
+    assert "allows the token Rolegate would mint" in verdict.detail
+    assert 'class="iam-verdict"' in response.content.decode()
+
+
+def test_iam_also_denies_a_refused_job_for_the_requested_role(admin_client, web_mapping):
+    """Defence in depth: the unprotected ref is refused by the matcher and by the trust policy."""
+    response = admin_client.post(EXPLAIN, _form(protected=None, role_arn=web_mapping.role.arn))
+    assert not response.context["result"]["explanation"].decision.granted
+    [verdict] = response.context["result"]["iam"]
+    assert verdict.allowed is False
+
+
+def test_iam_verdict_for_a_direct_mode_account(admin_client, db):
+    role = RoleFactory(account=AccountFactory(name="sandbox", account_id="345678901234", mode="direct"), name="exp")
+    services.mapping_create(
+        actor="test", name="sandbox-exp", issuer=IssuerFactory(), role=role, project="platform/web", ref="main"
+    )
+    response = admin_client.post(EXPLAIN, _form(role_arn=role.arn))
+    assert response.context["result"]["explanation"].decision.reason == "direct_mode_account"
+    [verdict] = response.context["result"]["iam"]
+    assert verdict.allowed is True and "GitLab token sent to STS directly" in verdict.detail
