@@ -122,6 +122,10 @@ class ExchangeApi(APIView):
             )
         return self._context
 
+    @property
+    def allowed_methods(self):
+        return ["POST"]
+
     def initial(self, request, *args, **kwargs):
         self._started = time.perf_counter()
         super().initial(request, *args, **kwargs)

@@ -55,10 +55,12 @@ NO_COLON_CLAIMS = ("project_path", "ref")
 class TokenRejected(Exception):
     """The subject token is not acceptable (OAuth ``invalid_grant``); ``reason`` is the audit code."""
 
-    def __init__(self, reason: str, description: str):
+    def __init__(self, reason: str, description: str, *, verified: VerifiedToken | None = None):
         super().__init__(description)
         self.reason = reason
         self.description = description
+        # Set when the signature verified but a claim check failed: the claims are the issuer's word.
+        self.verified = verified
 
 
 class JwksFetchError(Exception):
@@ -230,6 +232,9 @@ def signing_key(issuer: IssuerInfo, kid: str) -> jwt.PyJWK:
 
 
 def _check_claims(claims: Mapping[str, object]) -> None:
+    for name in ("exp", "iat", "nbf"):
+        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], int | float)):
+            raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token's {name} claim must be a number.")
     for name in ("jti", *REQUIRED_STRING_CLAIMS):
         if name not in claims or claims[name] is None:
             raise TokenRejected(reasons.MISSING_CLAIM, f"The subject token has no {name} claim.")
@@ -298,8 +303,10 @@ def verify_id_token(token: str) -> VerifiedToken:
         raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token is invalid: {exc}.") from None
     except jwt.InvalidTokenError:
         raise TokenRejected(reasons.MALFORMED_TOKEN, "The subject token is not a well-formed JWT.") from None
-    for name in ("exp", "iat", "nbf"):
-        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], int | float)):
-            raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token's {name} claim must be a number.")
-    _check_claims(claims)
-    return VerifiedToken(issuer=issuer, claims=claims)
+    verified = VerifiedToken(issuer=issuer, claims=claims)
+    try:
+        _check_claims(claims)
+    except TokenRejected as rejected:
+        rejected.verified = verified
+        raise
+    return verified

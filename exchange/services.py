@@ -174,8 +174,13 @@ def _exchange(
         try:
             verified = gitlab.verify_id_token(subject_token)
         except gitlab.TokenRejected as rejected:
-            with contextlib.suppress(gitlab.TokenRejected):
-                audit_fields["claims"] = gitlab.unverified_parts(subject_token)[1]
+            if rejected.verified is not None:
+                audit_fields.update(
+                    claims=rejected.verified.claims, issuer=rejected.verified.issuer.name, token_verified=True
+                )
+            else:
+                with contextlib.suppress(gitlab.TokenRejected):
+                    audit_fields["claims"] = gitlab.unverified_parts(subject_token)[1]
             raise _invalid_grant(rejected) from None
         claims = verified.claims
         audit_fields.update(claims=claims, issuer=verified.issuer.name, token_verified=True)
