@@ -12,7 +12,7 @@ import time
 import uuid
 from urllib.parse import parse_qsl
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -189,10 +189,12 @@ class _ExchangeInput(serializers.Serializer):
 class TokenExchangeApi(ExchangeApi):
     endpoint = "token"
 
+    @extend_schema_serializer(component_name="TokenExchangeRequest")
     class InputSerializer(_ExchangeInput):
         # Any other value is unsupported_grant_type (checked by the view), not invalid_request.
         grant_type = serializers.CharField(max_length=200, help_text=GRANT_TYPE_TOKEN_EXCHANGE)
 
+    @extend_schema_serializer(component_name="TokenExchangeResponse")
     class OutputSerializer(serializers.Serializer):
         access_token = serializers.CharField()
         issued_token_type = serializers.CharField()
@@ -234,10 +236,12 @@ class TokenExchangeApi(ExchangeApi):
 class CredentialsApi(ExchangeApi):
     endpoint = "credentials"
 
+    @extend_schema_serializer(component_name="CredentialsRequest")
     class InputSerializer(_ExchangeInput):
         grant_type = serializers.CharField(max_length=200, required=False)
         duration_seconds = serializers.IntegerField(min_value=900, max_value=43200, required=False)
 
+    @extend_schema_serializer(component_name="CredentialProcessOutput")
     class OutputSerializer(serializers.Serializer):
         Version = serializers.IntegerField()
         AccessKeyId = serializers.CharField()
