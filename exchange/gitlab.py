@@ -94,9 +94,11 @@ _keys: dict[tuple[str, str | None], _Keys] = {}
 
 
 def forget_cached_keys() -> None:
-    """Drop every cached JWKS (tests)."""
+    """Drop every cached JWKS and issuer (tests)."""
+    global _issuers
     with _registry_lock:
         _keys.clear()
+        _issuers = None
 
 
 def unverified_parts(token: str) -> tuple[dict, dict]:
@@ -104,8 +106,8 @@ def unverified_parts(token: str) -> tuple[dict, dict]:
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise TokenRejected(reasons.MALFORMED_TOKEN, "The subject token is not a JWT (empty or too long).")
     try:
-        header = jwt.get_unverified_header(token)
-        payload = jwt.decode(token, options={"verify_signature": False})
+        decoded = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
+        header, payload = decoded["header"], decoded["payload"]
     except (jwt.InvalidTokenError, ValueError, TypeError):
         raise TokenRejected(
             reasons.MALFORMED_TOKEN, "The subject token is not a well-formed JWT (header.payload.signature)."
@@ -115,16 +117,33 @@ def unverified_parts(token: str) -> tuple[dict, dict]:
     return header, payload
 
 
-def _issuer_for(iss: object) -> IssuerInfo:
+_issuers: tuple[int, dict[str, IssuerInfo]] | None = None
+
+
+def registered_issuers(version: int) -> dict[str, IssuerInfo]:
+    """Registered issuers by URL, cached per process for one registry version (every issuer
+    change moves the version, see ``mappings.services``)."""
+    global _issuers
+    cached = _issuers
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    issuers = {
+        url: IssuerInfo(name=name, url=url, audiences=tuple(audiences or ()), jwks_url=jwks_url or None)
+        for name, url, audiences, jwks_url in Issuer.objects.values_list("name", "url", "audiences", "jwks_url")
+    }
+    _issuers = (version, issuers)
+    return issuers
+
+
+def _issuer_for(iss: object, version: int) -> IssuerInfo:
     if not isinstance(iss, str) or not iss:
         raise TokenRejected(reasons.MISSING_CLAIM, "The subject token has no iss claim (string).")
-    row = Issuer.objects.filter(url=iss).values_list("name", "url", "audiences", "jwks_url").first()
-    if row is None:
+    issuer = registered_issuers(version).get(iss)
+    if issuer is None:
         raise TokenRejected(
             reasons.UNKNOWN_ISSUER, f"The subject token's issuer {iss[:200]!r} is not registered with Rolegate."
         )
-    name, url, audiences, jwks_url = row
-    return IssuerInfo(name=name, url=url, audiences=tuple(audiences or ()), jwks_url=jwks_url or None)
+    return issuer
 
 
 def _check_url(url: object) -> str:
@@ -260,10 +279,14 @@ def _check_claims(claims: Mapping[str, object]) -> None:
             )
 
 
-def verify_id_token(token: str) -> VerifiedToken:
-    """Verify a GitLab CI ID token; raises :class:`TokenRejected` naming the failed check."""
+def verify_id_token(token: str, *, registry_version: int) -> VerifiedToken:
+    """Verify a GitLab CI ID token; raises :class:`TokenRejected` naming the failed check.
+
+    ``registry_version`` is the version of the registry snapshot the caller decides with: the
+    issuers are read for the same version.
+    """
     header, unverified = unverified_parts(token)
-    issuer = _issuer_for(unverified.get("iss"))
+    issuer = _issuer_for(unverified.get("iss"), registry_version)
     alg = header.get("alg")
     if alg not in ALLOWED_ALGORITHMS:
         raise TokenRejected(

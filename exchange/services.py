@@ -171,8 +171,9 @@ def _exchange(
 ) -> TokenGrant | CredentialsGrant:
     audit_fields: dict = {"requested_role_arn": audience}
     try:
+        snapshot = registry()
         try:
-            verified = gitlab.verify_id_token(subject_token)
+            verified = gitlab.verify_id_token(subject_token, registry_version=snapshot.version)
         except gitlab.TokenRejected as rejected:
             if rejected.verified is not None:
                 audit_fields.update(
@@ -186,7 +187,7 @@ def _exchange(
         audit_fields.update(claims=claims, issuer=verified.issuer.name, token_verified=True)
 
         now = timezone.now()
-        decision = decide(registry(), issuer=verified.issuer.name, claims=claims, now=now, role_arn=audience)
+        decision = decide(snapshot, issuer=verified.issuer.name, claims=claims, now=now, role_arn=audience)
         if not decision.granted or decision.rule is None:
             raise ExchangeError("invalid_target", decision.reason, decision.detail)
         rule = decision.rule
@@ -270,6 +271,9 @@ def _exchange(
         audit_fields.pop("minted_jti", None)
         _audit_denied(ctx, error, **audit_fields)
         raise
+    except DatabaseError:  # the registry or issuers could not be read: nothing can be audited either
+        logger.exception("exchange %s failed on the database", ctx.request_id)
+        raise AuditUnavailable() from None
 
 
 def _default_duration(rule: Rule) -> int:
