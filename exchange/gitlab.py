@@ -117,28 +117,29 @@ def unverified_parts(token: str) -> tuple[dict, dict]:
     return header, payload
 
 
-_issuers: tuple[int, dict[str, IssuerInfo]] | None = None
+_issuers: tuple[object, dict[str, IssuerInfo]] | None = None
 
 
-def registered_issuers(version: int) -> dict[str, IssuerInfo]:
-    """Registered issuers by URL, cached per process for one registry version (every issuer
-    change moves the version, see ``mappings.services``)."""
+def registered_issuers(snapshot: object) -> dict[str, IssuerInfo]:
+    """Registered issuers by URL, cached per process for as long as ``snapshot`` (the registry
+    snapshot from ``mappings.selectors.registry()``) is current: every issuer change moves the
+    registry version, which makes the selector build a new snapshot."""
     global _issuers
     cached = _issuers
-    if cached is not None and cached[0] == version:
+    if cached is not None and cached[0] is snapshot:
         return cached[1]
     issuers = {
         url: IssuerInfo(name=name, url=url, audiences=tuple(audiences or ()), jwks_url=jwks_url or None)
         for name, url, audiences, jwks_url in Issuer.objects.values_list("name", "url", "audiences", "jwks_url")
     }
-    _issuers = (version, issuers)
+    _issuers = (snapshot, issuers)
     return issuers
 
 
-def _issuer_for(iss: object, version: int) -> IssuerInfo:
+def _issuer_for(iss: object, snapshot: object) -> IssuerInfo:
     if not isinstance(iss, str) or not iss:
         raise TokenRejected(reasons.MISSING_CLAIM, "The subject token has no iss claim (string).")
-    issuer = registered_issuers(version).get(iss)
+    issuer = registered_issuers(snapshot).get(iss)
     if issuer is None:
         raise TokenRejected(
             reasons.UNKNOWN_ISSUER, f"The subject token's issuer {iss[:200]!r} is not registered with Rolegate."
@@ -279,14 +280,14 @@ def _check_claims(claims: Mapping[str, object]) -> None:
             )
 
 
-def verify_id_token(token: str, *, registry_version: int) -> VerifiedToken:
+def verify_id_token(token: str, *, snapshot: object) -> VerifiedToken:
     """Verify a GitLab CI ID token; raises :class:`TokenRejected` naming the failed check.
 
-    ``registry_version`` is the version of the registry snapshot the caller decides with: the
-    issuers are read for the same version.
+    ``snapshot`` is the registry snapshot the caller decides with; issuers are re-read whenever
+    it changes.
     """
     header, unverified = unverified_parts(token)
-    issuer = _issuer_for(unverified.get("iss"), registry_version)
+    issuer = _issuer_for(unverified.get("iss"), snapshot)
     alg = header.get("alg")
     if alg not in ALLOWED_ALGORITHMS:
         raise TokenRejected(

@@ -173,7 +173,7 @@ def _exchange(
     try:
         snapshot = registry()
         try:
-            verified = gitlab.verify_id_token(subject_token, registry_version=snapshot.version)
+            verified = gitlab.verify_id_token(subject_token, snapshot=snapshot)
         except gitlab.TokenRejected as rejected:
             if rejected.verified is not None:
                 audit_fields.update(

@@ -115,13 +115,13 @@ def measure_floor(tokens: list[str]) -> dict:
 
     from exchange import gitlab, keys
     from exchange.models import AuditEvent
-    from mappings.selectors import registry_version
+    from mappings.selectors import registry
 
     timings = []
     start = time.perf_counter()
     for token in tokens:
         began = time.perf_counter()
-        claims = gitlab.verify_id_token(token, registry_version=registry_version()).claims
+        claims = gitlab.verify_id_token(token, snapshot=registry()).claims
         now = int(time.time())
         keys.sign({"iss": "floor", "sub": claims["sub"], "iat": now, "exp": now + 300, "jti": keys.new_jti()})
         AuditEvent.objects.create(

@@ -145,3 +145,17 @@ def test_a_sub_longer_than_255_characters_is_refused(api, db, stand_in, web_main
 def test_request_id_header_on_every_response(api, db):
     for response in (api.get("/.well-known/jwks.json"), api.get(TOKEN), api.get("/healthz")):
         assert len(response["X-Request-ID"]) == 32
+
+
+def test_a_new_issuer_is_seen_by_a_running_process(api, db, stand_in, web_main_claims):
+    """Issuers are cached per registry snapshot: registering one through the services is seen
+    on the next request, without a restart."""
+    from mappings import services
+    from tests.exchange.cases import AUDIENCE
+
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    assert post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB)).json()["error"] == "invalid_grant"
+    assert AuditEvent.objects.get().reason == "unknown_issuer"
+    services.issuer_create(actor="t", name="late", url=stand_in.url, audiences=[AUDIENCE])
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims))))
+    assert AuditEvent.objects.get(request_id=response["X-Request-ID"]).reason == "no_matching_mapping"
