@@ -7,6 +7,7 @@ Bodies are parsed here rather than by DRF's parsers so that a duplicated paramet
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 import uuid
@@ -92,6 +93,14 @@ def parse_body(*, content_type: str, content_length: str | None, read) -> dict[s
     return params
 
 
+def _client_ip(remote_addr: str | None) -> str | None:
+    """The peer's address, or ``None`` when it is not an IP (a unix socket): never a failed audit write."""
+    try:
+        return str(ipaddress.ip_address(remote_addr or ""))
+    except ValueError:
+        return None
+
+
 def _sentence(errors) -> str:
     if isinstance(errors, dict):
         return "; ".join(f"{key}: {_sentence(value)}" for key, value in errors.items())
@@ -116,7 +125,7 @@ class ExchangeApi(APIView):
             self._context = RequestContext(
                 request_id=request_id,
                 endpoint=self.endpoint,
-                client_ip=request.META.get("REMOTE_ADDR") or None,
+                client_ip=_client_ip(request.META.get("REMOTE_ADDR")),
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
                 started=getattr(self, "_started", time.perf_counter()),
             )

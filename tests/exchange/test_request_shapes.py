@@ -130,6 +130,14 @@ def APIClientFrom(ip):
     return APIClient(REMOTE_ADDR=ip)
 
 
+def test_a_peer_that_is_not_an_ip_is_audited_without_one(db):
+    from rest_framework.test import APIClient
+
+    response = post_form(APIClient(REMOTE_ADDR="unix:/run/gunicorn.sock"), TOKEN, exchange_params("a.b.c"))
+    assert response.status_code == 400
+    assert AuditEvent.objects.get(request_id=response["X-Request-ID"]).client_ip is None
+
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
