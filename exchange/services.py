@@ -231,8 +231,7 @@ def _exchange(
                             rule=rule,
                             session_name=session_name,
                             token=token,
-                            duration_seconds=duration_seconds
-                            or min(DEFAULT_DURATION_SECONDS, rule.max_session_seconds),
+                            duration_seconds=duration_seconds or _default_duration(rule),
                         )
                     )
                 else:
@@ -277,6 +276,7 @@ def _exchange(
 
 
 def _default_duration(rule: Rule) -> int:
+    """STS's own default (one hour), or the role's maximum when that is shorter."""
     return min(DEFAULT_DURATION_SECONDS, rule.max_session_seconds)
 
 
