@@ -1,6 +1,8 @@
-"""The audit trail of the exchange (CONTRACT §7): how events are exported.
+"""The audit trail of the exchange (CONTRACT §7): how events are written and exported.
 
-Exports and APIs name the fields as the contract does, in this order.
+:func:`audit_record` is the one way an event is written: exactly one per request to the
+exchange, before the response. Exports and APIs name the fields as the contract does, in this
+order. Never a raw token, signature or credential: claims, ``jti`` and ids only.
 """
 
 from __future__ import annotations
@@ -8,7 +10,10 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import IO
+
+from django.utils import timezone
 
 from exchange.models import AuditEvent
 
@@ -42,7 +47,84 @@ AUDIT_FIELDS = (
     "minted_jti",
     "role_session_name",
     "latency_ms",
+    "token_verified",
 )
+
+# Claim fields copied from the subject token into the event.
+CLAIM_FIELDS = (
+    "jti",
+    "sub",
+    "project_path",
+    "project_id",
+    "namespace_path",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "environment",
+    "pipeline_source",
+    "pipeline_id",
+    "job_id",
+    "user_login",
+)
+_MAX_LENGTHS = {f.name: f.max_length for f in AuditEvent._meta.get_fields() if getattr(f, "max_length", None)}
+
+
+def _fit(name: str, value: object) -> str | None:
+    """A value as stored: text, cut to the column; ``None`` for absent. Claims of unverified
+    tokens are attacker-chosen, so anything is accepted and nothing fails the write."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+    value = value.replace("\x00", "")
+    limit = _MAX_LENGTHS.get(name)
+    return value[:limit] if limit else value
+
+
+def audit_record(
+    *,
+    request_id: str,
+    endpoint: str,
+    outcome: str,
+    reason: str,
+    detail: str,
+    client_ip: str | None = None,
+    user_agent: str = "",
+    issuer: str | None = None,
+    claims: dict | None = None,
+    token_verified: bool = False,
+    requested_role_arn: str | None = None,
+    role_arn: str | None = None,
+    mapping: str | None = None,
+    minted_jti: str | None = None,
+    role_session_name: str | None = None,
+    latency_ms: float | None = None,
+    time: datetime | None = None,
+) -> AuditEvent:
+    """Write one audit event. Raises the database's error if it cannot be written: callers fail
+    the request (fail closed)."""
+    claims = claims if isinstance(claims, dict) else {}
+    fields = {name: _fit(name, claims.get(name)) for name in CLAIM_FIELDS}
+    return AuditEvent.objects.create(
+        time=time or timezone.now(),
+        request_id=request_id,
+        endpoint=endpoint,
+        outcome=outcome,
+        reason=reason,
+        detail=_fit("detail", detail) or "",
+        client_ip=client_ip,
+        user_agent=_fit("user_agent", user_agent) or "",
+        issuer=_fit("issuer", issuer),
+        iss=_fit("iss", claims.get("iss")),
+        requested_role_arn=_fit("requested_role_arn", requested_role_arn),
+        role_arn=role_arn,
+        mapping=mapping,
+        minted_jti=minted_jti,
+        role_session_name=role_session_name,
+        latency_ms=latency_ms,
+        token_verified=token_verified,
+        **fields,
+    )
 
 
 def audit_event_as_dict(event: AuditEvent) -> dict:

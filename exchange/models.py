@@ -1,4 +1,4 @@
-"""What the exchange stores: audit events (and, later, signing keys and used tokens)."""
+"""What the exchange stores: audit events, Rolegate's signing keys and the used-token ledger."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ class AuditEvent(models.Model):
     minted_jti = models.CharField(max_length=64, null=True, blank=True)
     role_session_name = models.CharField(max_length=64, null=True, blank=True)
     latency_ms = models.FloatField(null=True, blank=True)
+    token_verified = models.BooleanField(
+        default=False,
+        help_text="The subject token's signature and issuer were verified. When false, the claim fields "
+        "are what an unverified token said: attacker-chosen text.",
+    )
 
     class Meta:
         ordering = ["-time", "-id"]
@@ -62,3 +67,65 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.outcome} {self.reason}"
+
+
+class SigningKey(models.Model):
+    """An RSA key Rolegate signs minted tokens with (see ``exchange.keys`` for the rotation).
+
+    ``next`` keys are published in the JWKS but do not sign yet; the one ``current`` key signs;
+    ``previous`` keys are still published until every token they signed has expired; ``retired``
+    keys are kept for the record only. The private part is stored encrypted (AES-GCM, key derived
+    from ``DJANGO_SECRET_KEY``) and never leaves ``exchange.keys``.
+    """
+
+    class State(models.TextChoices):
+        NEXT = "next", "next (published, not signing yet)"
+        CURRENT = "current", "current (signing)"
+        PREVIOUS = "previous", "previous (published until its tokens expire)"
+        RETIRED = "retired", "retired"
+
+    id = models.BigAutoField(primary_key=True)
+    kid = models.CharField(max_length=64, unique=True, help_text="RFC 7638 JWK thumbprint (SHA-256)")
+    state = models.CharField(max_length=8, choices=State.choices, db_index=True)
+    public_jwk = models.JSONField(help_text="The public key as a JWK (kty, n, e)")
+    private_key_encrypted = models.BinaryField(editable=False)
+    created_at = models.DateTimeField()
+    activates_at = models.DateTimeField(help_text="From this time on a next key may become the signing key")
+    activated_at = models.DateTimeField(null=True, blank=True)
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+    retires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Unpublished after this time: every token it signed has expired"
+    )
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["state"], condition=models.Q(state="current"), name="signing_key_one_current"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kid} ({self.state})"
+
+
+class UsedToken(models.Model):
+    """A subject token already exchanged for a role: the database refuses a second exchange.
+
+    Rows are useless once the token has expired (it would be refused anyway) and are pruned.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    issuer = models.CharField(max_length=64)
+    jti = models.CharField(max_length=255)
+    role_arn = models.CharField(max_length=255)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "jti", "role_arn"], name="used_token_once_per_role"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} {self.jti} {self.role_arn}"

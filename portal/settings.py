@@ -113,6 +113,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -226,6 +227,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict = {
     # Repairs hand edits of trust policies in IAM and retries failed syncs (mappings.tasks).
     "iam-drift-scan": {"task": "mappings.tasks.scan_drift", "schedule": 15 * 60},
+    "exchange-signing-keys-promote": {"task": "exchange.tasks.signing_keys_promote_task", "schedule": 60.0},
+    "exchange-used-tokens-prune": {"task": "exchange.tasks.used_tokens_prune_task", "schedule": 3600.0},
     # console: delete audit events older than ROLEGATE_AUDIT_RETENTION_DAYS, daily.
     "audit-retention": {"task": "console.audit_retention", "schedule": crontab(hour=3, minute=17)},
 }
@@ -237,6 +240,10 @@ CELERY_TIMEZONE = "UTC"
 ROLEGATE_TOKEN_LIFETIME = env_int("ROLEGATE_TOKEN_LIFETIME", 300, minimum=60, maximum=300)
 # Clock skew tolerated on incoming GitLab tokens' exp/nbf/iat.
 ROLEGATE_CLOCK_LEEWAY = env_int("ROLEGATE_CLOCK_LEEWAY", 30, minimum=0, maximum=300)
+# Seconds a new signing key is published in the JWKS before it signs (rotate_signing_key).
+ROLEGATE_KEY_OVERLAP = env_int("ROLEGATE_KEY_OVERLAP", 86400, minimum=0)
+# Exchange requests per client IP and minute (0: no limit); counted in the Django cache.
+ROLEGATE_RATE_LIMIT = env_int("ROLEGATE_RATE_LIMIT", 600, minimum=0)
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
 

@@ -18,4 +18,5 @@ urlpatterns = [
     path("", include("console.urls")),
     path("admin/rolegate/", include("console.admin_urls")),
     path("admin/", admin.site.urls),
+    path("", include("exchange.urls")),
 ]

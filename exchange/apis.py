@@ -1,0 +1,291 @@
+"""HTTP API of the exchange (CONTRACT §5, §6): parse and validate, call one service, serialise.
+
+Bodies are parsed here rather than by DRF's parsers so that a duplicated parameter is refused
+(RFC 6749 §3.2) and the size is capped before anything is decoded. Every refusal, including a
+405 or a 429, goes through a service that writes the request's audit event.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+import uuid
+from urllib.parse import parse_qsl
+
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from exchange import reasons, services
+from exchange.services import TOKEN_TYPE_JWT, ExchangeError, RequestContext
+
+GRANT_TYPE_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+SUBJECT_TOKEN_TYPES = (TOKEN_TYPE_JWT, "urn:ietf:params:oauth:token-type:id_token")
+MAX_BODY_BYTES = 64 * 1024
+MAX_FIELDS = 32
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+ErrorSerializer = inline_serializer(
+    name="OAuthError",
+    fields={
+        "error": serializers.CharField(),
+        "error_description": serializers.CharField(),
+        "request_id": serializers.CharField(),
+    },
+)
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise _BadRequest(f"Parameter {key[:60]!r} is given more than once.")
+        data[key] = value
+    return data
+
+
+def parse_body(*, content_type: str, content_length: str | None, read) -> dict[str, str]:
+    """The request's parameters as a dict; :class:`_BadRequest` with a sentence otherwise."""
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type not in (FORM, JSON):
+        raise _BadRequest(f"Content-Type must be {FORM} or {JSON}.")
+    try:
+        length = int(content_length or 0)
+    except ValueError:
+        raise _BadRequest("Content-Length is not a number.") from None
+    if length > MAX_BODY_BYTES:
+        raise _BadRequest(f"The body is larger than {MAX_BODY_BYTES} bytes.")
+    body = read()
+    if len(body) > MAX_BODY_BYTES:
+        raise _BadRequest(f"The body is larger than {MAX_BODY_BYTES} bytes.")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _BadRequest("The body is not UTF-8.") from None
+    if media_type == FORM:
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS, errors="strict")
+        except ValueError:
+            raise _BadRequest("The form body cannot be parsed (bad encoding or too many fields).") from None
+        return _no_duplicates(pairs)
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
+    except ValueError:
+        raise _BadRequest("The body is not valid JSON.") from None
+    except RecursionError:
+        raise _BadRequest("The JSON body is nested too deeply.") from None
+    if not isinstance(data, dict):
+        raise _BadRequest("The JSON body must be an object.")
+    params: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, int) and not isinstance(value, bool) and key == "duration_seconds":
+            value = str(value)
+        if not isinstance(value, str):
+            raise _BadRequest(f"Parameter {key[:60]!r} must be a string.")
+        params[key] = value
+    return params
+
+
+def _client_ip(remote_addr: str | None) -> str | None:
+    """The peer's address, or ``None`` when it is not an IP (a unix socket): never a failed audit write."""
+    try:
+        return str(ipaddress.ip_address(remote_addr or ""))
+    except ValueError:
+        return None
+
+
+def _sentence(errors) -> str:
+    if isinstance(errors, dict):
+        return "; ".join(f"{key}: {_sentence(value)}" for key, value in errors.items())
+    if isinstance(errors, list):
+        return " ".join(_sentence(item) for item in errors)
+    return str(errors)
+
+
+class ExchangeApi(APIView):
+    """Shared plumbing: no auth, our own parsing, ``no-store``, an audit event for every refusal."""
+
+    authentication_classes = ()
+    permission_classes = ()
+    parser_classes = ()
+    throttle_classes = ()
+    metadata_class = None
+    endpoint = ""
+
+    def context(self, request) -> RequestContext:
+        if not hasattr(self, "_context"):
+            request_id = getattr(request, "request_id", None) or uuid.uuid4().hex
+            self._context = RequestContext(
+                request_id=request_id,
+                endpoint=self.endpoint,
+                client_ip=_client_ip(request.META.get("REMOTE_ADDR")),
+                user_agent=request.META.get("HTTP_USER_AGENT", ""),
+                started=getattr(self, "_started", time.perf_counter()),
+            )
+        return self._context
+
+    @property
+    def allowed_methods(self):
+        return ["POST"]
+
+    def initial(self, request, *args, **kwargs):
+        self._started = time.perf_counter()
+        super().initial(request, *args, **kwargs)
+
+    def refuse(self, request, code: str, reason: str, description: str, **kwargs):
+        services.exchange_refuse(ctx=self.context(request), error=ExchangeError(code, reason, description, **kwargs))
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        self.refuse(
+            request,
+            "invalid_request",
+            reasons.METHOD_NOT_ALLOWED,
+            f"Method {request.method} is not allowed; use POST.",
+            status_code=405,
+            headers={"Allow": "POST"},
+        )
+
+    def validated(self, request, serializer_class) -> dict:
+        ctx = self.context(request)
+        services.client_rate_limit(ctx=ctx)
+        try:
+            params = parse_body(
+                content_type=request.META.get("CONTENT_TYPE", ""),
+                content_length=request.META.get("CONTENT_LENGTH"),
+                read=lambda: request._request.read(MAX_BODY_BYTES + 1),
+            )
+        except _BadRequest as exc:
+            self.refuse(request, "invalid_request", reasons.INVALID_REQUEST, str(exc))
+        serializer = serializer_class(data=params)
+        if not serializer.is_valid():
+            self.refuse(request, "invalid_request", reasons.INVALID_REQUEST, _sentence(serializer.errors))
+        data = serializer.validated_data
+        grant_type = data.get("grant_type")
+        if grant_type is not None and grant_type != GRANT_TYPE_TOKEN_EXCHANGE:
+            self.refuse(
+                request,
+                "unsupported_grant_type",
+                reasons.UNSUPPORTED_GRANT_TYPE,
+                f"grant_type must be {GRANT_TYPE_TOKEN_EXCHANGE}.",
+            )
+        return data
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Cache-Control"] = "no-store"
+        response["Pragma"] = "no-cache"
+        return response
+
+
+class _ExchangeInput(serializers.Serializer):
+    subject_token = serializers.CharField(max_length=16 * 1024, help_text="The GitLab CI ID token.")
+    subject_token_type = serializers.ChoiceField(choices=SUBJECT_TOKEN_TYPES)
+    audience = serializers.RegexField(
+        r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z",
+        required=False,
+        help_text="The role ARN wanted; may be left out when exactly one role matches.",
+    )
+    requested_token_type = serializers.ChoiceField(choices=(TOKEN_TYPE_JWT,), required=False)
+
+
+class TokenExchangeApi(ExchangeApi):
+    endpoint = "token"
+
+    @extend_schema_serializer(component_name="TokenExchangeRequest")
+    class InputSerializer(_ExchangeInput):
+        # Any other value is unsupported_grant_type (checked by the view), not invalid_request.
+        grant_type = serializers.CharField(max_length=200, help_text=GRANT_TYPE_TOKEN_EXCHANGE)
+
+    @extend_schema_serializer(component_name="TokenExchangeResponse")
+    class OutputSerializer(serializers.Serializer):
+        access_token = serializers.CharField()
+        issued_token_type = serializers.CharField()
+        token_type = serializers.CharField()
+        expires_in = serializers.IntegerField()
+        role_arn = serializers.CharField()
+        role_session_name = serializers.CharField()
+
+    @extend_schema(
+        operation_id="token_exchange",
+        summary="Exchange a GitLab CI ID token for a Rolegate-signed token (RFC 8693)",
+        request={FORM: InputSerializer, JSON: InputSerializer},
+        responses={
+            200: OutputSerializer,
+            400: ErrorSerializer,
+            405: ErrorSerializer,
+            429: ErrorSerializer,
+            503: ErrorSerializer,
+        },
+    )
+    def post(self, request):
+        data = self.validated(request, self.InputSerializer)
+        grant = services.token_exchange(
+            ctx=self.context(request), subject_token=data["subject_token"], audience=data.get("audience")
+        )
+        output = self.OutputSerializer(
+            {
+                "access_token": grant.access_token,
+                "issued_token_type": TOKEN_TYPE_JWT,
+                "token_type": "N_A",
+                "expires_in": grant.expires_in,
+                "role_arn": grant.role_arn,
+                "role_session_name": grant.role_session_name,
+            }
+        )
+        return Response(output.data)
+
+
+class CredentialsApi(ExchangeApi):
+    endpoint = "credentials"
+
+    @extend_schema_serializer(component_name="CredentialsRequest")
+    class InputSerializer(_ExchangeInput):
+        grant_type = serializers.CharField(max_length=200, required=False)
+        duration_seconds = serializers.IntegerField(min_value=900, max_value=43200, required=False)
+
+    @extend_schema_serializer(component_name="CredentialProcessOutput")
+    class OutputSerializer(serializers.Serializer):
+        Version = serializers.IntegerField()
+        AccessKeyId = serializers.CharField()
+        SecretAccessKey = serializers.CharField()
+        SessionToken = serializers.CharField()
+        Expiration = serializers.CharField()
+
+    @extend_schema(
+        operation_id="credentials_exchange",
+        summary="Exchange a GitLab CI ID token for temporary AWS credentials (credential_process format)",
+        request={FORM: InputSerializer, JSON: InputSerializer},
+        responses={
+            200: OutputSerializer,
+            400: ErrorSerializer,
+            405: ErrorSerializer,
+            429: ErrorSerializer,
+            502: ErrorSerializer,
+            503: ErrorSerializer,
+        },
+    )
+    def post(self, request):
+        data = self.validated(request, self.InputSerializer)
+        credentials = services.credentials_exchange(
+            ctx=self.context(request),
+            subject_token=data["subject_token"],
+            audience=data.get("audience"),
+            duration_seconds=data.get("duration_seconds"),
+        )
+        output = self.OutputSerializer(
+            {
+                "Version": 1,
+                "AccessKeyId": credentials.access_key_id,
+                "SecretAccessKey": credentials.secret_access_key,
+                "SessionToken": credentials.session_token,
+                "Expiration": credentials.expiration.isoformat().replace("+00:00", "Z"),
+            }
+        )
+        return Response(output.data)

@@ -1,0 +1,110 @@
+"""AWS STS, the one call the exchange makes: ``AssumeRoleWithWebIdentity``.
+
+The only boto3 user for it. The client is built lazily, once per process; its endpoint follows
+boto3's standard ``AWS_ENDPOINT_URL_STS`` / ``AWS_ENDPOINT_URL``. The call is unsigned (the web
+identity token is the credential), so Rolegate needs no AWS credentials for it.
+https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+_lock = threading.Lock()
+_client = None
+
+# Error codes that mean "try again later", not "no".
+_TRANSIENT_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "InternalError",
+    "IDPCommunicationError",
+}
+
+
+class StsRefused(Exception):
+    """STS said no (access denied, invalid identity token, ...); ``code`` is STS's error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class StsUnavailable(Exception):
+    """STS could not be reached, timed out, throttled or failed on its side."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    expiration: datetime
+
+
+def client():
+    """The process's STS client, built on first use."""
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+                _client = boto3.session.Session().client(
+                    "sts",
+                    region_name=region,
+                    config=Config(
+                        signature_version=UNSIGNED,
+                        connect_timeout=3,
+                        read_timeout=5,
+                        retries={"max_attempts": 2, "mode": "standard"},
+                    ),
+                )
+    return _client
+
+
+def reset_client() -> None:
+    """Forget the cached client (tests; after changing the endpoint environment)."""
+    global _client
+    with _lock:
+        _client = None
+
+
+def assume_role_with_web_identity(
+    *, role_arn: str, role_session_name: str, web_identity_token: str, duration_seconds: int
+) -> Credentials:
+    """Temporary credentials for ``role_arn``; :class:`StsRefused` or :class:`StsUnavailable`."""
+    try:
+        response = client().assume_role_with_web_identity(
+            RoleArn=role_arn,
+            RoleSessionName=role_session_name,
+            WebIdentityToken=web_identity_token,
+            DurationSeconds=duration_seconds,
+        )
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "Unknown")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if code in _TRANSIENT_CODES or status >= 500:
+            raise StsUnavailable(code) from None
+        raise StsRefused(code, str(error.get("Message") or "")[:300]) from None
+    except BotoCoreError as exc:
+        raise StsUnavailable(type(exc).__name__) from None
+    creds = response["Credentials"]
+    return Credentials(
+        access_key_id=creds["AccessKeyId"],
+        secret_access_key=creds["SecretAccessKey"],
+        session_token=creds["SessionToken"],
+        expiration=creds["Expiration"],
+    )

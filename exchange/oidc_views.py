@@ -1,0 +1,63 @@
+"""Rolegate as an OIDC issuer (CONTRACT §4): discovery and JWKS, public and cacheable."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+from exchange import keys
+
+CACHE_SECONDS = 300
+MINTED_CLAIMS = [
+    "iss",
+    "aud",
+    "sub",
+    "iat",
+    "nbf",
+    "exp",
+    "jti",
+    "project_path",
+    "project_id",
+    "namespace_path",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "environment",
+    "pipeline_source",
+    "pipeline_id",
+    "job_id",
+    "user_login",
+    "rolegate_mapping",
+    "https://aws.amazon.com/tags",
+]
+
+
+def _public(data: dict) -> JsonResponse:
+    response = JsonResponse(data)
+    response["Cache-Control"] = f"public, max-age={CACHE_SECONDS}"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@require_GET
+def openid_configuration(request):
+    issuer = settings.ROLEGATE_ISSUER
+    return _public(
+        {
+            "issuer": issuer,
+            "jwks_uri": f"{issuer}/.well-known/jwks.json",
+            "token_endpoint": f"{issuer}/api/v1/token",
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [keys.ALGORITHM],
+            "claims_supported": MINTED_CLAIMS,
+            "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+            "token_endpoint_auth_methods_supported": ["none"],
+        }
+    )
+
+
+@require_GET
+def jwks(request):
+    return _public({"keys": keys.published_keys()})

@@ -1,0 +1,329 @@
+#!/usr/bin/env python
+"""``make bench``: load-test the token exchange and print its figures.
+
+Starts Rolegate under gunicorn on PostgreSQL (a dedicated bench database), a stand-in GitLab on
+127.0.0.1, registers the issuer and mappings, and drives ``POST /api/v1/token`` with wrk at 1, 4
+and 16 concurrent clients, each request carrying a freshly minted GitLab token (a new jti, so
+no replay). In the same run it measures the floor -- verify + sign + one INSERT in a tight loop
+in one process -- and the matcher's decision time with 100,000 mappings. Traffic goes to
+127.0.0.1 only; the whole run ends by itself in well under three minutes.
+
+Environment: ``BENCH_DATABASE_URL`` (default postgres://postgres@127.0.0.1:5432/rolegate_bench),
+``BENCH_WORKERS`` / ``BENCH_THREADS`` (gunicorn gthread workers, default CPUs + 1, and threads
+per worker, default 4), ``BENCH_SECONDS`` (target seconds per
+level, default 6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rolegate_bench")
+WORKERS = int(os.environ.get("BENCH_WORKERS", str((os.cpu_count() or 1) + 1)))
+THREADS = int(os.environ.get("BENCH_THREADS", "4"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+LEVELS = (1, 4, 16)
+ENV = {
+    "DJANGO_SETTINGS_MODULE": "portal.settings",
+    "DATABASE_URL": BENCH_DATABASE_URL,
+    "DJANGO_SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdefghijklmnop",
+    "ROLEGATE_ALLOW_HTTP": "1",
+    "ROLEGATE_RATE_LIMIT": "0",
+    "ROLEGATE_LOG_LEVEL": "WARNING",
+}
+os.environ.update(ENV)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    say("wrk is missing: installing it with apt-get")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=False, stdout=subprocess.DEVNULL)
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("bench: wrk is not installed and could not be installed (apt-get install wrk)")
+    return found
+
+
+def ensure_database() -> None:
+    import psycopg
+
+    parts = urlsplit(BENCH_DATABASE_URL)
+    name = parts.path.lstrip("/")
+    admin_url = parts._replace(path="/postgres").geturl()
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        sys.exit(f"bench: PostgreSQL is needed at {BENCH_DATABASE_URL}: {exc}")
+
+
+def reset_data() -> None:
+    from exchange.models import AuditEvent, SigningKey, UsedToken
+    from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
+
+    for model in (AuditEvent, UsedToken, SigningKey, Mapping, Role, Account, Issuer, RegistryVersion):
+        model.objects.all().delete()
+
+
+def add_mappings(count: int, *, prefix: str) -> None:
+    """``count`` extra mappings of other projects, written in bulk (bench tooling, not a service)."""
+    from mappings.models import Issuer, Mapping, Role
+    from mappings.services import registry_changed
+
+    issuer = Issuer.objects.get()
+    roles = list(Role.objects.filter(account__mode="brokered"))
+    batch = []
+    for i in range(count):
+        group, project = i % 2000, i // 2000
+        pattern = f"{prefix}{group}/*" if i % 10 == 0 else f"{prefix}{group}/project{project}"
+        batch.append(
+            Mapping(name=f"{prefix}-{i:06d}", issuer=issuer, role=roles[i % len(roles)], project=pattern, ref="main")
+        )
+    Mapping.objects.bulk_create(batch, batch_size=5000)
+    registry_changed(role_ids=[])
+
+
+def mint_tokens(stand_in, claims: dict, count: int) -> list[str]:
+    return [stand_in.mint(stand_in.claims(claims, exp=int(time.time()) + 3600)) for _ in range(count)]
+
+
+def measure_floor(tokens: list[str]) -> dict:
+    """verify + sign + one INSERT, in a tight loop in this process."""
+    import uuid
+
+    from django.utils import timezone
+
+    from exchange import gitlab, keys
+    from exchange.models import AuditEvent
+    from mappings.selectors import registry
+
+    timings = []
+    start = time.perf_counter()
+    for token in tokens:
+        began = time.perf_counter()
+        claims = gitlab.verify_id_token(token, snapshot=registry()).claims
+        now = int(time.time())
+        keys.sign({"iss": "floor", "sub": claims["sub"], "iat": now, "exp": now + 300, "jti": keys.new_jti()})
+        AuditEvent.objects.create(
+            time=timezone.now(),
+            request_id=uuid.uuid4().hex,
+            endpoint="floor",
+            outcome="granted",
+            reason="granted",
+            detail="floor",
+            jti=claims["jti"],
+        )
+        timings.append(time.perf_counter() - began)
+    elapsed = time.perf_counter() - start
+    AuditEvent.objects.filter(endpoint="floor").delete()
+    timings.sort()
+    return {
+        "rate": len(tokens) / elapsed,
+        "p50_ms": statistics.median(timings) * 1000,
+        "p99_ms": timings[int(len(timings) * 0.99) - 1] * 1000,
+    }
+
+
+def run_level(wrk: str, url: str, tokens: list[str], clients: int, role_arn: str, workdir: Path) -> dict:
+    """One wrk run: every token POSTed once. wrk is stopped (SIGINT, which makes it report) as
+    soon as every request has its audit event, instead of idling to its -d limit."""
+    import signal
+
+    from exchange.models import AuditEvent
+
+    threads = clients  # one connection per thread: see bench_wrk.lua
+    path = workdir / f"tokens-{clients}.txt"
+    path.write_text("\n".join(tokens) + "\n")
+    before = AuditEvent.objects.count()
+    process = subprocess.Popen(
+        [
+            wrk,
+            "-t",
+            str(threads),
+            "-c",
+            str(clients),
+            "-d",
+            "60s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(ROOT / "scripts" / "bench_wrk.lua"),
+            url,
+            "--",
+            str(path),
+            str(threads),
+            role_arn,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    seen, progress_at = 0, time.monotonic()
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.25)
+        count = AuditEvent.objects.count() - before
+        if count != seen:
+            seen, progress_at = count, time.monotonic()
+        # All tokens used (wrk may build one request it never sends), or no progress for a second.
+        if count >= len(tokens) or (count and time.monotonic() - progress_at > 1.0):
+            time.sleep(0.5)  # the last responses are on their way
+            process.send_signal(signal.SIGINT)
+            break
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if line is None:
+        sys.exit(f"bench: wrk failed: {stdout[-1000:]} {stderr[-1000:]}")
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    data["audit_rows"] = AuditEvent.objects.count() - before
+    data["rate"] = data["requests"] / (data["duration_us"] / 1e6)
+    return data
+
+
+def measure_matcher(count: int) -> dict:
+    """Decision time of THE matcher over a registry of ``count`` mappings, built from the database."""
+    from datetime import UTC, datetime
+
+    from mappings import selectors
+    from mappings.matching import decide
+
+    add_mappings(count - len(selectors.registry_rules()), prefix="scale")
+    began = time.perf_counter()
+    registry = selectors.registry()
+    build = time.perf_counter() - began
+    claims = {
+        # Group 10 has 50 wildcard mappings ("scale10/*"): the token is checked against each one.
+        "project_path": "scale10/project12",
+        "ref": "main",
+        "ref_type": "branch",
+        "ref_protected": "true",
+        "pipeline_source": "push",
+        "namespace_path": "scale10",
+    }
+    now = datetime.now(UTC)
+    role_arn = selectors.registry_rules()[0].role_arn
+    timings = []
+    for _ in range(2000):
+        began = time.perf_counter()
+        decision = decide(registry, issuer="gitlab-test", claims=claims, now=now, role_arn=role_arn)
+        timings.append(time.perf_counter() - began)
+    timings.sort()
+    return {
+        "mappings": registry.size,
+        "candidates": len(decision.evaluations),
+        "build_s": build,
+        "p50_us": statistics.median(timings) * 1e6,
+        "p99_us": timings[int(len(timings) * 0.99) - 1] * 1e6,
+    }
+
+
+def main() -> None:
+    overall = time.monotonic()
+    wrk = ensure_wrk()
+    ensure_database()
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from tests.conftest import load_claim_examples
+    from tests.exchange import cases
+    from tests.exchange.gitlab_stand_in import GitLabKey, StandInGitLab
+    from tests.exchange.servers import RolegateServer
+    from tests.services import free_port
+
+    say(
+        f"bench: database {BENCH_DATABASE_URL}, gunicorn gthread {WORKERS} workers x {THREADS} threads,"
+        f" CPUs {os.cpu_count()}"
+    )
+    call_command("migrate", verbosity=0)
+    reset_data()
+    stand_in = StandInGitLab(GitLabKey())
+    server = None
+    try:
+        cases.build_registry(stand_in.url, actor="bench")
+        add_mappings(10_000, prefix="bench")
+        claims = load_claim_examples()["protected_main_push"]
+
+        say("bench: floor (verify + sign + one INSERT, one process) ...")
+        measure_floor(mint_tokens(stand_in, claims, 200))  # warm: JWKS, signing key, connection
+        floor = measure_floor(mint_tokens(stand_in, claims, 2000))
+        say(f"  floor: {floor['rate']:.0f}/s, p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms")
+
+        server = RolegateServer(port=free_port(), env=ENV, workers=WORKERS, threads=THREADS)
+        server.wait_ready()
+        warm = mint_tokens(stand_in, claims, WORKERS * 20)
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            run_level(wrk, server.url, warm, min(WORKERS, 16), cases.DEPLOY_WEB, workdir)
+            rows = []
+            for clients in LEVELS:
+                expected = floor["rate"] * (0.8 if clients == 1 else 1.5)
+                count = int(min(max(expected * SECONDS, 300), 20_000))
+                tokens = mint_tokens(stand_in, claims, count)
+                result = run_level(wrk, server.url, tokens, clients, cases.DEPLOY_WEB, workdir)
+                rows.append((clients, result))
+                say(
+                    f"  {clients:>2} clients: {result['rate']:.0f} exchanges/s, p50 {result['p50_us'] / 1000:.2f} ms,"
+                    f" p99 {result['p99_us'] / 1000:.2f} ms, errors {result['errors'] + result['socket_errors']},"
+                    f" audit rows {result['audit_rows']} / requests {result['requests']}"
+                )
+        server.stop()
+        server = None
+
+        say("bench: matcher with 100,000 mappings ...")
+        matcher = measure_matcher(100_000)
+    finally:
+        if server is not None:
+            server.stop()
+        stand_in.stop()
+
+    say("")
+    say("| clients | exchanges/s | p50 ms | p99 ms | errors | audit rows = requests | Rolegate / floor |")
+    say("|---:|---:|---:|---:|---:|---|---:|")
+    for clients, r in rows:
+        same = "yes" if r["audit_rows"] == r["requests"] else "NO"
+        say(
+            f"| {clients} | {r['rate']:.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} |"
+            f" {r['errors'] + r['socket_errors']} | {same} ({r['audit_rows']}/{r['requests']}) |"
+            f" {r['rate'] / floor['rate']:.2f} |"
+        )
+    say(f"| floor (1 process) | {floor['rate']:.0f} | {floor['p50_ms']:.2f} | {floor['p99_ms']:.2f} | | | 1.00 |")
+    say("")
+    say(
+        f"matcher: {matcher['mappings']} mappings ({matcher['candidates']} candidates checked),"
+        f" decision p50 {matcher['p50_us']:.0f} us, p99"
+        f" {matcher['p99_us']:.0f} us (registry build {matcher['build_s']:.1f} s, once per change per process)"
+    )
+    say(f"bench: done in {time.monotonic() - overall:.0f} s")
+    failed = any(r["audit_rows"] != r["requests"] or r["errors"] or r["socket_errors"] for _, r in rows)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Decision cases shared by the exchange tests and the explain API's tests.
+
+Importable without fixtures: ``build_registry(issuer_url)`` creates the registry below through
+``mappings.services`` (call it inside a test with database access), and ``CASES`` lists
+``(name, claims, role_arn or None, expected_reason)``: the exchange, given a valid token from
+issuer ``ISSUER_NAME`` with ``claims``, must decide ``expected_reason`` (a reason code of
+``exchange.reasons``; ``granted`` when it grants). Claims come from the shared personas with a
+few overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+
+from tests.conftest import load_claim_examples
+
+ISSUER_NAME = "gitlab-test"
+AUDIENCE = "https://rolegate.example.com"
+PROD = "111111111111"
+LEGACY = "222222222222"
+STS_AUDIENCE = "sts.amazonaws.com"
+
+
+def arn(account_id: str, name: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/{name}"
+
+
+DEPLOY_WEB = arn(PROD, "deploy-web")
+DEPLOY_API = arn(PROD, "deploy-api")
+RELEASE_WEB = arn(PROD, "release-web")
+READONLY = arn(PROD, "readonly")
+LEGACY_DEPLOY = arn(LEGACY, "deploy-old")
+NOT_MANAGED = arn("333333333333", "deploy-web")
+
+ACCOUNTS = [
+    {"name": "prod", "account_id": PROD, "mode": "brokered", "audience": STS_AUDIENCE},
+    {"name": "legacy", "account_id": LEGACY, "mode": "direct", "audience": STS_AUDIENCE},
+]
+ROLES = [
+    {"account": "prod", "name": "deploy-web", "max_session_seconds": 3600, "session_tags": True},
+    {"account": "prod", "name": "deploy-api", "max_session_seconds": 3600, "session_tags": False},
+    {"account": "prod", "name": "release-web", "max_session_seconds": 3600, "session_tags": True},
+    {"account": "prod", "name": "readonly", "max_session_seconds": 7200, "session_tags": True},
+    {"account": "legacy", "name": "deploy-old", "max_session_seconds": 3600, "session_tags": True},
+]
+MAPPINGS = [
+    # The web team's protected main branch deploys the website.
+    {
+        "name": "web-main-deploy",
+        "role": "prod/deploy-web",
+        "project": "platform/web",
+        "ref": "main",
+        "ref_type": "branch",
+        "protected": True,
+    },
+    # The API team's production environment, from pushes and manual runs only.
+    {
+        "name": "api-production",
+        "role": "prod/deploy-api",
+        "project": "platform/api",
+        "ref": "*",
+        "protected": True,
+        "environment": "production",
+        "pipeline_sources": ["push", "web"],
+    },
+    # Release tags of the website.
+    {"name": "web-release", "role": "prod/release-web", "project": "platform/web", "ref": "v*", "ref_type": "tag"},
+    # Every protected ref of every platform project may read.
+    {"name": "platform-readonly", "role": "prod/readonly", "project": "platform/*", "protected": True},
+    # A direct-mode account: GitLab tokens go to STS directly, never through Rolegate.
+    {"name": "legacy-web", "role": "legacy/deploy-old", "project": "platform/web", "ref": "main"},
+    # Expired and disabled mappings grant nothing.
+    {
+        "name": "web-main-api-expired",
+        "role": "prod/deploy-api",
+        "project": "platform/web",
+        "ref": "main",
+        "expires_at": datetime(2020, 1, 1, tzinfo=UTC),
+    },
+    {
+        "name": "feature-disabled",
+        "role": "prod/deploy-web",
+        "project": "platform/web",
+        "ref": "feature/*",
+        "enabled": False,
+    },
+]
+
+
+def build_registry(issuer_url: str, *, actor: str = "tests"):
+    """Create the issuer, accounts, roles and mappings above; returns the issuer."""
+    from mappings import services
+    from mappings.models import Account, Role
+
+    issuer = services.issuer_create(actor=actor, name=ISSUER_NAME, url=issuer_url, audiences=[AUDIENCE])
+    accounts = {spec["name"]: services.account_create(actor=actor, **spec) for spec in ACCOUNTS}
+    roles: dict[str, Role] = {}
+    for spec in ROLES:
+        fields = dict(spec)
+        account: Account = accounts[fields.pop("account")]
+        roles[f"{account.name}/{spec['name']}"] = services.role_create(actor=actor, account=account, **fields)
+    for spec in MAPPINGS:
+        fields = dict(spec)
+        role = roles[fields.pop("role")]
+        services.mapping_create(actor=actor, issuer=issuer, role=role, **fields)
+    return issuer
+
+
+_EXAMPLES = load_claim_examples()
+
+
+def claims(persona: str, **overrides) -> dict:
+    """A persona's GitLab claims with ``overrides`` (a value of ``None`` removes the claim)."""
+    data = copy.deepcopy(_EXAMPLES[persona])
+    for key, value in overrides.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data
+
+
+WEB_MAIN = "protected_main_push"  # the web team's protected main-branch push job
+API_PROD = "production_deploy_job"  # the API team's production deploy job
+RELEASE = "release_tag"  # a release-tag pipeline of platform/web
+FEATURE_MR = "merge_request_feature_branch"  # mallory's merge-request job on an unprotected branch
+
+CASES: list[tuple[str, dict, str | None, str]] = [
+    ("web main deploys the website", claims(WEB_MAIN), DEPLOY_WEB, "granted"),
+    ("web main may read", claims(WEB_MAIN), READONLY, "granted"),
+    ("web main without audience matches several roles", claims(WEB_MAIN), None, "ambiguous_role"),
+    ("web main to a direct-mode account", claims(WEB_MAIN), LEGACY_DEPLOY, "direct_mode_account"),
+    ("expired mapping grants nothing", claims(WEB_MAIN), DEPLOY_API, "no_matching_mapping"),
+    ("unprotected main is refused", claims(WEB_MAIN, ref_protected="false"), DEPLOY_WEB, "no_matching_mapping"),
+    ("a tag named main is not the branch", claims(WEB_MAIN, ref_type="tag"), DEPLOY_WEB, "no_matching_mapping"),
+    (
+        "project match is case-sensitive",
+        claims(WEB_MAIN, project_path="Platform/web"),
+        DEPLOY_WEB,
+        "no_matching_mapping",
+    ),
+    ("a role Rolegate does not manage", claims(WEB_MAIN), NOT_MANAGED, "no_matching_mapping"),
+    ("api production deploys the api", claims(API_PROD), DEPLOY_API, "granted"),
+    (
+        "api production from a schedule is refused",
+        claims(API_PROD, pipeline_source="schedule"),
+        DEPLOY_API,
+        "no_matching_mapping",
+    ),
+    ("api staging environment is refused", claims(API_PROD, environment="staging"), DEPLOY_API, "no_matching_mapping"),
+    ("api job without environment is refused", claims(API_PROD, environment=None), DEPLOY_API, "no_matching_mapping"),
+    ("api in a subgroup may read", claims(API_PROD, project_path="platform/team/api"), READONLY, "granted"),
+    ("release tag releases", claims(RELEASE), RELEASE_WEB, "granted"),
+    (
+        "a branch named like a tag does not release",
+        claims(RELEASE, ref_type="branch"),
+        RELEASE_WEB,
+        "no_matching_mapping",
+    ),
+    ("feature MR cannot deploy (disabled mapping)", claims(FEATURE_MR), DEPLOY_WEB, "no_matching_mapping"),
+    ("feature MR cannot read (unprotected)", claims(FEATURE_MR), READONLY, "no_matching_mapping"),
+    ("feature MR without audience", claims(FEATURE_MR), None, "no_matching_mapping"),
+    (
+        "another group matches nothing",
+        claims(WEB_MAIN, project_path="other/web", namespace_path="other"),
+        None,
+        "no_matching_mapping",
+    ),
+    ("api production without audience matches two roles", claims(API_PROD), None, "ambiguous_role"),
+    ("release tag without audience", claims(RELEASE), None, "ambiguous_role"),
+    ("unprotected tag without audience gets the release role", claims(RELEASE, ref_protected="false"), None, "granted"),
+]

@@ -1,0 +1,212 @@
+"""The HTTP request itself: content types, duplicated/missing/unknown-valued parameters, size,
+methods, rate limit, and a property test feeding random bodies and tokens (never a 500, always
+exactly one audit event)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from exchange.models import AuditEvent
+from tests.exchange import cases
+from tests.exchange.conftest import GRANT, JWT_TYPE, exchange_params, post_form
+from tests.exchange.gitlab_stand_in import b64
+
+TOKEN = "/api/v1/token"
+CREDENTIALS = "/api/v1/credentials"
+
+
+def assert_refused(response, code, reason, status=400):
+    assert response.status_code == status, response.content
+    assert response["Cache-Control"] == "no-store"
+    body = response.json()
+    assert body["error"] == code
+    event = AuditEvent.objects.get(request_id=response["X-Request-ID"])
+    assert body["request_id"] == event.request_id
+    assert (event.outcome, event.reason) == ("denied", reason)
+    assert event.detail == body["error_description"]
+    return body
+
+
+@pytest.mark.parametrize("path", [TOKEN, CREDENTIALS])
+@pytest.mark.parametrize("content_type", ["text/plain", "multipart/form-data; boundary=x", "application/xml", ""])
+def test_wrong_content_type(api, db, path, content_type):
+    response = api.generic("POST", path, "grant_type=x", content_type=content_type)
+    body = assert_refused(response, "invalid_request", "invalid_request")
+    assert "Content-Type" in body["error_description"]
+
+
+def test_duplicated_form_parameter(api, db):
+    pairs = [*exchange_params("a.b.c").items(), ("subject_token", "d.e.f")]
+    body = assert_refused(post_form(api, TOKEN, pairs), "invalid_request", "invalid_request")
+    assert "'subject_token' is given more than once" in body["error_description"]
+
+
+def test_duplicated_json_key(api, db):
+    raw = json.dumps({"grant_type": GRANT})[:-1] + ', "audience": "a", "audience": "b"}'
+    body = assert_refused(api.post(TOKEN, raw, content_type="application/json"), "invalid_request", "invalid_request")
+    assert "'audience' is given more than once" in body["error_description"]
+
+
+def test_body_too_large(api, db):
+    params = exchange_params("x" * (70 * 1024))
+    body = assert_refused(post_form(api, TOKEN, params), "invalid_request", "invalid_request")
+    assert "larger than" in body["error_description"]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"subject_token_type": JWT_TYPE, "subject_token": "a.b.c"}, "grant_type"),
+        ({"grant_type": GRANT, "subject_token_type": JWT_TYPE}, "subject_token"),
+        ({"grant_type": GRANT, "subject_token": "a.b.c"}, "subject_token_type"),
+        (
+            {**exchange_params("a.b.c"), "subject_token_type": "urn:ietf:params:oauth:token-type:saml2"},
+            "subject_token_type",
+        ),
+        (
+            {**exchange_params("a.b.c"), "requested_token_type": "urn:ietf:params:oauth:token-type:access_token"},
+            "requested_token_type",
+        ),
+        ({**exchange_params("a.b.c"), "audience": "deploy-web"}, "audience"),
+        ({**exchange_params("a.b.c"), "subject_token": ""}, "subject_token"),
+    ],
+)
+def test_missing_or_unknown_valued_parameters(api, db, params, named):
+    body = assert_refused(post_form(api, TOKEN, params), "invalid_request", "invalid_request")
+    assert named in body["error_description"]
+
+
+@pytest.mark.parametrize("raw", ['["a"]', '"text"', "{", '{"grant_type": 1}', '{"subject_token": null}', "\xff"])
+def test_json_that_is_not_an_object_of_strings(api, db, raw):
+    response = api.post(TOKEN, raw.encode("latin-1"), content_type="application/json")
+    assert_refused(response, "invalid_request", "invalid_request")
+
+
+def test_unsupported_grant_type(api, db):
+    params = {**exchange_params("a.b.c"), "grant_type": "client_credentials"}
+    assert_refused(post_form(api, TOKEN, params), "unsupported_grant_type", "unsupported_grant_type")
+
+
+def test_unknown_parameters_are_ignored(api, registry, stand_in, web_main_claims):
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    params = {**exchange_params(token, cases.DEPLOY_WEB), "scope": "anything", "resource": "x"}
+    assert post_form(api, TOKEN, params).status_code == 200
+
+
+@pytest.mark.parametrize("path", [TOKEN, CREDENTIALS])
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"])
+def test_other_methods_are_405_and_audited(api, db, path, method):
+    response = api.generic(method, path)
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert response["Cache-Control"] == "no-store"
+    event = AuditEvent.objects.get(request_id=response["X-Request-ID"])
+    assert event.reason == "method_not_allowed"
+
+
+def test_rate_limit_per_client_ip(api, db, settings):
+    settings.ROLEGATE_RATE_LIMIT = 2
+    from django.core.cache import cache
+
+    cache.clear()
+    for _ in range(2):
+        assert post_form(api, TOKEN, exchange_params("a.b.c")).status_code == 400
+    response = post_form(api, TOKEN, exchange_params("a.b.c"))
+    assert_refused(response, "slow_down", "rate_limited", status=429)
+    assert 1 <= int(response["Retry-After"]) <= 60
+    other = APIClientFrom("10.0.0.9")
+    assert post_form(other, TOKEN, exchange_params("a.b.c")).status_code == 400
+    cache.clear()
+
+
+def APIClientFrom(ip):
+    from rest_framework.test import APIClient
+
+    return APIClient(REMOTE_ADDR=ip)
+
+
+def test_a_peer_that_is_not_an_ip_is_audited_without_one(db):
+    from rest_framework.test import APIClient
+
+    response = post_form(APIClient(REMOTE_ADDR="unix:/run/gunicorn.sock"), TOKEN, exchange_params("a.b.c"))
+    assert response.status_code == 400
+    assert AuditEvent.objects.get(request_id=response["X-Request-ID"]).client_ip is None
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+_claims = st.dictionaries(
+    st.sampled_from(
+        [
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "nbf",
+            "jti",
+            "sub",
+            "project_path",
+            "ref",
+            "ref_type",
+            "ref_protected",
+            "project_id",
+            "job_id",
+            "kid",
+            "alg",
+        ]
+    )
+    | st.text(max_size=8),
+    _json_values,
+    max_size=10,
+)
+_tokens = st.one_of(
+    st.text(max_size=300),
+    st.builds(
+        lambda header, claims, sig: ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), sig]),
+        _claims,
+        _claims,
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz-_0123456789", max_size=50),
+    ),
+)
+
+
+@hypothesis_settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from([TOKEN, CREDENTIALS]),
+    content_type=st.sampled_from(["application/x-www-form-urlencoded", "application/json", "text/plain"]),
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "grant_type",
+                    "subject_token",
+                    "subject_token_type",
+                    "audience",
+                    "duration_seconds",
+                    "requested_token_type",
+                ]
+            )
+            | st.text(max_size=5),
+            st.text(max_size=60) | _tokens,
+            max_size=6,
+        ).map(lambda d: json.dumps(d).encode()),
+        _tokens.map(lambda t: json.dumps(exchange_params(t)).encode()),
+        _tokens.map(lambda t: "&".join(f"{k}={v}" for k, v in exchange_params(t).items()).encode()),
+    ),
+)
+def test_random_requests_never_500_and_always_one_audit_event(api, registry, path, content_type, body):
+    before = AuditEvent.objects.count()
+    response = api.generic("POST", path, body, content_type=content_type)
+    assert response.status_code in (400, 405, 429), response.content
+    assert response.json()["error"]
+    assert AuditEvent.objects.count() == before + 1
+    assert AuditEvent.objects.filter(request_id=response["X-Request-ID"]).exists()

@@ -1,0 +1,161 @@
+"""POST /api/v1/token: the happy path, verified the way AWS verifies, and the decision table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.conf import settings
+
+from exchange.models import AuditEvent, UsedToken
+from tests.exchange import cases
+from tests.exchange.conftest import exchange_params, post_form, verify_like_aws
+
+TOKEN = "/api/v1/token"
+
+
+def test_web_main_gets_a_token_aws_accepts(api, registry, stand_in, web_main_claims):
+    claims = stand_in.claims(web_main_claims)
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(claims), cases.DEPLOY_WEB))
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert response["Cache-Control"] == "no-store"
+    assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:jwt"
+    assert body["token_type"] == "N_A"
+    assert body["role_arn"] == cases.DEPLOY_WEB
+    assert body["role_session_name"] == "gl-20-302"
+    assert 0 < body["expires_in"] <= 300
+
+    minted = verify_like_aws(api, body["access_token"], audience=cases.STS_AUDIENCE)
+    assert minted["iss"] == settings.ROLEGATE_ISSUER
+    assert minted["aud"] == "sts.amazonaws.com"
+    assert minted["sub"] == "gitlab-test:project_path:platform/web:ref_type:branch:ref:main"
+    assert minted["exp"] - minted["iat"] == settings.ROLEGATE_TOKEN_LIFETIME <= 300
+    assert minted["nbf"] == minted["iat"]
+    assert minted["jti"] != claims["jti"]
+    for name in (
+        "project_path",
+        "project_id",
+        "namespace_path",
+        "ref",
+        "ref_type",
+        "ref_protected",
+        "pipeline_source",
+        "pipeline_id",
+        "job_id",
+        "user_login",
+    ):
+        assert minted[name] == claims[name]
+    assert "environment" not in minted
+    assert minted["rolegate_mapping"] == "web-main-deploy"
+    tags = minted["https://aws.amazon.com/tags"]
+    assert tags["principal_tags"] == {
+        "project_path": ["platform/web"],
+        "namespace_path": ["platform"],
+        "ref": ["main"],
+        "ref_type": ["branch"],
+        "ref_protected": ["true"],
+        "pipeline_source": ["push"],
+        "mapping": ["web-main-deploy"],
+    }
+    assert tags["transitive_tag_keys"] == sorted(tags["principal_tags"])
+
+    event = AuditEvent.objects.get()
+    assert response["X-Request-ID"] == event.request_id
+    assert (event.outcome, event.reason, event.endpoint) == ("granted", "granted", "token")
+    assert event.token_verified
+    assert event.issuer == "gitlab-test"
+    assert event.iss == stand_in.url
+    assert event.jti == claims["jti"]
+    assert event.minted_jti == minted["jti"]
+    assert event.role_arn == event.requested_role_arn == cases.DEPLOY_WEB
+    assert event.mapping == "web-main-deploy"
+    assert event.role_session_name == "gl-20-302"
+    assert (event.project_path, event.ref, event.job_id, event.user_login) == ("platform/web", "main", "302", "alice")
+    assert event.latency_ms is not None and event.latency_ms >= 0
+    assert event.client_ip == "127.0.0.1"
+    assert UsedToken.objects.filter(jti=claims["jti"], role_arn=cases.DEPLOY_WEB).count() == 1
+
+
+def test_environment_is_copied_and_tagged_and_role_without_session_tags(api, registry, stand_in, api_production_claims):
+    claims = stand_in.claims(api_production_claims)
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(claims), cases.DEPLOY_API))
+    assert response.status_code == 200, response.content
+    minted = verify_like_aws(api, response.json()["access_token"], audience=cases.STS_AUDIENCE)
+    assert minted["environment"] == "production"
+    assert "https://aws.amazon.com/tags" not in minted  # deploy-api has session_tags off
+
+    readonly = post_form(api, TOKEN, exchange_params(stand_in.mint(claims), cases.READONLY)).json()
+    tags = verify_like_aws(api, readonly["access_token"], audience=cases.STS_AUDIENCE)["https://aws.amazon.com/tags"]
+    assert tags["principal_tags"]["environment"] == ["production"]
+
+
+def test_json_body_is_accepted(api, registry, stand_in, web_main_claims):
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    response = api.post(
+        TOKEN, data=json.dumps(exchange_params(token, cases.DEPLOY_WEB)), content_type="application/json"
+    )
+    assert response.status_code == 200, response.content
+
+
+def test_id_token_subject_type_and_explicit_requested_type(api, registry, stand_in, web_main_claims):
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    params = exchange_params(
+        token,
+        cases.DEPLOY_WEB,
+        subject_token_type="urn:ietf:params:oauth:token-type:id_token",
+        requested_token_type="urn:ietf:params:oauth:token-type:jwt",
+    )
+    assert post_form(api, TOKEN, params).status_code == 200
+
+
+@pytest.mark.parametrize(("name", "claims", "role_arn", "expected"), cases.CASES, ids=[c[0] for c in cases.CASES])
+def test_decision_cases(api, registry, stand_in, name, claims, role_arn, expected):
+    token = stand_in.mint(stand_in.claims(claims))
+    response = post_form(api, TOKEN, exchange_params(token, role_arn))
+    event = AuditEvent.objects.get()
+    assert event.reason == expected, event.detail
+    if expected == "granted":
+        assert response.status_code == 200
+        assert event.outcome == "granted"
+    else:
+        assert response.status_code == 400
+        assert response.json()["error"] == "invalid_target"
+        assert response.json()["request_id"] == event.request_id
+        assert event.outcome == "denied"
+        assert event.token_verified
+
+
+def test_a_sub_longer_than_255_characters_is_refused(api, db, stand_in, web_main_claims):
+    from mappings import services
+
+    issuer = cases.build_registry(stand_in.url)
+    long_project = "platform/" + "x" * 240
+    role = services.role_create(actor="t", account=issuer.mappings.first().role.account, name="long")
+    services.mapping_create(actor="t", name="long-project", issuer=issuer, role=role, project="platform/x*")
+    claims = stand_in.claims(web_main_claims, project_path=long_project)
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(claims), role.arn))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_target"
+    assert "255" in response.json()["error_description"]
+    assert AuditEvent.objects.get().reason == "sub_too_long"
+
+
+def test_request_id_header_on_every_response(api, db):
+    for response in (api.get("/.well-known/jwks.json"), api.get(TOKEN), api.get("/healthz")):
+        assert len(response["X-Request-ID"]) == 32
+
+
+def test_a_new_issuer_is_seen_by_a_running_process(api, db, stand_in, web_main_claims):
+    """Issuers are cached per registry snapshot: registering one through the services is seen
+    on the next request, without a restart."""
+    from mappings import services
+    from tests.exchange.cases import AUDIENCE
+
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    assert post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB)).json()["error"] == "invalid_grant"
+    assert AuditEvent.objects.get().reason == "unknown_issuer"
+    services.issuer_create(actor="t", name="late", url=stand_in.url, audiences=[AUDIENCE])
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims))))
+    assert AuditEvent.objects.get(request_id=response["X-Request-ID"]).reason == "no_matching_mapping"
