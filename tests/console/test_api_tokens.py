@@ -53,6 +53,7 @@ def test_missing_or_invalid_token_is_401_with_the_error_body(db, header):
     assert response.json()["error"] == "unauthorized"
     assert set(response.json()) == {"error", "error_description", "request_id"}
     assert response["WWW-Authenticate"].startswith("Bearer")
+    assert response.json()["request_id"] == response["X-Request-ID"]
 
 
 def test_revoked_expired_and_inactive_tokens_are_401(staff):
