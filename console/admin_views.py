@@ -1,10 +1,13 @@
-"""Staff-only admin pages: the dashboard, explain/simulate and replay (wrapped by admin_view)."""
+"""Staff-only admin pages: the dashboard, explain/simulate and replay (wrapped by admin_view).
+
+Each also needs the model permission of what it shows: the audit log (dashboard, replay) or the
+registry (explain). Superusers have every permission.
+"""
 
 from __future__ import annotations
 
-import logging
-
 from django.contrib import admin
+from django.contrib.auth.decorators import permission_required
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -21,14 +24,16 @@ from console.replay import (
     replayable_events,
 )
 
-logger = logging.getLogger(__name__)
 REPLAY_SHOWN = 500
+VIEW_AUDIT = "exchange.view_auditevent"
+VIEW_MAPPINGS = "mappings.view_mapping"
 
 
 def _context(request, title: str, **extra) -> dict:
     return {**admin.site.each_context(request), "title": title, **extra}
 
 
+@permission_required(VIEW_AUDIT, raise_exception=True)
 def dashboard(request):
     data = dashboard_data()
     return TemplateResponse(
@@ -51,6 +56,7 @@ def dashboard(request):
 
 
 @never_cache
+@permission_required(VIEW_MAPPINGS, raise_exception=True)
 def explain(request):
     result = None
     if request.method == "POST":
@@ -95,6 +101,7 @@ _SHOWN_CLAIMS = (
 
 
 @never_cache
+@permission_required([VIEW_AUDIT, VIEW_MAPPINGS], raise_exception=True)
 def replay(request):
     result = None
     if request.method == "POST":

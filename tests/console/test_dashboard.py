@@ -86,3 +86,23 @@ def test_chart_labels_are_escaped():
 
     svg = horizontal_bars([("<script>alert(1)</script>", 3)], title="t")
     assert "<script>" not in svg and "&lt;script&gt;" in svg
+
+
+@pytest.mark.parametrize(
+    ("url", "perms"),
+    [
+        ("/admin/rolegate/dashboard/", ["view_auditevent"]),
+        ("/admin/rolegate/explain/", ["view_mapping"]),
+        ("/admin/rolegate/replay/", ["view_auditevent", "view_mapping"]),
+    ],
+)
+def test_console_pages_need_the_permission_of_what_they_show(client, url, perms):
+    from django.contrib.auth.models import Permission
+
+    from tests.console.factories import UserFactory
+
+    user = UserFactory(username="helpdesk", is_staff=True)
+    client.force_login(user)
+    assert client.get(url).status_code == 403
+    user.user_permissions.set(Permission.objects.filter(codename__in=perms))
+    assert client.get(url).status_code == 200
