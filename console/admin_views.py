@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import permission_required
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 
 from console import charts, iam_check
 from console.dashboard import dashboard_data
@@ -56,6 +57,7 @@ def dashboard(request):
 
 
 @never_cache
+@sensitive_post_parameters("token")  # kept out of error reports
 @permission_required(VIEW_MAPPINGS, raise_exception=True)
 def explain(request):
     result = None

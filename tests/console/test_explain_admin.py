@@ -230,3 +230,14 @@ def test_iam_verdict_for_a_direct_mode_account(admin_client, db):
     assert response.context["result"]["explanation"].decision.reason == "direct_mode_account"
     [verdict] = response.context["result"]["iam"]
     assert verdict.allowed is True and "GitLab token sent to STS directly" in verdict.detail
+
+
+def test_pasted_token_is_hidden_from_error_reports(rf, staff):
+    from django.views.debug import SafeExceptionReporterFilter
+
+    from console.admin_views import explain
+
+    request = rf.post(EXPLAIN, {"token": "eyJ.secret.token"})
+    request.user = staff
+    explain(request)
+    assert SafeExceptionReporterFilter().get_post_parameters(request)["token"] != "eyJ.secret.token"
