@@ -191,7 +191,10 @@ class _Signature:
             other.environment is None or not patterns.subsumes(self.environment, other.environment)
         ):
             return False
-        return not (self.pipeline_sources and not set(other.pipeline_sources) <= set(self.pipeline_sources))
+        # An empty list means "any source": it implies a restricted list only when that is empty too.
+        return not self.pipeline_sources or (
+            bool(other.pipeline_sources) and set(other.pipeline_sources) <= set(self.pipeline_sources)
+        )
 
     def sort_key(self) -> tuple:
         return (self.protected, self.environment is not None, self.environment or "", self.pipeline_sources)

@@ -14,6 +14,15 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+from tests.services import IN_CI
+
+# CI replays the same examples every run, so a landing never depends on a lucky draw; on a
+# laptop every run explores new ones (and hypothesis keeps any failure it finds for replay).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    hypothesis_settings.load_profile("ci")
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "gitlab_id_token_claims.json"
 _LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab_id_token_claims.json"

@@ -219,3 +219,23 @@ def test_a_pattern_is_not_dropped_for_one_in_a_stricter_statement():
     ]
     text = json.dumps(statements(policies.generate(make_input(rules))))
     assert "project_path:platform/web:" in text and "project_path:platform/*:" in text
+
+
+def test_a_pattern_is_not_dropped_for_one_restricted_to_some_pipeline_sources():
+    """Found by the property test: 'any source' is not implied by 'push only'."""
+    rules = [
+        make_rule("a-protected", project="a", ref="a", protected=True),
+        make_rule("any-push", project="?", ref="?", pipeline_sources=("push",)),
+    ]
+    text = json.dumps(statements(policies.generate(make_input(rules))))
+    assert "project_path:a:ref_type:branch:ref:a" in text
+    assert "project_path:?:ref_type:branch:ref:?" in text
+
+
+def test_a_pattern_is_dropped_for_one_allowing_more_pipeline_sources():
+    rules = [
+        make_rule("web-push", project="platform/web", pipeline_sources=("push",)),
+        make_rule("all-push-web", project="platform/*", pipeline_sources=("push", "web")),
+    ]
+    text = json.dumps(statements(policies.generate(make_input(rules))))
+    assert "project_path:platform/web:" not in text
