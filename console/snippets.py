@@ -66,12 +66,13 @@ def mapping_snippets(mapping: Mapping, *, rolegate_url: str | None = None) -> Sn
         [
             *head,
             "  script:",
-            "    # Temporary AWS credentials from Rolegate, in credential_process format.",
+            "    # Temporary AWS credentials from Rolegate, in credential_process format, kept outside the",
+            "    # project directory so that no artifacts: or cache: entry can pick them up.",
+            "    - mkdir -p ~/.aws",
             "    - >",
             f"      {exchange}",
-            f'      --output "$CI_PROJECT_DIR/.rolegate-credentials.json" {base}/api/v1/credentials',
-            "    - mkdir -p ~/.aws",
-            "    - printf '[default]\\ncredential_process = cat %s\\n' \"$CI_PROJECT_DIR/.rolegate-credentials.json\""
+            f'      --output "$HOME/.aws/rolegate-credentials.json" {base}/api/v1/credentials',
+            "    - printf '[default]\\ncredential_process = cat %s\\n' \"$HOME/.aws/rolegate-credentials.json\""
             " > ~/.aws/config",
             "    - aws sts get-caller-identity",
         ]

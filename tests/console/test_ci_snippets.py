@@ -58,6 +58,7 @@ def test_credentials_job_posts_to_credentials_and_sts_job_to_token(mapping):
     snippets = mapping_snippets(mapping, rolegate_url="https://rolegate.example.com/")
     assert "https://rolegate.example.com/api/v1/credentials" in snippets.credentials_job
     assert "credential_process = cat" in snippets.credentials_job
+    assert "CI_PROJECT_DIR" not in snippets.credentials_job  # credentials never inside the project (artifacts)
     assert "https://rolegate.example.com/api/v1/token" in snippets.sts_job
     assert "aws sts assume-role-with-web-identity" in snippets.sts_job
     assert '--role-session-name "gl-${CI_PROJECT_ID}-${CI_JOB_ID}"' in snippets.sts_job
