@@ -97,7 +97,7 @@ def test_script_uses_only_the_standard_library():
 class _Stub:
     """A local stand-in for Rolegate's /api/v1/credentials, on 127.0.0.1 and a free port."""
 
-    def __init__(self, status: int, body: dict):
+    def __init__(self, status: int, body: dict, *, bodies: dict[str, dict] | None = None):
         self.requests: list[tuple[str, dict]] = []
         stub = self
 
@@ -106,7 +106,7 @@ class _Stub:
                 length = int(self.headers["Content-Length"])
                 form = urllib.parse.parse_qs(self.rfile.read(length).decode())
                 stub.requests.append((self.path, {k: v[0] for k, v in form.items()}))
-                payload = json.dumps(body).encode()
+                payload = json.dumps((bodies or {}).get(self.path, body)).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -183,3 +183,65 @@ def test_script_without_a_token_or_server_fails_clearly():
     assert "ROLEGATE_ID_TOKEN is empty" in _run("http://127.0.0.1:1", token=None).stderr
     result = _run(f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 1 and "cannot reach Rolegate" in result.stderr
+
+
+def _script(job_yaml: str) -> str:
+    job = yaml.safe_load(job_yaml)["assume-deploy-web"]
+    return "\n".join(job["script"])
+
+
+FAKE_AWS = """#!/bin/sh
+# A stand-in for the AWS CLI: records its arguments, answers like STS.
+echo "$@" >> "$HOME/aws-calls"
+case "$2" in
+  assume-role-with-web-identity) printf 'ASIASTS\\tsts-secret\\tsts-session\\n' ;;
+  get-caller-identity) echo "identity key=${AWS_ACCESS_KEY_ID:-from-config}" ;;
+esac
+"""
+
+
+def _run_job(script: str, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "aws").write_text(FAKE_AWS)
+    (bin_dir / "aws").chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+        "HOME": str(home),
+        "ROLEGATE_ID_TOKEN": "gitlab.id.token",
+        "CI_PROJECT_ID": "20",
+        "CI_JOB_ID": "302",
+    }
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=30
+    )
+    return result, home
+
+
+def test_credentials_job_script_runs_against_rolegate(mapping, tmp_path):
+    """The job's script lines, run by bash with real curl against a stand-in Rolegate."""
+    with _Stub(200, CREDENTIALS) as stub:
+        snippets = mapping_snippets(mapping, rolegate_url=stub.url)
+        result, home = _run_job(_script(snippets.credentials_job), tmp_path)
+    assert result.returncode == 0, result.stderr
+    [(path, form)] = stub.requests
+    assert path == "/api/v1/credentials"
+    assert form["subject_token"] == "gitlab.id.token" and form["audience"] == ARN
+    assert json.loads((home / ".aws" / "rolegate-credentials.json").read_text()) == CREDENTIALS
+    config = (home / ".aws" / "config").read_text()
+    assert config == f"[default]\ncredential_process = cat {home}/.aws/rolegate-credentials.json\n"
+
+
+def test_sts_job_script_passes_rolegates_token_to_sts(mapping, tmp_path):
+    with _Stub(200, {}, bodies={"/api/v1/token": {"access_token": "minted.jwt", "token_type": "N_A"}}) as stub:
+        snippets = mapping_snippets(mapping, rolegate_url=stub.url)
+        result, home = _run_job(_script(snippets.sts_job), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [path for path, _ in stub.requests] == ["/api/v1/token"]
+    calls = (home / "aws-calls").read_text().splitlines()
+    assert f"--role-arn {ARN}" in calls[0]
+    assert "--role-session-name gl-20-302" in calls[0]
+    assert "--web-identity-token minted.jwt" in calls[0]
+    assert "identity key=ASIASTS" in result.stdout
