@@ -3,6 +3,7 @@ minted tokens the matcher grants."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import timedelta
 
@@ -203,7 +204,10 @@ def minted_allowed(document, claims, *, issuer="gitlab-com", session_tags=True) 
     )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_EXAMPLES = int(os.environ.get("ROLEGATE_HYPOTHESIS_EXAMPLES", "400"))
+
+
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=case_strategy())
 def test_brokered_policy_allows_exactly_what_the_matcher_grants(case):
     rules, claims, issuer = case
