@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from console.authentication import StaffApiMixin
 from console.explain import UnknownIssuer, explain_claims
+from console.iam_check import decision_verdict
 from console.selectors import AUDIT_EXACT_FILTERS, audit_event_list
 from exchange.audit import AUDIT_FIELDS, audit_event_as_dict
 from exchange.models import AuditEvent
+from mappings.models import Issuer
 from portal.api_errors import ApiError
 
 _ISO = "an ISO 8601 date-time, e.g. 2026-11-26T12:00:00Z"
@@ -23,6 +26,12 @@ class AuditEventPagination(CursorPagination):
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ApiError("invalid_request", "The cursor is malformed; use a page's next URL as given.") from None
 
     def get_paginated_response(self, data):
         return Response({"results": data, "next": self.get_next_link()})
@@ -104,6 +113,16 @@ class ExplainMappingSerializer(serializers.Serializer):
     failed = ExplainFailureSerializer(many=True, help_text="Every condition the claims fail, in checking order")
 
 
+class ExplainIamSerializer(serializers.Serializer):
+    role_arn = serializers.CharField()
+    mapping = serializers.CharField()
+    allowed = serializers.BooleanField(allow_null=True, help_text="null: the policy generator cannot tell (detail)")
+    detail = serializers.CharField()
+    unchecked = serializers.ListField(
+        child=serializers.CharField(), help_text="The mapping's conditions IAM cannot check (Rolegate's matcher does)"
+    )
+
+
 class ExplainApi(StaffApiMixin, APIView):
     """Would a job with these claims get a role, and if not, why? The exchange's own matcher."""
 
@@ -121,6 +140,11 @@ class ExplainApi(StaffApiMixin, APIView):
         mapping = serializers.CharField(allow_null=True)
         role_arn = serializers.CharField(allow_null=True)
         mappings = ExplainMappingSerializer(many=True)
+        iam = ExplainIamSerializer(
+            allow_null=True,
+            help_text="Would IAM allow the token under the role's generated trust policy? "
+            "null when no managed role is in question",
+        )
 
     @extend_schema(operation_id="explain", request=InputSerializer, responses={200: OutputSerializer})
     def post(self, request):
@@ -134,4 +158,9 @@ class ExplainApi(StaffApiMixin, APIView):
             )
         except UnknownIssuer as exc:
             raise ApiError("invalid_request", str(exc)) from None
-        return Response(self.OutputSerializer(explanation.as_dict()).data)
+        verdict = decision_verdict(
+            issuer=Issuer.objects.get(name=data.validated_data["issuer"]),
+            claims=data.validated_data["claims"],
+            explanation=explanation,
+        )
+        return Response(self.OutputSerializer({**explanation.as_dict(), "iam": verdict}).data)

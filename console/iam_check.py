@@ -24,6 +24,7 @@ class IamVerdict:
     mapping: str
     allowed: bool | None  # None: cannot tell (see detail)
     detail: str
+    unchecked: tuple[str, ...] = ()  # the mapping's conditions IAM cannot check (the matcher does)
 
 
 def _role(rule: Rule) -> Role | None:
@@ -73,7 +74,7 @@ def iam_verdict(rule: Rule, *, issuer: Issuer, claims: Mapping[str, object]) -> 
     unchecked = result.mapping_warnings.get(rule.name, ())
     if unchecked:
         detail += " IAM cannot check: " + "; ".join(unchecked) + " (Rolegate's matcher does)."
-    return IamVerdict(rule.role_arn, rule.name, allowed, detail)
+    return IamVerdict(rule.role_arn, rule.name, allowed, detail, tuple(unchecked))
 
 
 def trust_policy_verdicts(
@@ -86,3 +87,13 @@ def trust_policy_verdicts(
     if requested and not any(rule.role_arn == requested for rule in rules):
         rules += [e.rule for e in explanation.evaluations if e.rule.role_arn == requested][:1]
     return [iam_verdict(rule, issuer=issuer, claims=claims) for rule in rules]
+
+
+def decision_verdict(*, issuer: Issuer, claims: Mapping[str, object], explanation: Explanation) -> IamVerdict | None:
+    """IAM's answer for the role explain decided about: the granting mapping's role, or when
+    denied, the requested role under its first mapping; ``None`` when no managed role is in question."""
+    rule = explanation.decision.rule
+    requested = explanation.requested_role_arn
+    if rule is None and requested:
+        rule = next((e.rule for e in explanation.evaluations if e.rule.role_arn == requested), None)
+    return iam_verdict(rule, issuer=issuer, claims=claims) if rule is not None else None

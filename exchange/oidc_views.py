@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from exchange import keys
@@ -40,6 +41,7 @@ def _public(data: dict) -> JsonResponse:
     return response
 
 
+@csrf_exempt  # public and read-only: any other method is 405, not a CSRF 403
 @require_GET
 def openid_configuration(request):
     issuer = settings.ROLEGATE_ISSUER
@@ -58,6 +60,7 @@ def openid_configuration(request):
     )
 
 
+@csrf_exempt
 @require_GET
 def jwks(request):
     return _public({"keys": keys.published_keys()})

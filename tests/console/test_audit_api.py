@@ -83,8 +83,8 @@ def test_bad_filter_values_are_400_with_a_clear_message(api, param, value):
 
 def test_garbage_cursor_is_a_client_error_not_a_500(api):
     response = api.get(URL, {"cursor": "%%%not-base64"})
-    assert response.status_code == 404
-    assert response.json()["error"] == "not_found"
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
 
 
 def test_openapi_schema_documents_the_api_with_bearer_auth(client):

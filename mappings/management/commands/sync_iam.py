@@ -7,6 +7,7 @@ prints a unified diff for every role whose live trust policy differs, and exits 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 from celery.exceptions import Retry
@@ -34,6 +35,11 @@ class Command(BaseCommand):
             if not accounts.exists():
                 raise CommandError(f"No account is named {account!r}.")
         outcomes: Counter[str] = Counter()
+        # The task runs in this process and this command prints its outcome, line by line: the
+        # worker's own log lines (celery's trace, the sync's failure warnings) would repeat them on
+        # standard error, where CONTRACT §9 promises one line of reason.
+        logging.getLogger("celery.app.trace").setLevel(logging.ERROR)
+        logging.getLogger("mappings.sync").setLevel(logging.ERROR)
         for item in accounts:
             try:
                 lines = sync_account.apply(kwargs={"account_id": item.pk, "dry_run": check}, throw=True).get()
