@@ -1,0 +1,191 @@
+"""A live Rolegate for the contract tests (shared/CONTRACT.md): black-box, over HTTP and subprocesses.
+
+One per test session (per xdist worker): a stand-in GitLab, a moto server standing in for STS and
+IAM, and ``gunicorn portal.wsgi`` with the *production* settings (no ``DJANGO_DEBUG``, a secret,
+``ROLEGATE_ALLOW_HTTP=1``) on a SQLite file of its own, configured with ``manage.py apply`` and
+driven with ``requests`` and ``manage.py`` subprocesses only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.exchange.gitlab_stand_in import GitLabKey, StandInGitLab
+from tests.exchange.servers import ROOT, RolegateServer
+from tests.services import free_port, port_open
+
+GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+ISSUER_NAME = "gitlab-live"
+AUDIENCE = "https://rolegate.example.com"
+PROD = "111111111111"
+LEGACY = "222222222222"
+DEPLOY_WEB = f"arn:aws:iam::{PROD}:role/deploy-web"
+READONLY = f"arn:aws:iam::{PROD}:role/readonly"
+LEGACY_DEPLOY = f"arn:aws:iam::{LEGACY}:role/deploy-old"
+
+CONFIG = """\
+issuers:
+  - name: {issuer_name}
+    url: {issuer_url}
+    audiences: [{audience}]
+accounts:
+  - name: prod
+    account_id: "{prod}"
+    mode: brokered
+    audience: sts.amazonaws.com
+  - name: legacy
+    account_id: "{legacy}"
+    mode: direct
+roles:
+  - account: prod
+    name: deploy-web
+    max_session_seconds: 3600
+    session_tags: true
+  - account: prod
+    name: readonly
+    max_session_seconds: 7200
+    session_tags: false
+  - account: legacy
+    name: deploy-old
+mappings:
+  - name: web-main-deploy
+    issuer: {issuer_name}
+    role: prod/deploy-web
+    project: platform/web
+    ref: main
+    ref_type: branch
+    protected: true
+  - name: platform-readonly
+    issuer: {issuer_name}
+    role: prod/readonly
+    project: platform/*
+    protected: true
+  - name: long-names-readonly
+    issuer: {issuer_name}
+    role: prod/readonly
+    project: long/*
+  - name: legacy-web
+    issuer: {issuer_name}
+    role: legacy/deploy-old
+    project: platform/web
+"""
+
+_SCRUBBED = ("DJANGO_", "ROLEGATE_", "DATABASE_URL", "CELERY_BROKER_URL", "AWS_")
+
+
+@dataclass
+class Live:
+    url: str
+    env: dict[str, str]
+    gitlab: StandInGitLab
+    staff_token: str
+    plain_token: str
+
+    def manage(self, *args: str, input: str | None = None, env: dict[str, str] | None = None):
+        """``python manage.py ARGS`` in a subprocess with the server's environment."""
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def token(self, claims: dict, **overrides) -> str:
+        return self.gitlab.mint(self.gitlab.claims(claims, **overrides))
+
+    def exchange(self, path: str, token: str, audience: str | None = None, **extra) -> requests.Response:
+        data = {"grant_type": GRANT, "subject_token": token, "subject_token_type": JWT_TYPE, **extra}
+        if audience is not None:
+            data["audience"] = audience
+        return requests.post(f"{self.url}{path}", data=data, timeout=20)
+
+    def api(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(method, f"{self.url}{path}", headers=headers, timeout=20, **kwargs)
+
+
+def server_env(tmp: Path, *, port: int, moto_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+    env.update(
+        DJANGO_SETTINGS_MODULE="portal.settings",
+        DJANGO_SECRET_KEY="contract-tests-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+        ROLEGATE_ALLOW_HTTP="1",
+        ROLEGATE_ISSUER=f"http://127.0.0.1:{port}",
+        ROLEGATE_RATE_LIMIT="0",
+        DATABASE_URL=f"sqlite:///{tmp / 'rolegate.sqlite3'}",
+        AWS_ENDPOINT_URL=moto_url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "MOTO_ACCOUNT_ID": PROD},  # the prod account's IAM, as its credentials would reach
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("moto_server did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory, moto_url):
+    gitlab = StandInGitLab(GitLabKey())
+    tmp = tmp_path_factory.mktemp("contract")
+    port = free_port()
+    env = server_env(tmp, port=port, moto_url=moto_url)
+    config = tmp / "rolegate.yaml"
+    config.write_text(
+        CONFIG.format(issuer_name=ISSUER_NAME, issuer_url=gitlab.url, audience=AUDIENCE, prod=PROD, legacy=LEGACY)
+    )
+    live = Live(url=f"http://127.0.0.1:{port}", env=env, gitlab=gitlab, staff_token="", plain_token="")
+    for args in (
+        ("migrate", "--no-input", "-v", "0"),
+        ("apply", str(config)),
+        ("createsuperuser", "--no-input", "--username", "lead", "--email", "lead@example.com"),
+        ("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('dev')"),
+    ):
+        done = live.manage(*args)
+        assert done.returncode == 0, (args, done.stderr)
+    live.staff_token = live.manage("create_api_token", "lead").stdout.splitlines()[-1]
+    live.plain_token = live.manage("create_api_token", "dev").stdout.splitlines()[-1]
+    server = RolegateServer(port=port, env=env, threads=4)
+    try:
+        server.wait_ready()
+        yield live
+    finally:
+        server.stop()
+        gitlab.stop()
+
+
+def get(live: Live, path: str, **kwargs) -> requests.Response:
+    return requests.get(f"{live.url}{path}", timeout=20, **kwargs)

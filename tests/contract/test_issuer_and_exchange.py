@@ -1,0 +1,247 @@
+"""CONTRACT §4 to §6 against a live server: discovery, JWKS, the token exchange and credentials."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import jwt
+import pytest
+import requests
+
+from tests.contract.conftest import DEPLOY_WEB, GRANT, JWT_TYPE, LEGACY_DEPLOY, READONLY, get
+
+DISCOVERY_FIELDS = {
+    "issuer",
+    "jwks_uri",
+    "token_endpoint",
+    "response_types_supported",
+    "subject_types_supported",
+    "id_token_signing_alg_values_supported",
+    "claims_supported",
+    "grant_types_supported",
+}
+SOURCE_CLAIMS = (
+    "project_path",
+    "project_id",
+    "namespace_path",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "pipeline_source",
+    "pipeline_id",
+    "job_id",
+    "user_login",
+)
+
+
+def audited(live, request_id: str) -> dict:
+    page = live.api("GET", f"/api/v1/audit-events/?request_id={request_id}", live.staff_token).json()
+    (event,) = page["results"]
+    return event
+
+
+def test_discovery_names_the_issuer_and_every_required_field(live):
+    response = get(live, "/.well-known/openid-configuration")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+    body = response.json()
+    assert body.keys() >= DISCOVERY_FIELDS
+    assert body["issuer"] == live.env["ROLEGATE_ISSUER"]
+    assert body["jwks_uri"] == f"{live.url}/.well-known/jwks.json"
+    assert body["token_endpoint"] == f"{live.url}/api/v1/token"
+    assert "urn:ietf:params:oauth:grant-type:token-exchange" in body["grant_types_supported"]
+    assert body["id_token_signing_alg_values_supported"] == ["RS256"]
+
+
+def test_jwks_lists_public_signing_keys_only(live):
+    response = get(live, "/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"]
+    keys = response.json()["keys"]
+    assert keys
+    for key in keys:
+        assert {"kid", "kty", "alg", "use"} <= key.keys()
+        assert (key["kty"], key["alg"], key["use"]) == ("RSA", "RS256", "sig")
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & key.keys()
+
+
+def test_a_granted_exchange_mints_the_promised_token(live, web_main_claims):
+    source = live.gitlab.claims(web_main_claims)
+    response = live.exchange("/api/v1/token", live.gitlab.mint(source), DEPLOY_WEB)
+
+    assert response.status_code == 200, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json()
+    assert body.keys() == {
+        "access_token",
+        "issued_token_type",
+        "token_type",
+        "expires_in",
+        "role_arn",
+        "role_session_name",
+    }
+    assert body["issued_token_type"] == JWT_TYPE and body["token_type"] == "N_A"
+    assert body["role_arn"] == DEPLOY_WEB
+    assert body["role_session_name"] == f"gl-{source['project_id']}-{source['job_id']}"
+    assert isinstance(body["expires_in"], int) and 0 < body["expires_in"] <= 300
+
+    # Verified the way STS does: discovery -> jwks_uri -> the key by kid -> RS256.
+    jwks = requests.get(get(live, "/.well-known/openid-configuration").json()["jwks_uri"], timeout=10).json()
+    header = jwt.get_unverified_header(body["access_token"])
+    (key,) = [k for k in jwks["keys"] if k["kid"] == header["kid"]]
+    assert header["alg"] == "RS256"
+    claims = jwt.decode(
+        body["access_token"],
+        key=jwt.PyJWK(key).key,
+        algorithms=["RS256"],
+        audience="sts.amazonaws.com",
+        issuer=live.env["ROLEGATE_ISSUER"],
+    )
+    assert claims["aud"] == "sts.amazonaws.com"
+    assert claims["sub"] == "gitlab-live:project_path:platform/web:ref_type:branch:ref:main"
+    for name in ("iat", "nbf", "exp"):
+        assert type(claims[name]) is int
+    assert 0 < claims["exp"] - claims["iat"] <= 300
+    assert claims["jti"] and claims["jti"] != source["jti"]
+    for name in SOURCE_CLAIMS:
+        assert claims[name] == source[name] and type(claims[name]) is type(source[name]), name
+    assert "environment" not in claims  # absent in the source token
+    assert claims["rolegate_mapping"] == "web-main-deploy"
+    tags = claims["https://aws.amazon.com/tags"]
+    assert tags["principal_tags"] == {
+        "project_path": ["platform/web"],
+        "namespace_path": ["platform"],
+        "ref": ["main"],
+        "ref_type": ["branch"],
+        "ref_protected": ["true"],
+        "pipeline_source": ["push"],
+        "mapping": ["web-main-deploy"],
+    }
+    assert isinstance(tags["transitive_tag_keys"], list)
+
+    event = audited(live, response.headers["X-Request-ID"])
+    assert (event["outcome"], event["reason"], event["minted_jti"]) == ("granted", "granted", claims["jti"])
+
+
+def test_a_role_without_session_tags_gets_no_tags_claim(live, web_main_claims):
+    response = live.exchange("/api/v1/token", live.token(web_main_claims), READONLY)
+    assert response.status_code == 200, response.text
+    claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
+    assert "https://aws.amazon.com/tags" not in claims
+
+
+def test_a_json_body_is_accepted(live, web_main_claims):
+    data = {
+        "grant_type": GRANT,
+        "subject_token": live.token(web_main_claims),
+        "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+        "audience": DEPLOY_WEB,
+    }
+    response = requests.post(f"{live.url}/api/v1/token", json=data, timeout=20)
+    assert response.status_code == 200, response.text
+
+
+def assert_oauth_error(live, response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body.keys() == {"error", "error_description", "request_id"}
+    assert body["error"] == code
+    assert isinstance(body["error_description"], str) and len(body["error_description"]) > 10
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
+@pytest.mark.parametrize("path", ["/api/v1/token", "/api/v1/credentials"])
+def test_errors_are_oauth_bodies_whose_request_id_is_the_audit_events(live, path, web_main_claims):
+    cases = [
+        ({"grant_type": GRANT, "subject_token_type": JWT_TYPE}, "invalid_request", "invalid_request"),
+        (
+            {"grant_type": "client_credentials", "subject_token": "x", "subject_token_type": JWT_TYPE},
+            "unsupported_grant_type",
+            None,
+        ),
+        ({"grant_type": GRANT, "subject_token": "not-a-jwt", "subject_token_type": JWT_TYPE}, "invalid_grant", None),
+    ]
+    if path == "/api/v1/credentials":
+        cases.pop(1)  # grant_type is optional there; a wrong one is still a wrong one, but not asked here
+    for data, code, reason in cases:
+        response = requests.post(f"{live.url}{path}", data=data, timeout=20)
+        body = assert_oauth_error(live, response, 400, code)
+        event = audited(live, body["request_id"])
+        assert event["outcome"] == "denied"
+        if reason:
+            assert event["reason"] == reason
+
+    response = live.exchange(path, live.token(web_main_claims), LEGACY_DEPLOY)
+    assert_oauth_error(live, response, 400, "invalid_target")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/token", "/api/v1/credentials"])
+def test_other_methods_are_405_with_a_request_id(live, path):
+    for method in ("GET", "PUT", "DELETE"):
+        response = requests.request(method, f"{live.url}{path}", timeout=20)
+        assert response.status_code == 405
+        assert response.headers["X-Request-ID"]
+
+
+def test_wrong_content_type_and_duplicated_parameters_are_invalid_request(live, web_main_claims):
+    token = live.token(web_main_claims)
+    response = requests.post(
+        f"{live.url}/api/v1/token",
+        data=f"grant_type={GRANT}&subject_token={token}",
+        headers={"Content-Type": "text/plain"},
+        timeout=20,
+    )
+    assert_oauth_error(live, response, 400, "invalid_request")
+    pairs = [
+        ("grant_type", GRANT),
+        ("subject_token", token),
+        ("subject_token_type", JWT_TYPE),
+        ("audience", DEPLOY_WEB),
+        ("audience", READONLY),
+    ]
+    response = requests.post(f"{live.url}/api/v1/token", data=pairs, timeout=20)
+    assert_oauth_error(live, response, 400, "invalid_request")
+
+
+def test_a_body_too_large_is_invalid_request(live):
+    data = {"grant_type": GRANT, "subject_token": "a" * 3_000_000, "subject_token_type": JWT_TYPE}
+    response = requests.post(f"{live.url}/api/v1/token", data=data, timeout=20)
+    assert_oauth_error(live, response, 400, "invalid_request")
+
+
+def test_a_sub_longer_than_255_characters_is_invalid_target(live, web_main_claims):
+    project = "long/" + "p" * 250
+    token = live.token(web_main_claims, project_path=project, namespace_path="long")
+    response = live.exchange("/api/v1/token", token, READONLY)
+    body = assert_oauth_error(live, response, 400, "invalid_target")
+    assert "255" in body["error_description"]
+
+
+def test_a_replayed_token_is_invalid_grant(live, web_main_claims):
+    token = live.token(web_main_claims)
+    assert live.exchange("/api/v1/token", token, DEPLOY_WEB).status_code == 200
+    body = assert_oauth_error(live, live.exchange("/api/v1/token", token, DEPLOY_WEB), 400, "invalid_grant")
+    assert audited(live, body["request_id"])["reason"] == "replay"
+    assert live.exchange("/api/v1/token", token, READONLY).status_code == 200  # once per role
+
+
+def test_credentials_are_in_credential_process_format(live, web_main_claims):
+    source = live.gitlab.claims(web_main_claims)
+    response = live.exchange("/api/v1/credentials", live.gitlab.mint(source), DEPLOY_WEB, duration_seconds="900")
+    assert response.status_code == 200, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json()
+    assert body.keys() == {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}
+    assert body["Version"] == 1
+    assert datetime.fromisoformat(body["Expiration"].replace("Z", "+00:00")).tzinfo is not None
+    event = audited(live, response.headers["X-Request-ID"])
+    assert event["role_session_name"] == f"gl-{source['project_id']}-{source['job_id']}"
+    assert re.fullmatch(r"[\w+=,.@-]{2,64}", event["role_session_name"])
+
+
+def test_credentials_refuse_a_duration_outside_the_role_bounds(live, web_main_claims):
+    response = live.exchange("/api/v1/credentials", live.token(web_main_claims), DEPLOY_WEB, duration_seconds="899")
+    assert response.status_code == 400 and response.json()["error"] in {"invalid_request", "invalid_target"}
