@@ -88,7 +88,9 @@ _issuer = urlsplit(ROLEGATE_ISSUER)
 if _issuer.scheme not in ("http", "https") or not _issuer.hostname:
     raise ImproperlyConfigured(f"ROLEGATE_ISSUER={ROLEGATE_ISSUER!r} is not an http(s) URL")
 ROLEGATE_ALLOW_HTTP = env_bool("ROLEGATE_ALLOW_HTTP", False)
-_https = _issuer.scheme == "https"
+# CONTRACT §8: HTTPS redirects and secure-only cookies are off only with ROLEGATE_ALLOW_HTTP and
+# an http:// issuer (local development and tests); otherwise on.
+_https = _issuer.scheme == "https" or not ROLEGATE_ALLOW_HTTP
 
 ALLOWED_HOSTS = [
     h.strip()
@@ -190,7 +192,23 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
-CSRF_TRUSTED_ORIGINS = [f"{_issuer.scheme}://{_issuer.netloc}"]
+
+
+def _trusted_origins() -> list[str]:
+    """The issuer's origin and one per allowed host (``.example.com`` -> ``*.example.com``), so
+    the admin's forms work on every host Django serves; ``*`` trusts no extra origin."""
+    origins = [f"{_issuer.scheme}://{_issuer.netloc}"]
+    scheme = "https" if _https else "http"
+    for host in ALLOWED_HOSTS:
+        if host == "*":
+            continue
+        origin = f"{scheme}://{'*' + host if host.startswith('.') else host}"
+        if origin not in origins:
+            origins.append(origin)
+    return origins
+
+
+CSRF_TRUSTED_ORIGINS = _trusted_origins()
 
 # --- Django REST framework / OpenAPI ---------------------------------------------------------
 

@@ -245,3 +245,39 @@ def test_credentials_are_in_credential_process_format(live, web_main_claims):
 def test_credentials_refuse_a_duration_outside_the_role_bounds(live, web_main_claims):
     response = live.exchange("/api/v1/credentials", live.token(web_main_claims), DEPLOY_WEB, duration_seconds="899")
     assert response.status_code == 400 and response.json()["error"] in {"invalid_request", "invalid_target"}
+
+
+def test_audience_may_be_left_out_when_exactly_one_role_matches(live, web_main_claims):
+    token = live.token(web_main_claims, project_path="long/x", namespace_path="long")
+    response = live.exchange("/api/v1/token", token)
+    assert response.status_code == 200, response.text
+    assert response.json()["role_arn"] == READONLY
+
+    several = live.exchange("/api/v1/token", live.token(web_main_claims))
+    assert_oauth_error(live, several, 400, "invalid_target")
+
+
+def test_a_star_covers_subgroups(live, web_main_claims):
+    token = live.token(web_main_claims, project_path="platform/team/deep/api", namespace_path="platform/team/deep")
+    assert live.exchange("/api/v1/token", token, READONLY).status_code == 200
+
+
+def test_unknown_parameter_values_are_invalid_request(live, web_main_claims):
+    for extra in (
+        {"subject_token_type": "urn:ietf:params:oauth:token-type:saml2"},
+        {"requested_token_type": "urn:ietf:params:oauth:token-type:access_token"},
+    ):
+        response = live.exchange("/api/v1/token", live.token(web_main_claims), DEPLOY_WEB, **extra)
+        assert_oauth_error(live, response, 400, "invalid_request")
+
+
+def test_environment_is_copied_and_tag_values_are_sanitised(live, web_main_claims):
+    token = live.token(web_main_claims, environment="review/ü#1 *x")
+    response = live.exchange("/api/v1/token", token, DEPLOY_WEB)
+    assert response.status_code == 200, response.text
+    claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
+    assert claims["environment"] == "review/ü#1 *x"
+    tags = claims["https://aws.amazon.com/tags"]
+    assert tags["principal_tags"]["environment"] == ["review/ü_1 _x"]
+    for key, values in tags["principal_tags"].items():
+        assert len(values) == 1 and re.fullmatch(r"[\w\s.:/=+\-@]{0,256}", values[0]), key

@@ -146,11 +146,54 @@ def test_database_url_selects_postgresql_and_a_broker_turns_off_eager_tasks():
     assert values["ALLOWED_HOSTS"] == ["a.example", "b.example"]
 
 
-def test_an_http_issuer_turns_https_enforcement_off():
+def test_an_http_issuer_with_allow_http_turns_https_enforcement_off():
     values = settings_of(
-        {"ROLEGATE_ISSUER": "http://127.0.0.1:8000", "DJANGO_SECRET_KEY": SECRET},
+        {"ROLEGATE_ISSUER": "http://127.0.0.1:8000", "DJANGO_SECRET_KEY": SECRET, "ROLEGATE_ALLOW_HTTP": "1"},
         "SECURE_SSL_REDIRECT",
+        "SESSION_COOKIE_SECURE",
         "CSRF_COOKIE_SECURE",
         "ROLEGATE_ALLOW_HTTP",
     )
-    assert values == {"SECURE_SSL_REDIRECT": False, "CSRF_COOKIE_SECURE": False, "ROLEGATE_ALLOW_HTTP": False}
+    assert values == {
+        "SECURE_SSL_REDIRECT": False,
+        "SESSION_COOKIE_SECURE": False,
+        "CSRF_COOKIE_SECURE": False,
+        "ROLEGATE_ALLOW_HTTP": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ROLEGATE_ISSUER": "http://127.0.0.1:8000"},  # http issuer, ROLEGATE_ALLOW_HTTP off
+        {"ROLEGATE_ISSUER": "https://rolegate.example.com", "ROLEGATE_ALLOW_HTTP": "1"},
+        {},  # the default issuer is http://127.0.0.1:8000, ROLEGATE_ALLOW_HTTP off
+    ],
+)
+def test_https_enforcement_is_on_unless_allow_http_and_an_http_issuer(env):
+    values = settings_of(
+        {"DJANGO_SECRET_KEY": SECRET, **env}, "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"
+    )
+    assert values == {"SECURE_SSL_REDIRECT": True, "SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True}
+
+
+def test_csrf_trusted_origins_follow_the_issuer_and_the_allowed_hosts():
+    values = settings_of(PRODUCTION, "CSRF_TRUSTED_ORIGINS")
+    assert values["CSRF_TRUSTED_ORIGINS"] == [
+        "https://rolegate.example.com",
+        "https://127.0.0.1",
+        "https://localhost",
+    ]
+    values = settings_of(
+        {**PRODUCTION, "DJANGO_ALLOWED_HOSTS": "admin.internal,.example.org,*"}, "CSRF_TRUSTED_ORIGINS"
+    )
+    assert values["CSRF_TRUSTED_ORIGINS"] == [
+        "https://rolegate.example.com",
+        "https://admin.internal",
+        "https://*.example.org",
+    ]
+    values = settings_of(
+        {"ROLEGATE_ISSUER": "http://127.0.0.1:8000", "DJANGO_SECRET_KEY": SECRET, "ROLEGATE_ALLOW_HTTP": "1"},
+        "CSRF_TRUSTED_ORIGINS",
+    )
+    assert values["CSRF_TRUSTED_ORIGINS"] == ["http://127.0.0.1:8000", "http://127.0.0.1", "http://localhost"]
