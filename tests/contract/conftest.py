@@ -89,6 +89,7 @@ class Live:
     gitlab: StandInGitLab
     staff_token: str
     plain_token: str
+    log: Path | None = None  # the server's standard error (its log)
 
     def manage(self, *args: str, input: str | None = None, env: dict[str, str] | None = None):
         """``python manage.py ARGS`` in a subprocess with the server's environment."""
@@ -178,7 +179,9 @@ def live(tmp_path_factory, moto_url):
         assert done.returncode == 0, (args, done.stderr)
     live.staff_token = live.manage("create_api_token", "lead").stdout.splitlines()[-1]
     live.plain_token = live.manage("create_api_token", "dev").stdout.splitlines()[-1]
-    server = RolegateServer(port=port, env=env, threads=4)
+    live.log = tmp / "server.log"
+    # The server logs the most it ever does (DEBUG): still never a secret.
+    server = RolegateServer(port=port, env={**env, "ROLEGATE_LOG_LEVEL": "DEBUG"}, threads=4, log=live.log)
     try:
         server.wait_ready()
         yield live

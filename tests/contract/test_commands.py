@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from pathlib import Path
 
 import boto3
 import jwt
@@ -12,7 +14,8 @@ import pytest
 import requests
 import yaml
 
-from tests.contract.conftest import CONFIG, DEPLOY_WEB, PROD, get
+from tests.contract.conftest import CONFIG, DEPLOY_WEB, PROD, READONLY, get
+from tests.exchange.servers import ROOT
 
 BROKEN = """\
 issuers:
@@ -190,3 +193,31 @@ def test_rotate_signing_key_publishes_the_next_key_and_keeps_signing_with_the_cu
     token = live.exchange("/api/v1/token", live.token(web_main_claims), DEPLOY_WEB).json()["access_token"]
     assert jwt.get_unverified_header(token)["kid"] in after
     assert requests.get(f"{live.url}/healthz", timeout=10).status_code == 200
+
+
+def test_no_raw_token_or_credential_is_stored_logged_or_exported(live, web_main_claims):
+    subject = live.token(web_main_claims)
+    minted = live.exchange("/api/v1/token", subject, DEPLOY_WEB).json()["access_token"]
+    credentials = live.exchange("/api/v1/credentials", subject, READONLY).json()
+    assert credentials.keys() >= {"SecretAccessKey", "SessionToken"}
+    denied = live.token(web_main_claims, aud="https://elsewhere.example")
+    assert live.exchange("/api/v1/token", denied, DEPLOY_WEB).status_code == 400
+
+    exports = live.manage("audit_export").stdout + live.manage("audit_export", "--format", "csv").stdout
+    api = live.api("GET", "/api/v1/audit-events/?page_size=1000", live.staff_token).text
+    database = (Path(live.env["DATABASE_URL"].removeprefix("sqlite:///"))).read_bytes().decode("latin-1")
+    log = live.log.read_text(errors="replace")
+    secrets = [subject, denied, minted, credentials["SecretAccessKey"], credentials["SessionToken"]]
+    secrets += [value.split(".")[2] for value in (subject, denied, minted)]  # signatures alone
+    for where, text in (("exports", exports), ("api", api), ("database", database), ("server log", log)):
+        for secret in secrets:
+            assert secret not in text, where
+
+
+def test_every_audited_reason_is_a_documented_code(live, web_main_claims):
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \| ", readme, flags=re.M))
+    promised = {"granted", "invalid_request", "token_expired", "bad_signature", "no_matching_mapping", "replay"}
+    assert promised <= documented
+    reasons = {json.loads(line)["reason"] for line in live.manage("audit_export").stdout.splitlines()}
+    assert reasons and reasons <= documented, reasons - documented

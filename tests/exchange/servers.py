@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 class RolegateServer:
     """``gunicorn portal.wsgi`` on ``port``; stop() ends it (and only it)."""
 
-    def __init__(self, *, port: int, env: dict[str, str], workers: int = 1, threads: int = 1):
+    def __init__(self, *, port: int, env: dict[str, str], workers: int = 1, threads: int = 1, log: Path | None = None):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
@@ -40,14 +40,17 @@ class RolegateServer:
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # A log file is read by tests after the fact; a pipe nobody reads must stay small.
+            stderr=log.open("ab") if log else subprocess.PIPE,
         )
+        self.log = log
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.process.stderr.read().decode()[-2000:]}")
+                output = self.log.read_bytes() if self.log else self.process.stderr.read()
+                raise RuntimeError(f"gunicorn exited: {output.decode()[-2000:]}")
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
