@@ -9,6 +9,7 @@ driven with ``requests`` and ``manage.py`` subprocesses only.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -79,6 +80,15 @@ mappings:
     project: platform/web
 """
 
+# A staff user ("the platform lead") and a non-staff one ("a developer"), with an API token each.
+USERS = """
+from django.contrib.auth.models import User
+from console.services import api_token_create
+lead = User.objects.create_user("lead", is_staff=True)
+dev = User.objects.create_user("dev")
+print(api_token_create(user=lead, name="contract tests")[1], api_token_create(user=dev, name="contract tests")[1])
+"""
+
 _SCRUBBED = ("DJANGO_", "ROLEGATE_", "DATABASE_URL", "CELERY_BROKER_URL", "AWS_")
 
 
@@ -90,6 +100,7 @@ class Live:
     staff_token: str
     plain_token: str
     log: Path | None = None  # the server's standard error (its log)
+    empty_database: Path | None = None  # a migrated, empty SQLite file to copy
 
     def manage(self, *args: str, input: str | None = None, env: dict[str, str] | None = None):
         """``python manage.py ARGS`` in a subprocess with the server's environment."""
@@ -169,16 +180,15 @@ def live(tmp_path_factory, moto_url):
         CONFIG.format(issuer_name=ISSUER_NAME, issuer_url=gitlab.url, audience=AUDIENCE, prod=PROD, legacy=LEGACY)
     )
     live = Live(url=f"http://127.0.0.1:{port}", env=env, gitlab=gitlab, staff_token="", plain_token="")
-    for args in (
-        ("migrate", "--no-input", "-v", "0"),
-        ("apply", str(config)),
-        ("createsuperuser", "--no-input", "--username", "lead", "--email", "lead@example.com"),
-        ("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('dev')"),
-    ):
-        done = live.manage(*args)
-        assert done.returncode == 0, (args, done.stderr)
-    live.staff_token = live.manage("create_api_token", "lead").stdout.splitlines()[-1]
-    live.plain_token = live.manage("create_api_token", "dev").stdout.splitlines()[-1]
+    live.empty_database = tmp / "empty.sqlite3"
+    migrated = live.manage("migrate", "--no-input", "-v", "0", env={"DATABASE_URL": f"sqlite:///{live.empty_database}"})
+    assert migrated.returncode == 0, migrated.stderr
+    shutil.copy(live.empty_database, tmp / "rolegate.sqlite3")
+    done = live.manage("apply", str(config))
+    assert done.returncode == 0, done.stderr
+    done = live.manage("shell", "-c", USERS)  # `create_api_token` itself is tested in test_commands
+    assert done.returncode == 0, done.stderr
+    live.staff_token, live.plain_token = done.stdout.splitlines()[-1].split()
     live.log = tmp / "server.log"
     # The server logs the most it ever does (DEBUG): still never a secret.
     server = RolegateServer(port=port, env={**env, "ROLEGATE_LOG_LEVEL": "DEBUG"}, threads=4, log=live.log)

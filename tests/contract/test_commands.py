@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import boto3
@@ -54,8 +55,8 @@ def one_line_reason(done) -> str:
 @pytest.fixture
 def fresh(live, tmp_path):
     """The live server's environment on a database of its own, for commands that rewrite it."""
+    shutil.copy(live.empty_database, tmp_path / "fresh.sqlite3")
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"}
-    assert live.manage("migrate", "--no-input", "-v", "0", env=env).returncode == 0
 
     def manage(*args: str, input: str | None = None):
         return live.manage(*args, input=input, env=env)
@@ -77,10 +78,10 @@ def test_apply_plans_dry_runs_prunes_and_round_trips_with_export(live, fresh, tm
     assert dry.returncode == 0, dry.stderr
     assert "create mapping web-main-deploy" in dry.stdout.replace("'", "")
     assert dry.stdout.strip().splitlines()[-1] == "Dry run: nothing was changed."
-    assert "mappings: []" in fresh("export").stdout  # nothing was applied
 
     done = fresh("apply", str(path))
     assert done.returncode == 0, done.stderr
+    # Everything is still to create: the dry run changed nothing.
     assert "Plan: 10 to create, 0 to update, 0 to delete, 0 unchanged." in done.stdout
 
     exported = fresh("export")
@@ -95,7 +96,6 @@ def test_apply_plans_dry_runs_prunes_and_round_trips_with_export(live, fresh, tm
     path.write_text(yaml.safe_dump(document))
     kept = fresh("apply", str(path))
     assert "1 not in the file kept (--prune deletes them)" in kept.stdout
-    assert "legacy-web" in fresh("export").stdout
     pruned = fresh("apply", str(path), "--prune")
     assert pruned.returncode == 0, pruned.stderr
     assert "delete mapping" in pruned.stdout and "legacy-web" in pruned.stdout
