@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tests.contract.conftest import DEPLOY_WEB, GRANT, JWT_TYPE, LEGACY_DEPLOY, READONLY, get
+from tests.exchange.gitlab_stand_in import GitLabKey
 
 DISCOVERY_FIELDS = {
     "issuer",
@@ -281,3 +282,20 @@ def test_environment_is_copied_and_tag_values_are_sanitised(live, web_main_claim
     assert tags["principal_tags"]["environment"] == ["review/ü_1 _x"]
     for key, values in tags["principal_tags"].items():
         assert len(values) == 1 and re.fullmatch(r"[\w\s.:/=+\-@]{0,256}", values[0]), key
+
+
+def test_a_newly_published_gitlab_key_is_accepted_and_unknown_issuers_are_never_fetched(live, web_main_claims):
+    gitlab = live.gitlab
+    new_key = GitLabKey()
+    gitlab.published = [gitlab.primary, new_key]
+    try:
+        token = gitlab.mint(gitlab.claims(web_main_claims), key=new_key)
+        assert live.exchange("/api/v1/token", token, DEPLOY_WEB).status_code == 200
+
+        gitlab.hits.clear()
+        stranger = gitlab.mint(gitlab.claims(web_main_claims, iss=f"{gitlab.url}/elsewhere"))
+        response = live.exchange("/api/v1/token", stranger, DEPLOY_WEB)
+        assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+        assert not any(path.startswith("/elsewhere") for path in gitlab.hits)
+    finally:
+        gitlab.published = [gitlab.primary]
