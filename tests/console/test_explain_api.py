@@ -128,3 +128,22 @@ def test_explain_decision_is_decide_on_the_live_registry(api, web_registry, requ
     assert body["decision"] == ("granted" if expected.granted else "denied")
     assert body["reason"] == expected.reason
     assert body["role_arn"] == expected.role_arn
+
+
+def test_iam_verdict_under_the_roles_generated_trust_policy(api, web_registry, web_main_claims, feature_mr_claims):
+    granted = api.post(URL, {"issuer": "gitlab-example", "claims": web_main_claims}, format="json").json()
+    assert granted["iam"]["role_arn"] == web_registry["web"]
+    assert granted["iam"]["mapping"] == "web-main-deploy"
+    assert granted["iam"]["allowed"] is True
+    assert granted["iam"]["unchecked"] == []
+
+    # Denied by the matcher, and IAM agrees: the trust policy's sub pattern wants ref main.
+    denied = api.post(
+        URL, {"issuer": "gitlab-example", "claims": feature_mr_claims, "role_arn": web_registry["web"]}, format="json"
+    ).json()
+    assert denied["decision"] == "denied"
+    assert (denied["iam"]["role_arn"], denied["iam"]["allowed"]) == (web_registry["web"], False)
+
+    elsewhere = {**web_main_claims, "project_path": "other/web"}
+    nothing = api.post(URL, {"issuer": "gitlab-example", "claims": elsewhere}, format="json").json()
+    assert nothing["decision"] == "denied" and nothing["iam"] is None
