@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from exchange import keys
 
@@ -42,7 +42,7 @@ def _public(data: dict) -> JsonResponse:
 
 
 @csrf_exempt  # public and read-only: any other method is 405, not a CSRF 403
-@require_GET
+@require_safe  # GET and HEAD
 def openid_configuration(request):
     issuer = settings.ROLEGATE_ISSUER
     return _public(
@@ -61,6 +61,6 @@ def openid_configuration(request):
 
 
 @csrf_exempt
-@require_GET
+@require_safe  # GET and HEAD
 def jwks(request):
     return _public({"keys": keys.published_keys()})

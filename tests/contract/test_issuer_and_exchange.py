@@ -299,3 +299,19 @@ def test_a_newly_published_gitlab_key_is_accepted_and_unknown_issuers_are_never_
         assert not any(path.startswith("/elsewhere") for path in gitlab.hits)
     finally:
         gitlab.published = [gitlab.primary]
+
+
+def test_the_issuer_endpoints_answer_head_like_get_and_refuse_writes(live):
+    for path in ("/.well-known/openid-configuration", "/.well-known/jwks.json"):
+        head = requests.head(f"{live.url}{path}", timeout=20)
+        assert head.status_code == 200 and head.headers["Content-Type"] == "application/json"
+        for method in ("POST", "PUT", "DELETE"):
+            refused = requests.request(method, f"{live.url}{path}", timeout=20)
+            assert refused.status_code == 405 and refused.headers["X-Request-ID"]
+
+
+def test_grant_type_is_optional_for_credentials(live, web_main_claims):
+    data = {"subject_token": live.token(web_main_claims), "subject_token_type": JWT_TYPE, "audience": DEPLOY_WEB}
+    response = requests.post(f"{live.url}/api/v1/credentials", data=data, timeout=20)
+    assert response.status_code == 200, response.text
+    assert response.json()["Version"] == 1
