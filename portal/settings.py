@@ -233,6 +233,13 @@ SPECTACULAR_SETTINGS = {
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or None
 CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL is None
+# Results are kept only for callers that wait for one (``sync_iam`` with a broker): on Redis by
+# default, over the broker's own connection (rpc://) for RabbitMQ.
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or (
+    None if CELERY_BROKER_URL is None else CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "rpc://"
+)
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -50,18 +50,26 @@ def broker():
 
 
 @pytest.fixture
-def worker(broker, moto_server, tmp_path):
+def worker_env(broker, moto_server) -> dict[str, str]:
+    """Production settings on the test database, the broker, a queue of this test's own."""
     queue = f"rolegate-iam-test-{os.getpid()}-{time.monotonic_ns()}"
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": broker,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
         "DJANGO_SECRET_KEY": "worker-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
         "ROLEGATE_ISSUER": ROLEGATE,
         "AWS_ENDPOINT_URL": moto_server,
         "DJANGO_DEBUG": "0",
     }
+
+
+@pytest.fixture
+def worker(worker_env, broker, tmp_path):
+    env = worker_env
+    queue = env["CELERY_TASK_DEFAULT_QUEUE"]
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -123,3 +131,53 @@ def test_a_real_worker_syncs_an_account(worker, settings):
     desired = sync.role_desired_policy(role)
     assert policies.same_policy(live_policy(role.name), desired.document)
     assert role.live_policy_sha256 == desired.sha256
+
+
+def test_sync_iam_with_a_broker_runs_on_the_worker(worker, worker_env, settings):
+    """CONTRACT §9: sync_iam goes through the same tasks the worker runs; with a broker set, the
+    worker runs them and the command prints their results."""
+    _, _, _, log = worker
+    settings.ROLEGATE_ISSUER = ROLEGATE
+    _, account, [role] = registry()
+    create_iam_role(role.name)
+
+    def sync_iam(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "sync_iam", "--timeout", "60", *args],
+            cwd=ROOT,
+            env=worker_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    first = sync_iam()
+    assert first.returncode == 0, first.stdout + first.stderr + log.read_text()[-3000:]
+    assert first.stdout.splitlines() == [
+        f"provider {account.name}/rolegate.example.com: created",
+        f"role {account.name}/{role.name}: updated",
+        "synced 2: 1 created, 1 updated",
+    ]
+    assert "sync_account" in log.read_text()  # the worker ran it, not the command's own process
+    assert policies.same_policy(live_policy(role.name), sync.role_desired_policy(role).document)
+
+    check = sync_iam("--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.splitlines()[-1] == "checked 2: 2 unchanged"
+
+
+def test_sync_iam_with_a_broker_and_no_worker_says_so(worker_env):
+    _, account, _ = registry()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "sync_iam", "--timeout", "2"],
+        cwd=ROOT,
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"CommandError: No worker synced account {account.name!r} within 2 s; is `celery -A portal worker` "
+        "running on this broker?"
+    ]

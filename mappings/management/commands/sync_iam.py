@@ -1,8 +1,9 @@
 """``manage.py sync_iam [--account NAME] [--check]`` (CONTRACT §9).
 
-Runs the worker's own ``sync_account`` task in this process (``.apply()``) for each account and
-prints one line per OIDC provider and role, then a one-line summary. ``--check`` writes nothing,
-prints a unified diff for every role whose live trust policy differs, and exits 1 if any does.
+Runs the worker's own ``sync_account`` task for each account — on the workers when a broker is
+set (waiting for each result), in this process otherwise — and prints one line per OIDC provider
+and role, then a one-line summary. ``--check`` writes nothing, prints a unified diff for every
+role whose live trust policy differs, and exits 1 if any does.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from collections import Counter
 
 from celery.exceptions import Retry
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from django.core.management.base import BaseCommand, CommandError
 
 from mappings import sync
@@ -27,8 +29,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--check", action="store_true", help="Change nothing; print a diff per drifted role; exit 1 if any."
         )
+        parser.add_argument(
+            "--timeout",
+            type=int,
+            default=600,
+            metavar="SECONDS",
+            help="With a broker: how long to wait for a worker to sync one account (default 600).",
+        )
 
-    def handle(self, *args, account: str | None = None, check: bool = False, **options):
+    def handle(self, *args, account: str | None = None, check: bool = False, timeout: int = 600, **options):
         accounts = Account.objects.order_by("name")
         if account is not None:
             accounts = accounts.filter(name=account)
@@ -42,7 +51,12 @@ class Command(BaseCommand):
         logging.getLogger("mappings.sync").setLevel(logging.ERROR)
         for item in accounts:
             try:
-                lines = sync_account.apply(kwargs={"account_id": item.pk, "dry_run": check}, throw=True).get()
+                lines = self._sync_account(item, check=check, timeout=timeout)
+            except CeleryTimeoutError:
+                raise CommandError(
+                    f"No worker synced account {item.name!r} within {timeout} s; is `celery -A portal worker` "
+                    "running on this broker?"
+                ) from None
             except (AwsError, Retry) as exc:
                 reason = getattr(exc, "exc", None) or exc
                 lines = [sync.SyncLine(f"account {item.name}", sync.FAILED, f"{reason}").as_dict()]
@@ -58,3 +72,10 @@ class Command(BaseCommand):
             raise CommandError(f"{outcomes[sync.FAILED]} provider(s)/role(s) failed; see the lines above.")
         if check and outcomes[sync.DIFFERS]:
             raise CommandError(f"{outcomes[sync.DIFFERS]} provider(s)/role(s) differ from the mappings.")
+
+    @staticmethod
+    def _sync_account(account: Account, *, check: bool, timeout: int) -> list[dict]:
+        kwargs = {"account_id": account.pk, "dry_run": check}
+        if sync.broker_configured():
+            return sync_account.apply_async(kwargs=kwargs, ignore_result=False).get(timeout=timeout)
+        return sync_account.apply(kwargs=kwargs, throw=True).get()
