@@ -179,7 +179,8 @@ def _jsonl_chunks(events) -> Iterator[str]:
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only for everyone: events are evidence."""
 
-    list_display = ("time", "outcome", "reason", "issuer", "project_path", "ref", "role_arn", "mapping", "job_id")
+    # What was decided, for which job, and which role; the issuer and the rest are filters and detail.
+    list_display = ("when", "decision", "project_path", "ref", "role", "mapping", "job_id")
     list_filter = (
         "outcome",
         recent_values_filter("reason", "reason"),
@@ -239,6 +240,23 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="time (UTC)", ordering="time")
+    def when(self, obj: AuditEvent) -> str:
+        return timezone.localtime(obj.time).strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="decision", ordering="outcome")
+    def decision(self, obj: AuditEvent) -> str:
+        if obj.outcome == AuditEvent.Outcome.GRANTED:
+            return format_html('<span style="color:#2e7d32">{}</span>', obj.outcome)
+        return format_html('<strong style="color:#ba2121">{}</strong>: {}', obj.outcome, obj.reason)
+
+    @admin.display(description="role (account id/name)")
+    def role(self, obj: AuditEvent) -> str:
+        arn = obj.role_arn or obj.requested_role_arn
+        if not arn:
+            return "—"
+        return arn.removeprefix("arn:aws:iam::").replace(":role/", "/")
 
     @admin.display(description="role in the registry")
     def role_link(self, obj: AuditEvent) -> str:

@@ -71,6 +71,15 @@ def test_filters_and_search(admin_client, query, wanted):
     assert _ids(admin_client.get(LIST, query)) == expected
 
 
+def test_list_shows_the_decision_with_its_reason_and_the_role(admin_client):
+    AuditEventFactory(time=T0)
+    denied(time=T0 + timedelta(minutes=1), requested_role_arn="arn:aws:iam::123456789012:role/deploy-api")
+    page = admin_client.get(LIST).content.decode()
+    assert "denied</strong>: no_matching_mapping" in page
+    assert "123456789012/deploy-web" in page and "123456789012/deploy-api" in page  # granted, requested
+    assert "2026-11-20 08:01:00" in page
+
+
 def test_search_by_job_pipeline_and_request_id(admin_client):
     event = AuditEventFactory(job_id="4242", pipeline_id="777", request_id="req-abc")
     AuditEventFactory.create_batch(2)

@@ -72,6 +72,13 @@ def test_template_tag_renders_escaped_snippets(mapping):
     assert "aud: &quot;https://rolegate.example.com&quot;" in html
 
 
+def test_snippets_of_a_mapping_that_grants_nothing_say_so(mapping):
+    render = Template("{% load console_snippets %}{% rolegate_ci_snippets m %}").render
+    assert "grants nothing" not in render(Context({"m": mapping}))
+    mapping.enabled = False
+    assert "This mapping is disabled: it grants nothing" in render(Context({"m": mapping}))
+
+
 def test_mapping_change_page_shows_the_snippets(client, staff, mapping):
     if not admin.site.is_registered(type(mapping)):
         pytest.skip("the registry admin (mappings/admin.py) is not on this branch yet")
