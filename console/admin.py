@@ -20,6 +20,7 @@ from django.utils.html import format_html
 
 from console.models import ApiToken
 from console.services import api_token_create, api_token_revoke, api_token_update
+from exchange.admin import ReadOnlyAdmin
 from exchange.audit import write_csv, write_jsonl
 from exchange.models import AuditEvent
 from mappings.models import Mapping, Role
@@ -176,7 +177,7 @@ def _jsonl_chunks(events) -> Iterator[str]:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only for everyone: events are evidence."""
 
     # What was decided, for which job, and which role; the issuer and the rest are filters and detail.
@@ -231,15 +232,6 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in AuditEvent._meta.fields] + ["role_link", "mapping_link", "explain_link"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="time (UTC)", ordering="time")
     def when(self, obj: AuditEvent) -> str:

@@ -175,18 +175,7 @@ class MappingInline(admin.StackedInline):
     form = MappingForm
     extra = 0
     show_change_link = True
-    fields = (
-        "name",
-        "issuer",
-        "project",
-        "ref",
-        "ref_type",
-        "protected",
-        "environment",
-        "pipeline_sources",
-        "expires_at",
-        "enabled",
-    )
+    fields = tuple(name for name in MAPPING_FIELDS if name != "role")  # the role is the page's
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("issuer")

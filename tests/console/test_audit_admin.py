@@ -21,12 +21,6 @@ LIST = "/admin/exchange/auditevent/"
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def admin_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
 def _ids(response) -> list[int]:
     return [event.pk for event in response.context["cl"].result_list]
 

@@ -17,8 +17,7 @@ from django.template import Context, Template
 
 from console.snippets import mapping_snippets
 from console.views import CREDENTIAL_PROCESS_SCRIPT
-from mappings import services
-from tests.factories import AccountFactory, IssuerFactory, RoleFactory
+from tests.factories import IssuerFactory, web_main_deploy
 from tests.services import free_port
 
 ARN = "arn:aws:iam::123456789012:role/deploy-web"
@@ -27,18 +26,7 @@ ARN = "arn:aws:iam::123456789012:role/deploy-web"
 @pytest.fixture
 def mapping(db):
     issuer = IssuerFactory(audiences=["https://rolegate.example.com", "second"])
-    role = RoleFactory(account=AccountFactory(account_id="123456789012"), name="deploy-web")
-    return services.mapping_create(
-        actor="test",
-        name="web-main-deploy",
-        issuer=issuer,
-        role=role,
-        project="platform/web",
-        ref="main",
-        ref_type="branch",
-        protected=True,
-        environment="production",
-    )
+    return web_main_deploy(issuer=issuer, environment="production")
 
 
 @pytest.mark.parametrize("variant", ["credentials_job", "sts_job"])

@@ -14,7 +14,7 @@ from mappings import services
 from mappings.matching import Registry
 from mappings.selectors import registry_rules
 from tests.console.factories import AuditEventFactory, denied
-from tests.factories import AccountFactory, IssuerFactory, RoleFactory
+from tests.factories import AccountFactory, IssuerFactory, RoleFactory, web_main_deploy
 
 pytestmark = pytest.mark.django_db
 EXPLAIN = "/admin/rolegate/explain/"
@@ -23,25 +23,9 @@ T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def admin_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def web_mapping(db):
     """web-main-deploy: platform/web, protected branch main -> prod/deploy-web."""
-    role = RoleFactory(account=AccountFactory(account_id="123456789012"), name="deploy-web")
-    return services.mapping_create(
-        actor="test",
-        name="web-main-deploy",
-        issuer=IssuerFactory(),
-        role=role,
-        project="platform/web",
-        ref="main",
-        ref_type="branch",
-        protected=True,
-    )
+    return web_main_deploy()
 
 
 def _form(**overrides):
