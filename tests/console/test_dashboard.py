@@ -90,8 +90,10 @@ def test_page_is_staff_only_and_renders_inline_svg(client, staff, traffic):
 def test_dashboard_is_linked_from_the_admin_index(client, staff):
     client.force_login(staff)
     page = client.get("/admin/").content.decode()
-    for url in ("/admin/rolegate/dashboard/", "/admin/rolegate/explain/", "/admin/rolegate/replay/"):
-        assert url in page
+    console = page.split('id="rolegate-console"', 1)[1].split("</table>", 1)[0]
+    for url in ("/admin/rolegate/dashboard/", "/admin/exchange/auditevent/", "/admin/rolegate/explain/"):
+        assert url in console
+    assert "/admin/rolegate/replay/" in console
 
 
 def test_chart_labels_are_escaped():

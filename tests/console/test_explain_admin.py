@@ -58,6 +58,12 @@ def test_explain_form_shows_the_first_failing_condition(admin_client, web_mappin
     [evaluation] = response.context["result"]["explanation"].evaluations
     assert evaluation.failed[0].field == "ref"
     assert "ref: pattern <code>main</code>, job has <code>feature/x</code>" in page
+    assert f'<a href="/admin/mappings/mapping/{web_mapping.pk}/change/">web-main-deploy</a>' in page
+
+
+def test_explain_says_when_a_mapping_matches_for_another_role(admin_client, web_mapping):
+    page = admin_client.post(EXPLAIN, _form(role_arn="arn:aws:iam::123456789012:role/other")).content.decode()
+    assert 'id="decision" class="denied"' in page and "matches, for another role" in page
 
 
 def _token(claims) -> str:
