@@ -253,5 +253,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("ROLEGATE_LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own console handler (development mode) would print every django.* line twice.
+        "django": {"handlers": [], "level": "NOTSET"},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }
