@@ -152,8 +152,8 @@ class IssuerAdmin(ThroughServicesAdmin):
 
 @admin.register(Account)
 class AccountAdmin(AccountSyncAdminMixin, ThroughServicesAdmin):
-    list_display = ("name", "account_id", "mode", "audience", "trust_policy_limit", "role_count")
-    list_filter = ("mode",)
+    list_display = ("name", "account_id", "mode", "audience", "trust_policy_limit", "role_count", "provider_status")
+    list_filter = ("mode", "provider_status")
     search_fields = ("name", "account_id")
 
     def get_queryset(self, request):
