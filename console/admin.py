@@ -21,7 +21,7 @@ from django.utils.html import format_html
 from console.models import ApiToken
 from console.services import api_token_create, api_token_revoke, api_token_update
 from exchange.admin import ReadOnlyAdmin
-from exchange.audit import write_csv, write_jsonl
+from exchange.audit import CLAIM_FIELDS, write_csv, write_jsonl
 from exchange.models import AuditEvent
 from mappings.models import Mapping, Role
 
@@ -207,25 +207,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         ("Minted", {"fields": ("minted_jti", "role_session_name")}),
         (
             "Job (claims of the presented token)",
-            {
-                "fields": (
-                    "issuer",
-                    "iss",
-                    "jti",
-                    "sub",
-                    "project_path",
-                    "project_id",
-                    "namespace_path",
-                    "ref",
-                    "ref_type",
-                    "ref_protected",
-                    "environment",
-                    "pipeline_source",
-                    "pipeline_id",
-                    "job_id",
-                    "user_login",
-                )
-            },
+            {"fields": ("token_verified", "issuer", "iss", *CLAIM_FIELDS)},
         ),
         ("Client", {"fields": ("client_ip", "user_agent")}),
     )

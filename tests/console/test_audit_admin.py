@@ -93,6 +93,7 @@ def test_detail_links_to_the_mapping_and_the_role(admin_client):
     event = AuditEventFactory()
     page = admin_client.get(f"{LIST}{event.pk}/change/").content.decode()
     assert escape(event.detail) in page and event.job_id in page
+    assert "Token verified" in page  # whether the claims below can be trusted
     # Links appear once the registry admin registers these models.
     from django.contrib import admin
 
