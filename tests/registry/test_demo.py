@@ -17,6 +17,7 @@ from mappings.selectors import registry
 pytestmark = pytest.mark.django_db
 
 DEMO = Path(__file__).resolve().parents[2] / "demo" / "rolegate.yaml"
+PROD = "arn:aws:iam::123456789012:role/"
 
 
 def demo_admin() -> str:
@@ -54,30 +55,15 @@ def test_demo_configuration_grants_the_fixture_personas(web_main_claims, api_pro
     call_command("apply", str(DEMO), stdout=io.StringIO())
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     snapshot = registry()
-    web = decide(
-        snapshot,
-        issuer="gitlab-example",
-        claims=web_main_claims,
-        now=now,
-        role_arn="arn:aws:iam::123456789012:role/deploy-web",
-    )
+
+    def decision(claims, role):
+        return decide(snapshot, issuer="gitlab-example", claims=claims, now=now, role_arn=PROD + role)
+
+    web = decision(web_main_claims, "deploy-web")
     assert web.granted and web.rule.name == "web-main-deploy"
-    api = decide(
-        snapshot,
-        issuer="gitlab-example",
-        claims=api_production_claims,
-        now=now,
-        role_arn="arn:aws:iam::123456789012:role/deploy-api",
-    )
+    api = decision(api_production_claims, "deploy-api")
     assert api.granted and api.rule.name == "api-production-deploy"
-    feature = decide(
-        snapshot,
-        issuer="gitlab-example",
-        claims=feature_mr_claims,
-        now=now,
-        role_arn="arn:aws:iam::123456789012:role/deploy-web",
-    )
-    assert not feature.granted
+    assert not decision(feature_mr_claims, "deploy-web").granted
 
 
 def demo_audit() -> str:
