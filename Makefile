@@ -4,7 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 # `make run` is local development: debug pages, a generated secret key, plain-http issuers.
-DEV_ENV := DJANGO_DEBUG=1 ROLEGATE_ALLOW_HTTP=1
+PORT ?= 8000
+DEV_ENV := DJANGO_DEBUG=1 ROLEGATE_ALLOW_HTTP=1 ROLEGATE_ISSUER=http://127.0.0.1:$(PORT)
 PYTEST_WORKERS ?= 2
 
 .PHONY: help venv run test lint bench demo clean
@@ -21,13 +22,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed ## Create .venv and install the pinned requirements
 
-demo: venv ## Migrate and load the demo configuration and admin user (SQLite by default)
-	$(DEV_ENV) $(PY) manage.py migrate --no-input
-	$(DEV_ENV) $(PY) manage.py apply demo/rolegate.yaml
-	$(DEV_ENV) $(PY) manage.py demo_admin
+demo: venv ## Migrate, load the demo configuration, sample audit events and the admin user (SQLite by default)
+	@$(DEV_ENV) $(PY) manage.py migrate --no-input -v 0
+	@$(DEV_ENV) ROLEGATE_LOG_LEVEL=WARNING $(PY) manage.py apply demo/rolegate.yaml
+	@$(DEV_ENV) $(PY) manage.py demo_audit
+	@echo
+	@$(DEV_ENV) $(PY) manage.py demo_admin
+	@echo
 
-run: demo ## Serve Rolegate on http://127.0.0.1:8000 with the demo data, tasks in-process
-	$(DEV_ENV) $(PY) manage.py runserver 127.0.0.1:8000
+run: demo ## Serve Rolegate on http://127.0.0.1:8000 (PORT=8001 for another) with the demo data
+	@echo "Serving on http://127.0.0.1:$(PORT)/ (tasks in-process; Ctrl-C stops)"
+	@$(DEV_ENV) $(PY) manage.py runserver --skip-checks 127.0.0.1:$(PORT)
 
 lint: venv ## ruff, Django's checks, and missing migrations
 	$(VENV)/bin/ruff check .

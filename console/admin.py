@@ -20,7 +20,8 @@ from django.utils.html import format_html
 
 from console.models import ApiToken
 from console.services import api_token_create, api_token_revoke, api_token_update
-from exchange.audit import write_csv, write_jsonl
+from exchange.admin import ReadOnlyAdmin
+from exchange.audit import CLAIM_FIELDS, write_csv, write_jsonl
 from exchange.models import AuditEvent
 from mappings.models import Mapping, Role
 
@@ -176,10 +177,11 @@ def _jsonl_chunks(events) -> Iterator[str]:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only for everyone: events are evidence."""
 
-    list_display = ("time", "outcome", "reason", "issuer", "project_path", "ref", "role_arn", "mapping", "job_id")
+    # What was decided, for which job, and which role; the issuer and the rest are filters and detail.
+    list_display = ("when", "decision", "project_path", "ref", "role", "mapping", "job_id")
     list_filter = (
         "outcome",
         recent_values_filter("reason", "reason"),
@@ -205,25 +207,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         ("Minted", {"fields": ("minted_jti", "role_session_name")}),
         (
             "Job (claims of the presented token)",
-            {
-                "fields": (
-                    "issuer",
-                    "iss",
-                    "jti",
-                    "sub",
-                    "project_path",
-                    "project_id",
-                    "namespace_path",
-                    "ref",
-                    "ref_type",
-                    "ref_protected",
-                    "environment",
-                    "pipeline_source",
-                    "pipeline_id",
-                    "job_id",
-                    "user_login",
-                )
-            },
+            {"fields": ("token_verified", "issuer", "iss", *CLAIM_FIELDS)},
         ),
         ("Client", {"fields": ("client_ip", "user_agent")}),
     )
@@ -231,14 +215,22 @@ class AuditEventAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in AuditEvent._meta.fields] + ["role_link", "mapping_link", "explain_link"]
 
-    def has_add_permission(self, request):
-        return False
+    @admin.display(description="time (UTC)", ordering="time")
+    def when(self, obj: AuditEvent) -> str:
+        return timezone.localtime(obj.time).strftime("%Y-%m-%d %H:%M:%S")
 
-    def has_change_permission(self, request, obj=None):
-        return False
+    @admin.display(description="decision", ordering="outcome")
+    def decision(self, obj: AuditEvent) -> str:
+        if obj.outcome == AuditEvent.Outcome.GRANTED:
+            return format_html('<span style="color:#2e7d32">{}</span>', obj.outcome)
+        return format_html('<strong style="color:#ba2121">{}</strong>: {}', obj.outcome, obj.reason)
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+    @admin.display(description="role (account id/name)")
+    def role(self, obj: AuditEvent) -> str:
+        arn = obj.role_arn or obj.requested_role_arn
+        if not arn:
+            return "—"
+        return arn.removeprefix("arn:aws:iam::").replace(":role/", "/")
 
     @admin.display(description="role in the registry")
     def role_link(self, obj: AuditEvent) -> str:

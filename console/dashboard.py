@@ -31,6 +31,7 @@ class Dashboard:
     top_projects: list[tuple[str, int, int]]  # project, granted, denied
     top_roles: list[tuple[str, int]]  # role ARN, granted
     roles_with_problems: list[Role]
+    roles_pending: int = 0  # changed mappings not yet written to IAM
 
     @property
     def granted(self) -> int:
@@ -80,10 +81,9 @@ def dashboard_data(*, now: datetime | None = None, days: int = DAYS) -> Dashboar
         .annotate(n=Count("id"))
         .order_by("-n", "role_arn")[:TOP]
     )
-    problems = (
-        Role.objects.filter(
-            Q(sync_status__in=[Role.SyncStatus.FAILED, Role.SyncStatus.DRIFT]) | Q(drift=True) | ~Q(last_error="")
-        )
+    failing = [Role.SyncStatus.FAILED, Role.SyncStatus.DRIFT]
+    flagged = list(
+        Role.objects.filter(Q(sync_status__in=[*failing, Role.SyncStatus.PENDING]) | Q(drift=True) | ~Q(last_error=""))
         .select_related("account")
         .order_by("account__name", "name")
     )
@@ -93,5 +93,6 @@ def dashboard_data(*, now: datetime | None = None, days: int = DAYS) -> Dashboar
         top_denial_reasons=[(r["reason"], r["n"]) for r in reasons],
         top_projects=[(p["project_path"], p["granted"], p["denied"]) for p in projects],
         top_roles=[(r["role_arn"], r["n"]) for r in roles],
-        roles_with_problems=list(problems),
+        roles_with_problems=[r for r in flagged if r.sync_status in failing or r.drift or r.last_error],
+        roles_pending=sum(1 for role in flagged if role.sync_status == Role.SyncStatus.PENDING),
     )

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+from exchange.audit import CLAIM_FIELDS
 from exchange.models import AuditEvent
 from mappings import matching
 from mappings.matching import Registry, decide
@@ -19,19 +20,6 @@ from mappings.matching import Registry, decide
 # Decisions the matcher made; events refused before it (bad signature, expired, ...) do not
 # depend on the configuration.
 MATCHER_REASONS = ("granted", matching.NO_MATCHING_MAPPING, matching.AMBIGUOUS_ROLE, matching.DIRECT_MODE_ACCOUNT)
-CLAIM_FIELDS = (
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "environment",
-    "pipeline_source",
-    "pipeline_id",
-    "job_id",
-    "user_login",
-)
 
 
 @dataclass(frozen=True)
@@ -43,7 +31,8 @@ class Change:
 
 
 def event_claims(event: AuditEvent) -> dict[str, str]:
-    """The claims of an audit event, as the matcher saw them (absent claims stay absent)."""
+    """The claims of an audit event, as the matcher saw them (absent claims stay absent); the
+    audit event keeps every claim the matcher reads (CONTRACT §7)."""
     return {name: getattr(event, name) for name in CLAIM_FIELDS if getattr(event, name) is not None}
 
 

@@ -5,8 +5,22 @@ from django.contrib import admin
 from exchange.models import SigningKey
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the service only (keys, audit events): viewable, never added, changed or
+    deleted from the admin, not even by a superuser."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(SigningKey)
-class SigningKeyAdmin(admin.ModelAdmin):
+class SigningKeyAdmin(ReadOnlyAdmin):
     list_display = ("kid", "state", "created_at", "activates_at", "activated_at", "retires_at", "retired_at")
     list_filter = ("state",)
     search_fields = ("kid",)
@@ -22,12 +36,3 @@ class SigningKeyAdmin(admin.ModelAdmin):
         "retired_at",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -66,7 +66,9 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.request_id} {self.outcome} {self.reason}"
+        if self.outcome == self.Outcome.GRANTED:
+            return f"{self.request_id}: granted"
+        return f"{self.request_id}: denied ({self.reason})"
 
 
 class SigningKey(models.Model):

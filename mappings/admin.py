@@ -152,8 +152,8 @@ class IssuerAdmin(ThroughServicesAdmin):
 
 @admin.register(Account)
 class AccountAdmin(AccountSyncAdminMixin, ThroughServicesAdmin):
-    list_display = ("name", "account_id", "mode", "audience", "trust_policy_limit", "role_count")
-    list_filter = ("mode",)
+    list_display = ("name", "account_id", "mode", "audience", "trust_policy_limit", "role_count", "provider_status")
+    list_filter = ("mode", "provider_status")
     search_fields = ("name", "account_id")
 
     def get_queryset(self, request):
@@ -168,23 +168,14 @@ class AccountAdmin(AccountSyncAdminMixin, ThroughServicesAdmin):
         return obj._roles
 
 
-class MappingInline(admin.TabularInline):
+class MappingInline(admin.StackedInline):
+    """The role's mappings, one block each (a table row is too wide for the pipeline sources)."""
+
     model = Mapping
     form = MappingForm
     extra = 0
     show_change_link = True
-    fields = (
-        "name",
-        "issuer",
-        "project",
-        "ref",
-        "ref_type",
-        "protected",
-        "environment",
-        "pipeline_sources",
-        "expires_at",
-        "enabled",
-    )
+    fields = tuple(name for name in MAPPING_FIELDS if name != "role")  # the role is the page's
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("issuer")
@@ -192,8 +183,8 @@ class MappingInline(admin.TabularInline):
 
 @admin.register(Role)
 class RoleAdmin(RoleSyncAdminMixin, ThroughServicesAdmin):
-    list_display = ("__str__", "arn", "max_session_seconds", "session_tags", "live_mapping_count")
-    list_filter = ("account", "session_tags")
+    list_display = ("__str__", "arn", "max_session_seconds", "session_tags", "live_mapping_count", "sync_status")
+    list_filter = ("account", "sync_status", "session_tags")
     list_select_related = ("account",)
     search_fields = ("name", "account__name", "account__account_id", "mappings__project")
     inlines = [MappingInline]
@@ -220,16 +211,17 @@ class RoleAdmin(RoleSyncAdminMixin, ThroughServicesAdmin):
 @admin.register(Mapping)
 class MappingAdmin(ThroughServicesAdmin):
     form = MappingForm
+    # Who (role) first, then which jobs, then the state: the question the list answers.
     list_display = (
         "name",
-        "issuer",
+        "role_short",
         "project",
         "ref",
         "ref_type",
         "protected",
         "environment",
         "sources",
-        "role_arn",
+        "issuer",
         "enabled",
         "expires",
     )
@@ -247,9 +239,10 @@ class MappingAdmin(ThroughServicesAdmin):
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         return super().formfield_for_foreignkey(db_field, request, **_with_account(db_field, kwargs))
 
-    @admin.display(description="role ARN", ordering="role__name")
-    def role_arn(self, obj):
-        return obj.role.arn
+    @admin.display(description="role", ordering="role__name")
+    def role_short(self, obj):
+        """account/name, the ARN on hover: the full ARN would push the state columns off screen."""
+        return format_html('<span title="{}">{}</span>', obj.role.arn, obj.role)
 
     @admin.display(description="pipeline sources")
     def sources(self, obj):

@@ -18,10 +18,25 @@ from mappings import policies, sync
 from mappings.aws_iam import AwsError
 
 SECTION = "IAM sync"
+SECTION_HELP = {
+    "role": (
+        "What Rolegate last wrote to this role's trust policy in IAM. 'pending' means the current "
+        "mappings are not in IAM yet: a worker syncs them after every change (with a broker); "
+        "without one, select the role in the list and run the 'Sync IAM now' action, or "
+        "<code>python manage.py sync_iam</code>. The worker's drift scan repairs hand edits every 15 minutes."
+    ),
+    "account": (
+        "The account's IAM OIDC provider(s) the roles' trust policies point at; "
+        "'Sync IAM now' in the list, or <code>python manage.py sync_iam --account NAME</code>, creates or updates them."
+    ),
+}
 
 
 class _SyncAdminMixin:
     sync_fields: tuple[str, ...] = ()
+    sync_help: str = ""
+    # Model fields a sync field shows in a friendlier form (kept out of the other sections).
+    shown_as: tuple[str, ...] = ()
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
@@ -32,10 +47,10 @@ class _SyncAdminMixin:
         if obj is None:  # nothing synced yet on the add form
             return [(name, {**opts, "fields": self._without_sync(opts["fields"])}) for name, opts in fieldsets]
         cleaned = [(name, {**opts, "fields": self._without_sync(opts["fields"])}) for name, opts in fieldsets]
-        return [*cleaned, (SECTION, {"fields": self.sync_fields})]
+        return [*cleaned, (SECTION, {"fields": self.sync_fields, "description": self.sync_help})]
 
     def _without_sync(self, fields):
-        return [f for f in fields if f not in self.sync_fields]
+        return [f for f in fields if f not in self.sync_fields and f not in self.shown_as]
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -61,7 +76,7 @@ class RoleSyncAdminMixin(_SyncAdminMixin):
     sync_fields = (
         "sync_status",
         "synced_at",
-        "drift",
+        "drift_state",
         "last_error",
         "live_policy_sha256",
         "policy_size_vs_quota",
@@ -69,6 +84,8 @@ class RoleSyncAdminMixin(_SyncAdminMixin):
         "desired_policy",
         "policy_diff",
     )
+    sync_help = SECTION_HELP["role"]
+    shown_as = ("drift",)
 
     def sync_iam_now(self, request, queryset):
         """Queue (with a broker) or run (without) the trust-policy sync of the selected roles."""
@@ -81,6 +98,12 @@ class RoleSyncAdminMixin(_SyncAdminMixin):
                 self.message_user(request, f"{label}: {'queued' if queued else 'already queued'}")
             else:
                 self._report(request, label, lambda pk=role.pk: sync_role.apply(kwargs={"role_id": pk}).get())
+
+    @admin.display(description="drift")
+    def drift_state(self, obj):
+        if obj.drift:
+            return format_html("<strong>{}</strong>", "yes: the live trust policy in IAM differs from the desired one")
+        return "no" if obj.live_policy else "— (not synced yet)"
 
     @admin.display(description="desired trust policy")
     def desired_policy(self, obj):
@@ -117,6 +140,7 @@ class AccountSyncAdminMixin(_SyncAdminMixin):
     """OIDC provider sync state and "sync now" on the account admin."""
 
     sync_fields = ("provider_status", "provider_synced_at", "provider_error", "oidc_providers")
+    sync_help = SECTION_HELP["account"]
 
     def sync_iam_now(self, request, queryset):
         """Queue (with a broker) or run (without) the sync of the selected accounts' providers and roles."""

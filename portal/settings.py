@@ -278,7 +278,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("ROLEGATE_LOG_LEVEL", "INFO").upper()},
-    # botocore's INFO lines ("Found credentials in environment variables") are noise on every
-    # command's standard error, where CONTRACT §9 promises one line of reason.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "botocore": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own console handler (development mode) would print every django.* line twice.
+        "django": {"handlers": [], "level": "NOTSET"},
+        "django.db.backends": {"level": "WARNING"},
+        # botocore's INFO lines ("Found credentials in environment variables") are noise on every
+        # command's standard error, where CONTRACT §9 promises one line of reason.
+        "botocore": {"level": "WARNING"},
+    },
 }

@@ -2,6 +2,7 @@
 
 import factory
 
+from mappings import services
 from mappings.models import Account, Issuer, Mapping, Role
 
 
@@ -42,3 +43,21 @@ class MappingFactory(factory.django.DjangoModelFactory):
     role = factory.SubFactory(RoleFactory)
     project = "platform/web"
     ref = "main"
+
+
+def web_main_deploy(**overrides) -> Mapping:
+    """The web team's rule, through the services: gitlab-example's platform/web on the protected
+    branch main may assume prod/deploy-web (arn:aws:iam::123456789012:role/deploy-web)."""
+    fields = {
+        "name": "web-main-deploy",
+        "project": "platform/web",
+        "ref": "main",
+        "ref_type": "branch",
+        "protected": True,
+        **overrides,
+    }
+    if "issuer" not in fields:
+        fields["issuer"] = IssuerFactory()
+    if "role" not in fields:
+        fields["role"] = RoleFactory(account=AccountFactory(account_id="123456789012"), name="deploy-web")
+    return services.mapping_create(actor="test", **fields)

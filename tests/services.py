@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 
 import pytest
 from django.db import connection
@@ -44,3 +46,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, *, process: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
+    """Wait until ``process`` (started by the test) listens on ``port``; fail if it exits or is late."""
+    deadline = time.monotonic() + timeout
+    while not port_open(host, port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what} did not start on {host}:{port}")
+        time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """End a process the test started (and only it): terminate, then kill if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

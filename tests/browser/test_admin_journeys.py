@@ -11,10 +11,9 @@ import pytest
 from django.contrib import admin
 from django.utils import timezone
 
-from mappings import services
 from mappings.models import Mapping
 from tests.console.factories import AuditEventFactory, denied
-from tests.factories import AccountFactory, IssuerFactory, RoleFactory
+from tests.factories import web_main_deploy
 
 pytestmark = pytest.mark.browser
 
@@ -22,19 +21,8 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def registry(transactional_db):
     """gitlab-example, account prod, role deploy-web; web-main-deploy: platform/web protected main."""
-    issuer = IssuerFactory()
-    role = RoleFactory(account=AccountFactory(account_id="123456789012"), name="deploy-web")
-    services.mapping_create(
-        actor="test",
-        name="web-main-deploy",
-        issuer=issuer,
-        role=role,
-        project="platform/web",
-        ref="main",
-        ref_type="branch",
-        protected=True,
-    )
-    return {"issuer": issuer, "role": role}
+    mapping = web_main_deploy()
+    return {"issuer": mapping.issuer, "role": mapping.role}
 
 
 def test_log_in_and_see_the_console_links(logged_in):

@@ -16,6 +16,13 @@ def staff(db):
 
 
 @pytest.fixture
+def admin_client(client, staff):
+    """A browser session of the platform admin in the Django admin."""
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
 def staff_token(staff) -> str:
     return api_token_create(user=staff, name="tests")[1]
 

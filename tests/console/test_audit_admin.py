@@ -21,12 +21,6 @@ LIST = "/admin/exchange/auditevent/"
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def admin_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
 def _ids(response) -> list[int]:
     return [event.pk for event in response.context["cl"].result_list]
 
@@ -71,6 +65,15 @@ def test_filters_and_search(admin_client, query, wanted):
     assert _ids(admin_client.get(LIST, query)) == expected
 
 
+def test_list_shows_the_decision_with_its_reason_and_the_role(admin_client):
+    AuditEventFactory(time=T0)
+    denied(time=T0 + timedelta(minutes=1), requested_role_arn="arn:aws:iam::123456789012:role/deploy-api")
+    page = admin_client.get(LIST).content.decode()
+    assert "denied</strong>: no_matching_mapping" in page
+    assert "123456789012/deploy-web" in page and "123456789012/deploy-api" in page  # granted, requested
+    assert "2026-11-20 08:01:00" in page
+
+
 def test_search_by_job_pipeline_and_request_id(admin_client):
     event = AuditEventFactory(job_id="4242", pipeline_id="777", request_id="req-abc")
     AuditEventFactory.create_batch(2)
@@ -90,6 +93,7 @@ def test_detail_links_to_the_mapping_and_the_role(admin_client):
     event = AuditEventFactory()
     page = admin_client.get(f"{LIST}{event.pk}/change/").content.decode()
     assert escape(event.detail) in page and event.job_id in page
+    assert "Token verified" in page  # whether the claims below can be trusted
     # Links appear once the registry admin registers these models.
     from django.contrib import admin
 

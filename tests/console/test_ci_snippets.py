@@ -17,8 +17,7 @@ from django.template import Context, Template
 
 from console.snippets import mapping_snippets
 from console.views import CREDENTIAL_PROCESS_SCRIPT
-from mappings import services
-from tests.factories import AccountFactory, IssuerFactory, RoleFactory
+from tests.factories import IssuerFactory, web_main_deploy
 from tests.services import free_port
 
 ARN = "arn:aws:iam::123456789012:role/deploy-web"
@@ -27,18 +26,7 @@ ARN = "arn:aws:iam::123456789012:role/deploy-web"
 @pytest.fixture
 def mapping(db):
     issuer = IssuerFactory(audiences=["https://rolegate.example.com", "second"])
-    role = RoleFactory(account=AccountFactory(account_id="123456789012"), name="deploy-web")
-    return services.mapping_create(
-        actor="test",
-        name="web-main-deploy",
-        issuer=issuer,
-        role=role,
-        project="platform/web",
-        ref="main",
-        ref_type="branch",
-        protected=True,
-        environment="production",
-    )
+    return web_main_deploy(issuer=issuer, environment="production")
 
 
 @pytest.mark.parametrize("variant", ["credentials_job", "sts_job"])
@@ -70,6 +58,13 @@ def test_template_tag_renders_escaped_snippets(mapping):
     html = Template("{% load console_snippets %}{% rolegate_ci_snippets m %}").render(Context({"m": mapping}))
     assert 'id="snippet-credentials"' in html and 'id="snippet-sts"' in html
     assert "aud: &quot;https://rolegate.example.com&quot;" in html
+
+
+def test_snippets_of_a_mapping_that_grants_nothing_say_so(mapping):
+    render = Template("{% load console_snippets %}{% rolegate_ci_snippets m %}").render
+    assert "grants nothing" not in render(Context({"m": mapping}))
+    mapping.enabled = False
+    assert "This mapping is disabled: it grants nothing" in render(Context({"m": mapping}))
 
 
 def test_mapping_change_page_shows_the_snippets(client, staff, mapping):

@@ -53,6 +53,19 @@ def test_roles_with_sync_problems():
     assert {r.pk for r in dashboard_data(now=NOW).roles_with_problems} == {failed.pk, drifted.pk}
 
 
+def test_pending_roles_are_counted_not_called_in_sync(client, staff):
+    """Without a broker every registry change leaves roles pending until someone syncs: the
+    dashboard says so instead of claiming every role is in sync."""
+    RoleFactory(name="waiting", sync_status=Role.SyncStatus.PENDING)
+    RoleFactory(name="fine", sync_status=Role.SyncStatus.IN_SYNC)
+    data = dashboard_data(now=NOW)
+    assert (data.roles_with_problems, data.roles_pending) == ([], 1)
+    client.force_login(staff)
+    page = client.get("/admin/rolegate/dashboard/").content.decode()
+    assert "1 role pending" in page and "sync_iam" in page and "?sync_status__exact=pending" in page
+    assert client.get("/admin/mappings/role/", {"sync_status__exact": "pending"}).context["cl"].result_count == 1
+
+
 def test_a_constant_number_of_queries_however_many_events(django_assert_max_num_queries):
     for i in range(50):
         AuditEventFactory(time=NOW - timedelta(days=i % 30, minutes=1), project_path=f"p/{i % 13}")
@@ -77,8 +90,10 @@ def test_page_is_staff_only_and_renders_inline_svg(client, staff, traffic):
 def test_dashboard_is_linked_from_the_admin_index(client, staff):
     client.force_login(staff)
     page = client.get("/admin/").content.decode()
-    for url in ("/admin/rolegate/dashboard/", "/admin/rolegate/explain/", "/admin/rolegate/replay/"):
-        assert url in page
+    console = page.split('id="rolegate-console"', 1)[1].split("</table>", 1)[0]
+    for url in ("/admin/rolegate/dashboard/", "/admin/exchange/auditevent/", "/admin/rolegate/explain/"):
+        assert url in console
+    assert "/admin/rolegate/replay/" in console
 
 
 def test_chart_labels_are_escaped():

@@ -14,7 +14,7 @@ from mappings import services
 from mappings.matching import Registry
 from mappings.selectors import registry_rules
 from tests.console.factories import AuditEventFactory, denied
-from tests.factories import AccountFactory, IssuerFactory, RoleFactory
+from tests.factories import AccountFactory, IssuerFactory, RoleFactory, web_main_deploy
 
 pytestmark = pytest.mark.django_db
 EXPLAIN = "/admin/rolegate/explain/"
@@ -23,25 +23,9 @@ T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def admin_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def web_mapping(db):
     """web-main-deploy: platform/web, protected branch main -> prod/deploy-web."""
-    role = RoleFactory(account=AccountFactory(account_id="123456789012"), name="deploy-web")
-    return services.mapping_create(
-        actor="test",
-        name="web-main-deploy",
-        issuer=IssuerFactory(),
-        role=role,
-        project="platform/web",
-        ref="main",
-        ref_type="branch",
-        protected=True,
-    )
+    return web_main_deploy()
 
 
 def _form(**overrides):
@@ -74,6 +58,12 @@ def test_explain_form_shows_the_first_failing_condition(admin_client, web_mappin
     [evaluation] = response.context["result"]["explanation"].evaluations
     assert evaluation.failed[0].field == "ref"
     assert "ref: pattern <code>main</code>, job has <code>feature/x</code>" in page
+    assert f'<a href="/admin/mappings/mapping/{web_mapping.pk}/change/">web-main-deploy</a>' in page
+
+
+def test_explain_says_when_a_mapping_matches_for_another_role(admin_client, web_mapping):
+    page = admin_client.post(EXPLAIN, _form(role_arn="arn:aws:iam::123456789012:role/other")).content.decode()
+    assert 'id="decision" class="denied"' in page and "matches, for another role" in page
 
 
 def _token(claims) -> str:

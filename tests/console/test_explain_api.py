@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 from mappings import services
 from mappings.matching import decide
 from mappings.selectors import registry
-from tests.factories import AccountFactory, IssuerFactory, RoleFactory
+from tests.factories import RoleFactory, web_main_deploy
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/explain"
@@ -19,24 +19,13 @@ URL = "/api/v1/explain"
 def web_registry(db):
     """gitlab-example: web-main-deploy (platform/web main, protected) -> prod/deploy-web,
     api-production (platform/api, environment production) -> prod/deploy-api."""
-    issuer = IssuerFactory()
-    prod = AccountFactory(name="prod", account_id="123456789012")
-    web = RoleFactory(account=prod, name="deploy-web")
-    api_role = RoleFactory(account=prod, name="deploy-api")
-    services.mapping_create(
-        actor="test",
-        name="web-main-deploy",
-        issuer=issuer,
-        role=web,
-        project="platform/web",
-        ref="main",
-        ref_type="branch",
-        protected=True,
-    )
+    web_mapping = web_main_deploy()
+    web = web_mapping.role
+    api_role = RoleFactory(account=web.account, name="deploy-api")
     services.mapping_create(
         actor="test",
         name="api-production",
-        issuer=issuer,
+        issuer=web_mapping.issuer,
         role=api_role,
         project="platform/api",
         ref="*",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from mappings import aws_iam
 from mappings.matching import Rule
 from mappings.policies import IssuerInfo, PolicyInput
-from tests.services import free_port, port_open
+from tests.services import free_port, stop_process, wait_for_port
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ROLEGATE = "https://rolegate.example.com"
@@ -99,15 +98,10 @@ def moto_server(aws_env, monkeypatch):
         [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 30
-        while not port_open("127.0.0.1", port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("moto_server did not start")
-            time.sleep(0.05)
+        wait_for_port("127.0.0.1", port, process=process, what="moto_server")
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         aws_iam.reset_clients()
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
         aws_iam.reset_clients()

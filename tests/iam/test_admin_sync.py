@@ -57,6 +57,12 @@ def test_role_admin_shows_sync_state_in_its_own_section(request_):
     assert fieldsets[0][1]["fields"] == ["account", "name", "session_tags", "created_at"]
     assert fieldsets[-1][0] == "IAM sync" and "policy_diff" in fieldsets[-1][1]["fields"]
     assert all(name != "IAM sync" for name, _ in model_admin.get_fieldsets(request_, None))
+    # The section says what 'pending' means and how to sync; drift reads as words, not a red cross.
+    assert "sync_iam" in fieldsets[-1][1]["description"] and "Sync IAM now" in fieldsets[-1][1]["description"]
+    assert "drift_state" in fieldsets[-1][1]["fields"] and "drift" not in fieldsets[0][1]["fields"]
+    assert model_admin.drift_state(role) == "— (not synced yet)"
+    role.live_policy, role.drift = "{}", True
+    assert "differs" in model_admin.drift_state(role)
 
 
 def test_sync_written_fields_are_never_form_fields(request_):

@@ -20,7 +20,7 @@ from django.db import connection
 from mappings import policies, sync
 from mappings.models import Account, Role
 from tests.iam.helpers import ROLEGATE, create_iam_role, live_policy, registry
-from tests.services import IN_CI, require_broker, require_postgresql
+from tests.services import IN_CI, require_broker, require_postgresql, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,12 +98,7 @@ def worker(worker_env, broker, tmp_path):
     try:
         yield client, queue, process, log
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
         client.close()
 
 

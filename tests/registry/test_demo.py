@@ -17,6 +17,7 @@ from mappings.selectors import registry
 pytestmark = pytest.mark.django_db
 
 DEMO = Path(__file__).resolve().parents[2] / "demo" / "rolegate.yaml"
+PROD = "arn:aws:iam::123456789012:role/"
 
 
 def demo_admin() -> str:
@@ -54,27 +55,52 @@ def test_demo_configuration_grants_the_fixture_personas(web_main_claims, api_pro
     call_command("apply", str(DEMO), stdout=io.StringIO())
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     snapshot = registry()
-    web = decide(
-        snapshot,
-        issuer="gitlab-example",
-        claims=web_main_claims,
-        now=now,
-        role_arn="arn:aws:iam::123456789012:role/deploy-web",
-    )
+
+    def decision(claims, role):
+        return decide(snapshot, issuer="gitlab-example", claims=claims, now=now, role_arn=PROD + role)
+
+    web = decision(web_main_claims, "deploy-web")
     assert web.granted and web.rule.name == "web-main-deploy"
-    api = decide(
-        snapshot,
-        issuer="gitlab-example",
-        claims=api_production_claims,
-        now=now,
-        role_arn="arn:aws:iam::123456789012:role/deploy-api",
-    )
+    api = decision(api_production_claims, "deploy-api")
     assert api.granted and api.rule.name == "api-production-deploy"
-    feature = decide(
-        snapshot,
-        issuer="gitlab-example",
-        claims=feature_mr_claims,
-        now=now,
-        role_arn="arn:aws:iam::123456789012:role/deploy-web",
-    )
-    assert not feature.granted
+    assert not decision(feature_mr_claims, "deploy-web").granted
+
+
+def demo_audit() -> str:
+    out = io.StringIO()
+    call_command("demo_audit", stdout=out)
+    return out.getvalue()
+
+
+@override_settings(DEBUG=True)
+def test_demo_audit_writes_labelled_decisions_of_the_real_matcher_and_replaces_them():
+    from exchange.models import AuditEvent
+    from tests.console.factories import AuditEventFactory
+
+    call_command("apply", str(DEMO), stdout=io.StringIO())
+    AuditEventFactory(request_id="real-1")
+    demo_audit()
+    first = set(AuditEvent.objects.filter(request_id__startswith="demo-").values_list("pk", flat=True))
+    demo_audit()
+    events = AuditEvent.objects.filter(request_id__startswith="demo-")
+    assert not first & set(events.values_list("pk", flat=True))  # replaced, not added to
+    assert AuditEvent.objects.filter(request_id="real-1").exists()  # other events are left alone
+    assert set(events.values_list("user_agent", flat=True)) == {"rolegate demo data"}
+    assert all(ip.startswith("192.0.2.") for ip in events.values_list("client_ip", flat=True))
+    # The decisions are the matcher's on the demo configuration.
+    web = events.filter(project_path="platform/web", ref="main", outcome="granted")
+    assert set(web.values_list("mapping", flat=True)) == {"web-main-deploy"}
+    merge_requests = events.filter(pipeline_source="merge_request_event")
+    assert set(merge_requests.values_list("reason", flat=True)) == {"no_matching_mapping"}
+    migration = events.filter(ref__startswith="migration/")  # api-migration-2025 has expired
+    assert migration.exists() and set(migration.values_list("outcome", flat=True)) == {"denied"}
+    assert {"token_expired", "bad_signature", "replay"} <= set(events.values_list("reason", flat=True))
+
+
+@override_settings(DEBUG=False)
+def test_demo_audit_refuses_outside_development_mode():
+    from exchange.models import AuditEvent
+
+    with pytest.raises(CommandError, match="DJANGO_DEBUG=1"):
+        demo_audit()
+    assert not AuditEvent.objects.exists()
