@@ -16,6 +16,7 @@ from typing import IO
 from django.utils import timezone
 
 from exchange.models import AuditEvent
+from mappings import minted
 
 # The public shape of an audit event: exports, the audit API and the admin's downloads.
 AUDIT_FIELDS = (
@@ -51,21 +52,7 @@ AUDIT_FIELDS = (
 )
 
 # Claim fields copied from the subject token into the event.
-CLAIM_FIELDS = (
-    "jti",
-    "sub",
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "environment",
-    "pipeline_source",
-    "pipeline_id",
-    "job_id",
-    "user_login",
-)
+CLAIM_FIELDS = ("jti", "sub", *minted.SOURCE_CLAIMS)
 _MAX_LENGTHS = {f.name: f.max_length for f in AuditEvent._meta.get_fields() if getattr(f, "max_length", None)}
 
 

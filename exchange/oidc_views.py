@@ -8,29 +8,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from exchange import keys
+from mappings import minted
 
 CACHE_SECONDS = 300
 MINTED_CLAIMS = [
-    "iss",
-    "aud",
-    "sub",
-    "iat",
-    "nbf",
-    "exp",
-    "jti",
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "environment",
-    "pipeline_source",
-    "pipeline_id",
-    "job_id",
-    "user_login",
+    *("iss", "aud", "sub", "iat", "nbf", "exp", "jti"),
+    *minted.SOURCE_CLAIMS,
     "rolegate_mapping",
-    "https://aws.amazon.com/tags",
+    minted.TAGS_CLAIM,
 ]
 
 

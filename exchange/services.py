@@ -29,19 +29,6 @@ from portal.api_errors import ApiError
 logger = logging.getLogger(__name__)
 
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
-COPIED_CLAIMS = (
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "environment",
-    "pipeline_source",
-    "pipeline_id",
-    "job_id",
-    "user_login",
-)
 DEFAULT_DURATION_SECONDS = 3600
 
 
@@ -157,7 +144,7 @@ def minted_claims(*, rule: Rule, claims: dict, sub: str, jti: str, now: int) -> 
         "exp": now + settings.ROLEGATE_TOKEN_LIFETIME,
         "jti": jti,
     }
-    for name in COPIED_CLAIMS:
+    for name in minted.SOURCE_CLAIMS:
         if name in claims:
             payload[name] = claims[name]
     payload["rolegate_mapping"] = rule.name

@@ -11,6 +11,21 @@ import re
 from collections.abc import Mapping
 
 MAX_SUB_LENGTH = 255
+# The GitLab claims a minted token copies, with their GitLab JSON types (CONTRACT §5); the audit
+# event keeps the same ones (CONTRACT §7).
+SOURCE_CLAIMS = (
+    "project_path",
+    "project_id",
+    "namespace_path",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "environment",
+    "pipeline_source",
+    "pipeline_id",
+    "job_id",
+    "user_login",
+)
 TAGS_CLAIM = "https://aws.amazon.com/tags"
 # Principal tag keys, in the order they are written (CONTRACT §5).
 PRINCIPAL_TAG_KEYS = (
