@@ -13,6 +13,7 @@ import time
 import uuid
 from urllib.parse import parse_qsl
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -93,12 +94,29 @@ def parse_body(*, content_type: str, content_length: str | None, read) -> dict[s
     return params
 
 
-def _client_ip(remote_addr: str | None) -> str | None:
-    """The peer's address, or ``None`` when it is not an IP (a unix socket): never a failed audit write."""
+def _ip(value: str | None) -> str | None:
     try:
-        return str(ipaddress.ip_address(remote_addr or ""))
+        return str(ipaddress.ip_address((value or "").strip()))
     except ValueError:
         return None
+
+
+def client_ip(meta: dict) -> str | None:
+    """The client's address for the audit and the rate limit; ``None`` when it is not an IP (a
+    unix socket), never a failed audit write.
+
+    With ``ROLEGATE_TRUSTED_PROXIES = N`` the N-th address from the right of X-Forwarded-For,
+    the one the outermost trusted proxy saw (addresses left of it are the client's own word);
+    the TCP peer when the header is shorter or that entry is not an IP.
+    """
+    trusted = settings.ROLEGATE_TRUSTED_PROXIES
+    if trusted:
+        forwarded = [part for part in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",") if part.strip()]
+        if len(forwarded) >= trusted:
+            found = _ip(forwarded[-trusted])
+            if found is not None:
+                return found
+    return _ip(meta.get("REMOTE_ADDR"))
 
 
 def _sentence(errors) -> str:
@@ -125,7 +143,7 @@ class ExchangeApi(APIView):
             self._context = RequestContext(
                 request_id=request_id,
                 endpoint=self.endpoint,
-                client_ip=_client_ip(request.META.get("REMOTE_ADDR")),
+                client_ip=client_ip(request.META),
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
                 started=getattr(self, "_started", time.perf_counter()),
             )

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from exchange import aws_sts, gitlab, keys, reasons
 from exchange.audit import audit_record
@@ -103,18 +104,22 @@ def exchange_refuse(*, ctx: RequestContext, error: ExchangeError) -> None:
 
 def client_rate_limit(*, ctx: RequestContext) -> None:
     """At most ``ROLEGATE_RATE_LIMIT`` requests per client IP and minute (0: no limit); a fixed
-    window in the cache, so per process with the default local-memory cache."""
+    window in the cache: global with ``ROLEGATE_CACHE_URL`` (Redis), per process without it."""
     limit = settings.ROLEGATE_RATE_LIMIT
     if not limit:
         return
     window = int(time.time() // 60)
     key = f"rolegate:rate:{ctx.client_ip}:{window}"
-    cache.add(key, 0, timeout=61)
     try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=61)
-        count = 1
+        cache.add(key, 0, timeout=61)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=61)
+            count = 1
+    except RedisError as exc:  # a shared cache that is down must not stop CI jobs: fail open
+        logger.warning("rate limit not applied: the cache is unavailable (%s)", type(exc).__name__)
+        return
     if count > limit:
         retry_after = str(60 - int(time.time()) % 60)
         exchange_refuse(

@@ -269,6 +269,25 @@ ROLEGATE_CLOCK_LEEWAY = env_int("ROLEGATE_CLOCK_LEEWAY", 30, minimum=0, maximum=
 ROLEGATE_KEY_OVERLAP = env_int("ROLEGATE_KEY_OVERLAP", 86400, minimum=0)
 # Exchange requests per client IP and minute (0: no limit); counted in the Django cache.
 ROLEGATE_RATE_LIMIT = env_int("ROLEGATE_RATE_LIMIT", 600, minimum=0)
+# How many reverse proxies in front of Rolegate append to X-Forwarded-For. 0 (default): the
+# client is the TCP peer. With N, the client is the address the outermost trusted proxy saw.
+ROLEGATE_TRUSTED_PROXIES = env_int("ROLEGATE_TRUSTED_PROXIES", 0, minimum=0, maximum=10)
+# A cache shared by every process (Redis), so the rate limit is global; without it each process
+# counts on its own.
+ROLEGATE_CACHE_URL = env_str("ROLEGATE_CACHE_URL")
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": ROLEGATE_CACHE_URL,
+            "KEY_PREFIX": "rolegate",
+            # The exchange never waits long on the cache: the rate limit fails open.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+        if ROLEGATE_CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
 
