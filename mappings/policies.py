@@ -221,11 +221,16 @@ def _one_or_list(values: Sequence[str]) -> object:
     return values[0] if len(values) == 1 else list(values)
 
 
+# IAM accepts only STS assume actions in a trust policy ("AssumeRole policy may only specify STS
+# AssumeRole actions"): no "sts:*".
+_ASSUME_ACTIONS = ["sts:AssumeRole", "sts:AssumeRoleWithSAML", ASSUME_ACTION, TAG_ACTION]
+
+
 def trusts_nobody() -> dict:
     """A valid trust policy that lets no one assume the role."""
     return {
         "Version": POLICY_VERSION,
-        "Statement": [{"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "sts:*"}],
+        "Statement": [{"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": _ASSUME_ACTIONS}],
     }
 
 

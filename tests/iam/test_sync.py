@@ -404,3 +404,17 @@ def test_a_failed_send_does_not_leave_the_role_marked_queued(monkeypatch):
         sync.role_sync_enqueue(role_id=role.pk)
     role.refresh_from_db()
     assert role.sync_queued_at is None
+
+
+def test_a_role_whose_last_mapping_goes_is_written_a_policy_that_trusts_nobody(moto_aws):
+    """IAM (and moto) refuse a trust policy with actions other than STS assume actions."""
+    _, _, [role] = registry()
+    create_iam_role("deploy-web")
+    assert tasks.sync_role.apply(kwargs={"role_id": role.pk}).get()[0]["outcome"] == "updated"
+
+    services.registry_update(role.mappings.get(), actor="test", enabled=False)
+    [line] = tasks.sync_role.apply(kwargs={"role_id": role.pk}).get()
+    assert line["outcome"] == "updated", line
+    assert live_policy("deploy-web") == policies.trusts_nobody()
+    role.refresh_from_db()
+    assert role.sync_status == Role.SyncStatus.IN_SYNC
