@@ -73,6 +73,13 @@ def pattern_problems(pattern: object, *, label: str = "pattern") -> list[str]:
         problems.append(f"{label} contains whitespace, which no GitLab project path or ref has")
     if any(ord(char) < 32 or ord(char) == 127 for char in pattern):
         problems.append(f"{label} contains a control character")
+    beyond = sorted({char for char in pattern if ord(char) > 0xFF})
+    if beyond:
+        # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_iam-quotas.html
+        problems.append(
+            f"{label} contains {''.join(beyond)!r}: IAM policies hold only Latin-1 characters "
+            "(up to U+00FF), so the trust policy could not be written; use '?' or '*' in its place"
+        )
     for char, why in _FORBIDDEN.items():
         if char in pattern:
             problems.append(f"{label} contains {why}")

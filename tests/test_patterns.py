@@ -109,6 +109,7 @@ def test_fnmatch_would_differ_on_brackets():
         ("platform/**", "'**'"),
         ("x" * 256, "at most 255"),
         (42, "must be a string"),
+        ("功能/*", "Latin-1"),  # IAM policy documents hold only U+0009..U+00FF
     ],
 )
 def test_pattern_problems_explain_bad_patterns(pattern, fragment):
@@ -117,7 +118,7 @@ def test_pattern_problems_explain_bad_patterns(pattern, fragment):
     assert any(fragment in p for p in problems), problems
 
 
-@pytest.mark.parametrize("pattern", ["*", "platform/*", "v?.?.*", "feature/*", "main", "prod-eu-1"])
+@pytest.mark.parametrize("pattern", ["*", "platform/*", "v?.?.*", "feature/*", "main", "prod-eu-1", "café/ü*"])
 def test_good_patterns_have_no_problems(pattern):
     assert patterns.pattern_problems(pattern) == []
 
