@@ -86,9 +86,24 @@ def _claim(claims: Mapping[str, object], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def has_tag_conditions(rule: Rule) -> bool:
+    """Whether ``rule`` has conditions that IAM can check only through session tags."""
+    return rule.protected or rule.environment is not None or bool(rule.pipeline_sources)
+
+
+def unenforceable(rule: Rule) -> bool:
+    """A brokered role without session tags cannot make IAM check ``protected``, ``environment``
+    or ``pipeline_sources``; and since a minted token is not bound to one role, a token minted for
+    another role with the same project and ref would pass this role's trust policy. Such a
+    mapping grants nothing (and is left out of the trust policy)."""
+    return rule.account_mode == "brokered" and not rule.session_tags and has_tag_conditions(rule)
+
+
 def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluation:
     """Every condition of ``rule`` that ``claims`` fail, in the order a person would check them."""
     failed: list[Failure] = []
+    if unenforceable(rule):
+        failed.append(Failure("session_tags", "true", "false"))
     if not rule.enabled:
         failed.append(Failure("enabled", "true", "false"))
     if rule.expires_at is not None and rule.expires_at <= now:

@@ -314,6 +314,23 @@ class Mapping(TimestampedModel):
             raise ValidationError(
                 {"environment": "An empty environment pattern matches no job; leave it unset to match any job."}
             )
+        try:
+            role = self.role
+        except Role.DoesNotExist:  # reported on the field itself
+            role = None
+        conditioned = self.protected or self.environment is not None or bool(self.pipeline_sources)
+        if (
+            conditioned
+            and role is not None
+            and role.account_id is not None
+            and role.account.mode == Account.Mode.BROKERED
+            and not role.session_tags
+        ):
+            raise ValidationError(
+                f"Role {role} does not use session tags, so IAM cannot check this mapping's protected, "
+                "environment or pipeline_sources conditions (and a token minted for another role with the "
+                "same project and ref would pass them). Turn on session_tags for the role, or drop the conditions."
+            )
 
     @property
     def is_expired(self) -> bool:

@@ -28,7 +28,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from mappings import minted, patterns
-from mappings.matching import Rule
+from mappings.matching import Rule, has_tag_conditions
 
 POLICY_VERSION = "2012-10-17"
 ASSUME_ACTION = "sts:AssumeRoleWithWebIdentity"
@@ -139,6 +139,11 @@ def unchecked_conditions(rule: Rule, *, mode: str, session_tags: bool) -> tuple[
     """Warnings for the conditions of ``rule`` that IAM cannot check in this account."""
     if mode == BROKERED and session_tags:
         return ()
+    if mode == BROKERED and has_tag_conditions(rule):
+        return (
+            f"mapping {rule.name} grants nothing: IAM can check its protected/environment/pipeline_sources "
+            "conditions only through session tags, which this role does not use; turn session_tags on",
+        )
     why = (
         "GitLab's token carries no session tags IAM could check"
         if mode == DIRECT
@@ -239,6 +244,8 @@ def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
     federated = provider_arn(data.account_id, data.rolegate_issuer)
     groups: dict[_Signature, list[str]] = {}
     for rule in rules:
+        if not data.session_tags and has_tag_conditions(rule):
+            continue  # grants nothing (mappings.matching.unenforceable): IAM could not check it
         signature = (
             _Signature(rule.protected, rule.environment, tuple(sorted(rule.pipeline_sources)))
             if data.session_tags

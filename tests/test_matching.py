@@ -127,3 +127,14 @@ def test_index_finds_rules_by_literal_prefix_only():
     registry = Registry(rules)
     found = {r.name for r in registry.candidates("gitlab-example", "group7/app")}
     assert found == {"m7", "all"}
+
+
+def test_a_conditioned_mapping_of_a_brokered_role_without_session_tags_grants_nothing(web_main_claims):
+    """IAM could check its condition only through session tags, and a token minted for another
+    role with the same project and ref would pass the role's sub-only trust policy."""
+    registry = Registry([rule("web-main", session_tags=False, protected=True)])
+    decision = decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW)
+    assert not decision.granted
+    assert [f.field for f in decision.evaluations[0].failed] == ["session_tags"]
+    plain = Registry([rule("web-main", session_tags=False, protected=False)])
+    assert decide(plain, issuer="gitlab-example", claims=web_main_claims, now=NOW).granted

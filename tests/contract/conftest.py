@@ -69,7 +69,6 @@ mappings:
     issuer: {issuer_name}
     role: prod/readonly
     project: platform/*
-    protected: true
   - name: long-names-readonly
     issuer: {issuer_name}
     role: prod/readonly

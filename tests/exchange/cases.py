@@ -39,8 +39,9 @@ ACCOUNTS = [
 ]
 ROLES = [
     {"account": "prod", "name": "deploy-web", "max_session_seconds": 3600, "session_tags": True},
-    {"account": "prod", "name": "deploy-api", "max_session_seconds": 3600, "session_tags": False},
-    {"account": "prod", "name": "release-web", "max_session_seconds": 3600, "session_tags": True},
+    {"account": "prod", "name": "deploy-api", "max_session_seconds": 3600, "session_tags": True},
+    # Without session tags: its mapping has no condition IAM could check only through tags.
+    {"account": "prod", "name": "release-web", "max_session_seconds": 3600, "session_tags": False},
     {"account": "prod", "name": "readonly", "max_session_seconds": 7200, "session_tags": True},
     {"account": "legacy", "name": "deploy-old", "max_session_seconds": 3600, "session_tags": True},
 ]

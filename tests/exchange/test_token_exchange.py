@@ -78,17 +78,21 @@ def test_web_main_gets_a_token_aws_accepts(api, registry, stand_in, web_main_cla
     assert UsedToken.objects.filter(jti=claims["jti"], role_arn=cases.DEPLOY_WEB).count() == 1
 
 
-def test_environment_is_copied_and_tagged_and_role_without_session_tags(api, registry, stand_in, api_production_claims):
+def test_environment_is_copied_and_tagged_and_role_without_session_tags(
+    api, registry, stand_in, api_production_claims, release_tag_claims
+):
     claims = stand_in.claims(api_production_claims)
     response = post_form(api, TOKEN, exchange_params(stand_in.mint(claims), cases.DEPLOY_API))
     assert response.status_code == 200, response.content
     minted = verify_like_aws(api, response.json()["access_token"], audience=cases.STS_AUDIENCE)
     assert minted["environment"] == "production"
-    assert "https://aws.amazon.com/tags" not in minted  # deploy-api has session_tags off
+    assert minted["https://aws.amazon.com/tags"]["principal_tags"]["environment"] == ["production"]
 
-    readonly = post_form(api, TOKEN, exchange_params(stand_in.mint(claims), cases.READONLY)).json()
-    tags = verify_like_aws(api, readonly["access_token"], audience=cases.STS_AUDIENCE)["https://aws.amazon.com/tags"]
-    assert tags["principal_tags"]["environment"] == ["production"]
+    release = stand_in.claims(release_tag_claims)
+    untagged = post_form(api, TOKEN, exchange_params(stand_in.mint(release), cases.RELEASE_WEB))
+    assert untagged.status_code == 200, untagged.content
+    minted = verify_like_aws(api, untagged.json()["access_token"], audience=cases.STS_AUDIENCE)
+    assert "https://aws.amazon.com/tags" not in minted  # release-web has session_tags off
 
 
 def test_json_body_is_accepted(api, registry, stand_in, web_main_claims):

@@ -58,14 +58,24 @@ def test_brokered_policy_condition_per_mapping_field(overrides, equals, like):
         assert condition["StringLike"][full] == value
 
 
-def test_brokered_without_session_tags_warns_and_does_not_allow_tag_session():
-    result = policies.generate(make_input([make_rule(protected=True, environment="prod")], session_tags=False))
+def test_brokered_without_session_tags_does_not_allow_tag_session():
+    result = policies.generate(make_input([make_rule()], session_tags=False))
     [statement] = statements(result)
     assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
-    assert "aws:RequestTag/ref_protected" not in json.dumps(statement)
-    assert set(result.mapping_warnings) == {"web-main"}
-    assert any("'protected' is not enforced" in w for w in result.warnings)
-    assert any("'environment' is not enforced" in w for w in result.warnings)
+    assert result.warnings == ()
+
+
+def test_brokered_without_session_tags_leaves_out_mappings_iam_could_not_check():
+    """A token minted for another role with the same project and ref would pass a sub-only
+    statement: such a mapping grants nothing (the matcher agrees) and is not in the policy."""
+    rules = [make_rule("plain", project="platform/web"), make_rule("guarded", project="platform/api", protected=True)]
+    result = policies.generate(make_input(rules, session_tags=False))
+    text = json.dumps(statements(result))
+    assert "platform/web" in text and "platform/api" not in text
+    assert set(result.mapping_warnings) == {"guarded"}
+    assert any("guarded grants nothing" in w for w in result.warnings)
+    only_guarded = policies.generate(make_input([rules[1]], session_tags=False))
+    assert only_guarded.document == policies.trusts_nobody()
 
 
 def test_mappings_with_different_extra_conditions_get_separate_statements():

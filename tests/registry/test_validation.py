@@ -218,3 +218,22 @@ def test_slugs_and_account_ids_are_unique():
     first = mapping(issuer=existing)
     first.save()
     assert "name" in errors(mapping(issuer=existing))
+
+
+@pytest.mark.django_db
+def test_a_conditioned_mapping_needs_session_tags_on_a_brokered_role():
+    from django.core.exceptions import ValidationError
+
+    from mappings import services
+    from tests.factories import AccountFactory, IssuerFactory, RoleFactory
+
+    role = RoleFactory(account=AccountFactory(name="tagless", mode="brokered"), session_tags=False)
+    with pytest.raises(ValidationError, match="does not use session tags"):
+        services.mapping_create(
+            actor="test", name="guarded", issuer=IssuerFactory(), role=role, project="platform/web", protected=True
+        )
+    services.mapping_create(actor="test", name="plain", issuer=IssuerFactory(), role=role, project="platform/web")
+    direct = RoleFactory(account=AccountFactory(name="gitlab-direct", mode="direct"), session_tags=False)
+    services.mapping_create(  # direct mode: IAM sees GitLab's own token; warned about, not refused
+        actor="test", name="direct-guarded", issuer=IssuerFactory(), role=direct, project="platform/web", protected=True
+    )
