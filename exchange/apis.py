@@ -90,6 +90,11 @@ def parse_body(*, content_type: str, content_length: str | None, read) -> dict[s
             value = str(value)
         if not isinstance(value, str):
             raise _BadRequest(f"Parameter {key[:60]!r} must be a string.")
+        try:
+            key.encode("utf-8")
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape
+            raise _BadRequest(f"Parameter {key[:60]!r} is not valid Unicode text.") from None
         params[key] = value
     return params
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -83,9 +84,9 @@ def thumbprint(jwk: dict[str, str]) -> str:
     return _b64(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
-def _kek() -> AESGCM:
+def _kek(secret: str | None = None) -> AESGCM:
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"rolegate", info=b"signing-key-encryption-v1")
-    return AESGCM(hkdf.derive(settings.SECRET_KEY.encode("utf-8")))
+    return AESGCM(hkdf.derive((secret or settings.SECRET_KEY).encode("utf-8")))
 
 
 def _encrypt(private_key: rsa.RSAPrivateKey, kid: str) -> bytes:
@@ -100,12 +101,19 @@ def _decrypt(blob: bytes, kid: str) -> rsa.RSAPrivateKey:
     blob = bytes(blob)
     if blob[:2] != _BLOB_VERSION:
         raise SigningKeyError(f"signing key {kid} has an unknown encryption format")
-    try:
-        der = _kek().decrypt(blob[2:14], blob[14:], kid.encode("ascii"))
-    except Exception:  # cryptography raises InvalidTag; never show key material
+    # The current secret first, then DJANGO_SECRET_KEY_FALLBACKS: rotating the secret keeps the
+    # signing keys readable while the old one is listed there.
+    for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS):
+        try:
+            der = _kek(secret).decrypt(blob[2:14], blob[14:], kid.encode("ascii"))
+            break
+        except InvalidTag:
+            continue
+    else:
         raise SigningKeyError(
-            f"signing key {kid} cannot be decrypted: DJANGO_SECRET_KEY differs from the one it was stored with"
-        ) from None
+            f"signing key {kid} cannot be decrypted: DJANGO_SECRET_KEY differs from the one it was stored with "
+            "(list the old one in DJANGO_SECRET_KEY_FALLBACKS)"
+        )
     key = serialization.load_der_private_key(der, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SigningKeyError(f"signing key {kid} is not an RSA key")

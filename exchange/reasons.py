@@ -40,6 +40,7 @@ STS_REFUSED = "sts_refused"
 
 # temporarily_unavailable: a dependency of ours failed.
 STS_UNAVAILABLE = "sts_unavailable"
+SIGNING_KEY_UNAVAILABLE = "signing_key_unavailable"
 
 # reason -> (OAuth error code, HTTP status, meaning). The README's table is generated from this.
 REASONS: dict[str, tuple[str, int, str]] = {
@@ -76,4 +77,9 @@ REASONS: dict[str, tuple[str, int, str]] = {
     INVALID_DURATION: ("invalid_target", 400, "duration_seconds is above the role's max_session_seconds."),
     STS_REFUSED: ("invalid_target", 400, "STS refused AssumeRoleWithWebIdentity (its error code is in the detail)."),
     STS_UNAVAILABLE: ("temporarily_unavailable", 503, "STS could not be reached or failed (5xx, throttling)."),
+    SIGNING_KEY_UNAVAILABLE: (
+        "temporarily_unavailable",
+        503,
+        "Rolegate's signing key cannot be decrypted (DJANGO_SECRET_KEY changed; see DJANGO_SECRET_KEY_FALLBACKS).",
+    ),
 }

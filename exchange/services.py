@@ -91,7 +91,7 @@ def _audit_denied(ctx: RequestContext, error: ExchangeError, **fields) -> None:
                 latency_ms=_latency_ms(ctx),
                 **fields,
             )
-    except DatabaseError:
+    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
         logger.exception("audit event %s could not be written", ctx.request_id)
         raise AuditUnavailable() from None
 
@@ -203,7 +203,17 @@ def _exchange(
         session_name = minted.role_session_name(claims["project_id"], claims["job_id"])
         jti = keys.new_jti()
         issued_at = int(time.time())
-        token = keys.sign(minted_claims(rule=rule, claims=claims, sub=sub, jti=jti, now=issued_at))
+        try:
+            token = keys.sign(minted_claims(rule=rule, claims=claims, sub=sub, jti=jti, now=issued_at))
+        except keys.SigningKeyError as exc:
+            logger.error("exchange %s cannot sign: %s", ctx.request_id, exc)
+            raise ExchangeError(
+                "temporarily_unavailable",
+                reasons.SIGNING_KEY_UNAVAILABLE,
+                "Rolegate cannot use its signing key right now; the operators have been told. Try again later.",
+                status_code=503,
+                headers={"Retry-After": "60"},
+            ) from None
         audit_fields.update(minted_jti=jti, role_session_name=session_name)
         # Keep the replay row while the token could be accepted (a year at most: exp is the token's word).
         expires = min(float(claims["exp"]) + settings.ROLEGATE_CLOCK_LEEWAY, issued_at + 366 * 86400)
@@ -254,7 +264,7 @@ def _exchange(
                 reasons.REPLAY,
                 f"This subject token (jti {claims['jti'][:80]!r}) was already exchanged for {rule.role_arn}.",
             ) from None
-        except DatabaseError:
+        except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
             logger.exception("audit event %s could not be written", ctx.request_id)
             raise AuditUnavailable() from None
         return result

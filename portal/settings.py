@@ -83,6 +83,9 @@ if not SECRET_KEY:
         "it also protects Rolegate's signing keys at rest. Only DJANGO_DEBUG=1 generates one."
     )
 
+# Old secrets, comma-separated, still accepted (sessions, signing keys at rest) while rotating.
+SECRET_KEY_FALLBACKS = [k.strip() for k in (env_secret("DJANGO_SECRET_KEY_FALLBACKS") or "").split(",") if k.strip()]
+
 ROLEGATE_ISSUER = env_str("ROLEGATE_ISSUER", "http://127.0.0.1:8000").rstrip("/")
 _issuer = urlsplit(ROLEGATE_ISSUER)
 if _issuer.scheme not in ("http", "https") or not _issuer.hostname:
