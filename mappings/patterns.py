@@ -9,7 +9,6 @@ Pure functions, no Django.
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
 WILDCARDS = frozenset("*?")
@@ -25,25 +24,33 @@ _FORBIDDEN = {
 }
 
 
-@lru_cache(maxsize=65536)
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """The regular expression equivalent to ``pattern`` under StringLike semantics."""
-    parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
-
-
 def matches(pattern: str, value: str) -> bool:
-    """Whether ``value`` matches ``pattern`` (IAM StringLike, case-sensitive, whole string)."""
+    """Whether ``value`` matches ``pattern`` (IAM StringLike, case-sensitive, whole string).
+
+    A two-pointer glob match that backtracks only to the last ``*``: at most
+    len(pattern) x len(value) steps, so a crafted 255-character ref cannot make a pattern with
+    many stars take seconds, as a backtracking regular expression would.
+    """
     if not has_wildcards(pattern):
         return pattern == value
-    return compile_pattern(pattern).fullmatch(value) is not None
+    p = v = 0
+    star = -1  # position in pattern of the last '*' seen
+    resume = 0  # position in value that this '*' has swallowed up to
+    while v < len(value):
+        if p < len(pattern) and pattern[p] == "*":
+            star, resume = p, v
+            p += 1
+        elif p < len(pattern) and (pattern[p] == "?" or pattern[p] == value[v]):
+            p += 1
+            v += 1
+        elif star >= 0:
+            resume += 1
+            p, v = star + 1, resume
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
 
 
 def has_wildcards(pattern: str) -> bool:
