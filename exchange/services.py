@@ -186,13 +186,6 @@ def _exchange(
         audit_fields.update(role_arn=rule.role_arn, mapping=rule.name)
 
         sub = minted.minted_sub(verified.issuer.name, claims["project_path"], claims["ref_type"], claims["ref"])
-        if len(sub) > minted.MAX_SUB_LENGTH:
-            raise ExchangeError(
-                "invalid_target",
-                reasons.SUB_TOO_LONG,
-                f"The minted sub would be {len(sub)} characters, more than AWS's {minted.MAX_SUB_LENGTH}; "
-                "shorten the issuer name, project path or ref.",
-            )
         if duration_seconds is not None and duration_seconds > rule.max_session_seconds:
             raise ExchangeError(
                 "invalid_target",

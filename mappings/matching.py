@@ -13,12 +13,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from mappings import patterns
+from mappings import minted, patterns
 
 # Reason codes of a denial decided by the matcher (the audit's ``reason``).
 NO_MATCHING_MAPPING = "no_matching_mapping"
 AMBIGUOUS_ROLE = "ambiguous_role"
 DIRECT_MODE_ACCOUNT = "direct_mode_account"
+SUB_TOO_LONG = "sub_too_long"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +224,17 @@ def decide(
             f"{rule.role_arn} is in account {rule.account_name!r}, which is in direct mode: its roles trust "
             "GitLab itself, so call AWS STS with the GitLab token instead of Rolegate.",
             rule=None,
+            evaluations=evaluations,
+        )
+    sub = minted.minted_sub(
+        issuer, str(claims.get("project_path")), str(claims.get("ref_type")), str(claims.get("ref"))
+    )
+    if len(sub) > minted.MAX_SUB_LENGTH:
+        return Decision(
+            False,
+            SUB_TOO_LONG,
+            f"The minted sub would be {len(sub)} characters, more than AWS's {minted.MAX_SUB_LENGTH}; "
+            "shorten the issuer name, project path or ref.",
             evaluations=evaluations,
         )
     return Decision(

@@ -142,6 +142,13 @@ CASES: list[tuple[str, dict, str | None, str]] = [
         "no_matching_mapping",
     ),
     ("a role Rolegate does not manage", claims(WEB_MAIN), NOT_MANAGED, "no_matching_mapping"),
+    # The minted sub (issuer name + project path + ref) would pass AWS's 255 characters.
+    (
+        "a sub longer than 255 characters",
+        claims(WEB_MAIN, project_path="platform/" + "a" * 230),
+        READONLY,
+        "sub_too_long",
+    ),
     ("api production deploys the api", claims(API_PROD), DEPLOY_API, "granted"),
     (
         "api production from a schedule is refused",
