@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -28,10 +29,19 @@ class AuditEventPagination(CursorPagination):
     max_page_size = 1000
 
     def decode_cursor(self, request):
+        malformed = ApiError("invalid_request", "The cursor is malformed; use a page's next URL as given.")
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound:
-            raise ApiError("invalid_request", "The cursor is malformed; use a page's next URL as given.") from None
+            raise malformed from None
+        # The position is a time of ours, base64'd by DRF; anything else would fail in the query.
+        if cursor is not None and cursor.position is not None:
+            try:
+                if parse_datetime(cursor.position) is None:
+                    raise malformed
+            except ValueError:
+                raise malformed from None
+        return cursor
 
     def get_paginated_response(self, data):
         return Response({"results": data, "next": self.get_next_link()})

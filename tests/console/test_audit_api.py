@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -79,6 +80,15 @@ def test_bad_filter_values_are_400_with_a_clear_message(api, param, value):
     assert param in body["error_description"]
     if param != "outcome":
         assert "ISO 8601" in body["error_description"]
+
+
+@pytest.mark.parametrize("raw", ["p=notadate", "o=1&p=2026-13-45", "r=1&p=x", "p=" + "9" * 40])
+def test_a_well_encoded_cursor_with_a_bad_position_is_a_client_error_not_a_500(api, raw):
+    """Found in review: DRF decodes these, and the bad time then failed inside the query."""
+    cursor = base64.b64encode(raw.encode()).decode()
+    response = api.get(URL, {"cursor": cursor})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_request"
 
 
 def test_garbage_cursor_is_a_client_error_not_a_500(api):
