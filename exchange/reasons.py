@@ -58,7 +58,11 @@ REASONS: dict[str, tuple[str, int, str]] = {
     UNKNOWN_ISSUER: ("invalid_grant", 400, "Its iss is not a registered issuer (its keys are never fetched)."),
     ALG_NOT_ALLOWED: ("invalid_grant", 400, "Its alg is not RS256 (none and HMAC are always refused)."),
     UNKNOWN_KID: ("invalid_grant", 400, "Its kid is not in the issuer's JWKS, even after a refresh."),
-    JWKS_UNAVAILABLE: ("invalid_grant", 400, "The issuer's keys could not be fetched and none are cached."),
+    JWKS_UNAVAILABLE: (
+        "temporarily_unavailable",
+        503,
+        "The issuer's keys could not be fetched and none are cached (Retry-After: 30).",
+    ),
     BAD_SIGNATURE: ("invalid_grant", 400, "The signature does not verify with the issuer's key."),
     TOKEN_EXPIRED: ("invalid_grant", 400, "exp is in the past (beyond ROLEGATE_CLOCK_LEEWAY)."),
     TOKEN_NOT_YET_VALID: ("invalid_grant", 400, "nbf or iat is in the future (beyond ROLEGATE_CLOCK_LEEWAY)."),

@@ -135,6 +135,14 @@ def client_rate_limit(*, ctx: RequestContext) -> None:
 
 
 def _invalid_grant(rejected: gitlab.TokenRejected) -> ExchangeError:
+    if rejected.reason == reasons.JWKS_UNAVAILABLE:  # GitLab's outage, not the token's fault
+        return ExchangeError(
+            "temporarily_unavailable",
+            rejected.reason,
+            rejected.description,
+            status_code=503,
+            headers={"Retry-After": str(int(gitlab.REFRESH_INTERVAL))},
+        )
     return ExchangeError("invalid_grant", rejected.reason, rejected.description)
 
 
