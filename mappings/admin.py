@@ -14,9 +14,10 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.html import format_html
 
+from exchange.admin import ReadOnlyAdmin
 from mappings import services
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
-from mappings.models import EMPTY_PATTERN, PIPELINE_SOURCES, Account, Issuer, Mapping, Role
+from mappings.models import EMPTY_PATTERN, PIPELINE_SOURCES, Account, Issuer, Mapping, RetiredRole, Role
 
 ROLE_SYNC_FIELDS = ("sync_status", "synced_at", "live_policy_sha256", "drift", "last_error")
 PROVIDER_SYNC_FIELDS = ("provider_status", "provider_synced_at", "provider_error")
@@ -256,3 +257,11 @@ class MappingAdmin(ThroughServicesAdmin):
         if obj.is_expired:
             return format_html('<strong style="color:#ba2121">expired</strong> {}', when)
         return when
+
+
+@admin.register(RetiredRole)
+class RetiredRoleAdmin(ReadOnlyAdmin):
+    """IAM roles Rolegate no longer manages whose trust policy the next sync empties."""
+
+    list_display = ("account_id", "role_name", "created_at", "last_error")
+    search_fields = ("account_id", "role_name")

@@ -341,6 +341,24 @@ class Mapping(TimestampedModel):
         return self.enabled and not self.is_expired
 
 
+class RetiredRole(models.Model):
+    """An IAM role Rolegate stopped managing (its role was deleted, renamed or moved) whose trust
+    policy the next sync of its account still has to empty: IAM keeps a role's last policy."""
+
+    account_id = models.CharField("account id", max_length=12)
+    role_name = models.CharField(max_length=64)
+    manager_role_arn = models.CharField(max_length=600, blank=True, null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["account_id", "role_name"]
+        constraints = [models.UniqueConstraint(fields=["account_id", "role_name"], name="retired_role_unique_identity")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}/{self.role_name}"
+
+
 class RegistryVersion(models.Model):
     """A single row whose counter moves with every registry change, in the same transaction.
 

@@ -15,6 +15,7 @@ from typing import TypeVar
 from django.db import models, transaction
 from django.db.models import F
 
+from mappings import retired, sync
 from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,7 @@ def registry_changed(*, role_ids: Iterable[int]) -> None:
         RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1})
     role_ids = {role_id for role_id in role_ids if role_id}
     if role_ids:
-        from mappings.sync import schedule_role_sync
-
-        schedule_role_sync(role_ids=role_ids)
+        sync.schedule_role_sync(role_ids=role_ids)
 
 
 @transaction.atomic
@@ -58,6 +57,10 @@ def registry_save(obj: RegistryObject, *, actor: str) -> RegistryObject:
     obj.full_clean()
     touched = _touched_role_ids(obj)
     created = obj.pk is None
+    if isinstance(obj, Role):
+        retired.role_identity_changed(obj)
+    elif isinstance(obj, Account):
+        retired.account_identity_changed(obj)
     obj.save()
     touched |= _touched_role_ids(obj)
     registry_changed(role_ids=touched)
@@ -71,11 +74,23 @@ def registry_delete(obj: RegistryObject, *, actor: str) -> None:
     by ``on_delete=PROTECT``; deleting a role deletes its mappings."""
     touched = _touched_role_ids(obj)
     if isinstance(obj, Role):
-        touched.discard(obj.pk)  # the role is gone: nothing left to sync
+        touched.discard(obj.pk)  # the role is gone: its IAM role's trust is emptied instead
+        retired.role_retire(
+            account_id=obj.account.account_id, role_name=obj.name, manager_role_arn=obj.account.manager_role_arn
+        )
+        account_pk = obj.account_id
+        if sync.broker_configured():
+            transaction.on_commit(lambda: _queue_account_sync(account_pk), robust=True)
     label = str(obj)
     obj.delete()
     registry_changed(role_ids=touched)
     logger.info("deleted %s %s by %s", type(obj).__name__.lower(), label, actor)
+
+
+def _queue_account_sync(account_pk: int) -> None:
+    from mappings.tasks import sync_account
+
+    sync_account.delay(account_id=account_pk)
 
 
 def issuer_create(*, actor: str, **fields) -> Issuer:

@@ -23,7 +23,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from mappings import aws_iam, policies
+from mappings import aws_iam, policies, retired
 from mappings.matching import Rule
 from mappings.models import Account, Issuer, Mapping, Role
 
@@ -357,6 +357,11 @@ def account_sync(*, account_id: int, dry_run: bool = False) -> list[SyncLine]:
             line = SyncLine(role_label(role), FAILED, f"{exc} (will retry)")
         if line is not None:
             lines.append(line)
+    aws_account_id = Account.objects.filter(pk=account_id).values_list("account_id", flat=True).first()
+    if aws_account_id is not None:
+        retired_lines, retired_transient = retired.retired_roles_sync(account_ids=[aws_account_id], dry_run=dry_run)
+        lines.extend(retired_lines)
+        transient = transient or retired_transient
     if transient is not None:
         raise transient
     return lines

@@ -15,7 +15,7 @@ from celery.exceptions import Retry
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from django.core.management.base import BaseCommand, CommandError
 
-from mappings import sync
+from mappings import retired, sync
 from mappings.aws_iam import AwsError
 from mappings.models import Account
 from mappings.tasks import sync_account
@@ -60,12 +60,11 @@ class Command(BaseCommand):
             except (AwsError, Retry) as exc:
                 reason = getattr(exc, "exc", None) or exc
                 lines = [sync.SyncLine(f"account {item.name}", sync.FAILED, f"{reason}").as_dict()]
-            for line in lines:
-                line = sync.SyncLine(**line)
-                outcomes[line.outcome] += 1
-                self.stdout.write(line.text())
-                if line.diff:
-                    self.stdout.write(line.diff.rstrip("\n"))
+            self._print([sync.SyncLine(**line) for line in lines], outcomes)
+        if account is None:
+            # Roles retired from accounts Rolegate no longer manages at all.
+            lines, _ = retired.retired_roles_sync(account_ids=retired.orphan_account_ids(), dry_run=check)
+            self._print(lines, outcomes)
         summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())) or "nothing to sync"
         self.stdout.write(f"{'checked' if check else 'synced'} {sum(outcomes.values())}: {summary}")
         if outcomes[sync.FAILED]:
@@ -79,3 +78,10 @@ class Command(BaseCommand):
         if sync.broker_configured():
             return sync_account.apply_async(kwargs=kwargs, ignore_result=False).get(timeout=timeout)
         return sync_account.apply(kwargs=kwargs, throw=True).get()
+
+    def _print(self, lines: list[sync.SyncLine], outcomes: Counter[str]) -> None:
+        for line in lines:
+            outcomes[line.outcome] += 1
+            self.stdout.write(line.text())
+            if line.diff:
+                self.stdout.write(line.diff.rstrip("\n"))
