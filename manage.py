@@ -7,8 +7,16 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 (loads the settings: a missing secret stops here)
+    except ImproperlyConfigured as exc:
+        # One line of reason (CONTRACT §9), not the traceback Django would print further on.
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(2)
     execute_from_command_line(sys.argv)
 
 

@@ -46,6 +46,15 @@ def test_production_without_a_secret_key_refuses_to_start():
     assert "ImproperlyConfigured: DJANGO_SECRET_KEY is not set" in result.stderr
 
 
+def test_a_command_without_a_secret_key_stops_with_one_line_of_reason():
+    """CONTRACT §9: non-zero and a one-line reason on standard error, not a traceback."""
+    result = python("", {"ROLEGATE_ISSUER": "https://rolegate.example.com"}, "manage.py", "export")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("DJANGO_SECRET_KEY is not set.")
+
+
 def test_secret_key_file_is_read(tmp_path):
     path = tmp_path / "secret"
     path.write_text(SECRET + "\n")
