@@ -193,7 +193,7 @@ def _exchange(
         rule = decision.rule
         audit_fields.update(role_arn=rule.role_arn, mapping=rule.name)
 
-        sub = minted.minted_sub(verified.issuer.name, claims["project_path"], claims["ref_type"], claims["ref"])
+        sub = decision.sub  # decide() built it and checked its length
         if duration_seconds is not None and duration_seconds > rule.max_session_seconds:
             raise ExchangeError(
                 "invalid_target",

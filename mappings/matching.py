@@ -76,6 +76,7 @@ class Decision:
     detail: str
     rule: Rule | None = None
     evaluations: tuple[Evaluation, ...] = field(default=())
+    sub: str | None = None  # the minted token's sub, when granted
 
     @property
     def role_arn(self) -> str | None:
@@ -238,5 +239,5 @@ def decide(
             evaluations=evaluations,
         )
     return Decision(
-        True, "granted", f"Mapping {rule.name!r} grants {rule.role_arn}.", rule=rule, evaluations=evaluations
+        True, "granted", f"Mapping {rule.name!r} grants {rule.role_arn}.", rule=rule, evaluations=evaluations, sub=sub
     )
