@@ -42,10 +42,12 @@ class Claim:
     registered: bool = False
     max_length: int = 255  # strings checked by Rolegate: longer is invalid_claim
     values: tuple[str, ...] = ()  # when given, the only values accepted
-    no_colon: bool = False  # part of the minted sub, where ':' would make it ambiguous
+    in_sub: bool = False  # part of the minted sub (and of GitLab's default sub)
+    no_colon: bool = False  # free text in the sub, where ':' would make it ambiguous
     minted: Minted = Minted.NO
     session_tag: bool = False  # a principal session tag of minted tokens (roles with session_tags)
     audited: bool = False  # kept in the audit event: enough to re-decide the request later
+    audit_filter: bool = False  # an exact-match filter of the audit API
     explained: bool = False  # shown on the console's explain page
 
     @property
@@ -70,10 +72,12 @@ CATALOGUE: tuple[Claim, ...] = (
         "project_path",
         _STRING,
         required=True,
+        in_sub=True,
         no_colon=True,
         minted=Minted.COPIED,
         session_tag=True,
         audited=True,
+        audit_filter=True,
         explained=True,
     ),
     Claim("project_id", _STRING, required=True, max_length=64, minted=Minted.COPIED, audited=True),
@@ -84,6 +88,7 @@ CATALOGUE: tuple[Claim, ...] = (
         "ref",
         _STRING,
         required=True,
+        in_sub=True,
         no_colon=True,
         minted=Minted.COPIED,
         session_tag=True,
@@ -95,6 +100,7 @@ CATALOGUE: tuple[Claim, ...] = (
         _STRING,
         required=True,
         values=("branch", "tag"),
+        in_sub=True,
         minted=Minted.COPIED,
         session_tag=True,
         audited=True,
@@ -121,9 +127,18 @@ CATALOGUE: tuple[Claim, ...] = (
         audited=True,
         explained=True,
     ),
-    Claim("pipeline_id", _STRING, required=True, max_length=64, minted=Minted.COPIED, audited=True),
-    Claim("job_id", _STRING, required=True, max_length=64, minted=Minted.COPIED, audited=True, explained=True),
-    Claim("user_login", _STRING, minted=Minted.COPIED, audited=True, explained=True),
+    Claim("pipeline_id", _STRING, required=True, max_length=64, minted=Minted.COPIED, audited=True, audit_filter=True),
+    Claim(
+        "job_id",
+        _STRING,
+        required=True,
+        max_length=64,
+        minted=Minted.COPIED,
+        audited=True,
+        audit_filter=True,
+        explained=True,
+    ),
+    Claim("user_login", _STRING, minted=Minted.COPIED, audited=True, audit_filter=True, explained=True),
 )
 
 BY_NAME: dict[str, Claim] = {claim.name: claim for claim in CATALOGUE}
@@ -140,9 +155,11 @@ NUMBERS = _names(where=lambda c: c.json_type is JsonType.NUMBER)
 REQUIRED_STRINGS = _names(where=lambda c: c.checked_string and c.required)
 OPTIONAL_STRINGS = _names(where=lambda c: c.checked_string and not c.required)
 ENUMERATED = _names(where=lambda c: bool(c.values))
+IN_SUB = _names(where=lambda c: c.in_sub)
 NO_COLON = _names(where=lambda c: c.no_colon)
 COPIED = _names(where=lambda c: c.minted is Minted.COPIED)
 IN_MINTED_TOKENS = _names(where=lambda c: c.minted is not Minted.NO)
 SESSION_TAGS = _names(where=lambda c: c.session_tag)
 AUDITED = _names(where=lambda c: c.audited)
+AUDIT_FILTERS = _names(where=lambda c: c.audit_filter)
 EXPLAINED = _names(where=lambda c: c.explained)
