@@ -70,7 +70,7 @@ def test_a_role_recreated_under_a_retired_name_is_managed_again_not_emptied(moto
 def test_a_retired_role_already_gone_from_iam_is_forgotten(moto_aws):
     _, account, [web, _] = synced_registry()
     services.registry_delete(web, actor="test")
-    from mappings import aws_iam
+    from mappings.iam import aws_iam
 
     aws_iam.iam_client().delete_role(RoleName="deploy-web")
     lines = sync_account(account)

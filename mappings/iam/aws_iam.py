@@ -20,6 +20,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from mappings.policies import provider_arn
+
 _CONFIG = Config(
     connect_timeout=5,
     read_timeout=20,
@@ -156,12 +158,6 @@ def assume_manager_role(role_arn: str) -> dict[str, Any]:
 
 
 # --- OIDC providers --------------------------------------------------------------------------
-
-
-def provider_arn(account_id: str, url: str) -> str:
-    from mappings.policies import provider_arn as arn
-
-    return arn(account_id, url)
 
 
 def get_oidc_provider_client_ids(arn: str, *, manager_role_arn: str | None = None) -> list[str] | None:
