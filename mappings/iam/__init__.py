@@ -7,7 +7,8 @@
 - ``retired`` — roles Rolegate stopped managing: recorded by the registry's writes, emptied by
   :func:`~mappings.iam.retired.retired_roles_sync`.
 - ``services`` — what a sync does: :func:`~mappings.iam.services.role_sync` and
-  :func:`~mappings.iam.services.account_sync`, called by the thin tasks in ``mappings.tasks``.
+  :func:`~mappings.iam.services.account_sync`.
+- ``tasks`` — the thin Celery tasks that call those services (task names ``mappings.tasks.*``).
 - ``scheduling`` — the only module that knows whether a broker is configured and the only
   importer of the tasks: the registry's writes schedule syncs through it, the admin and
   ``sync_iam`` request one through :func:`~mappings.iam.scheduling.sync_request`.

@@ -1,5 +1,5 @@
 """Requesting IAM syncs: the only module that knows whether a broker is configured, and the only
-importer of the sync tasks (``mappings.tasks``).
+importer of the sync tasks (``mappings.iam.tasks``).
 
 - :func:`schedule_role_sync` is called by ``mappings.services`` inside the transaction that
   changed the registry. It marks the touched roles pending and, after commit, queues one
@@ -28,8 +28,8 @@ from django.utils import timezone
 from mappings.iam.aws_iam import AwsError
 from mappings.iam.outcomes import ALREADY_QUEUED, FAILED, QUEUED, SyncLine
 from mappings.iam.selectors import role_label
+from mappings.iam.tasks import sync_account, sync_role
 from mappings.models import Account, Role
-from mappings.tasks import sync_account, sync_role
 
 # A queued task not started after this long is presumed lost and may be queued again.
 QUEUED_EXPIRY = timedelta(minutes=10)

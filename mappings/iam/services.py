@@ -1,4 +1,4 @@
-"""What an IAM sync does: the services the Celery tasks in ``mappings.tasks`` call.
+"""What an IAM sync does: the services the Celery tasks in ``mappings.iam.tasks`` call.
 
 Idempotent: compute the desired document, read the live one, write only when their normalised
 forms differ, one sync per role at a time (the role's lock is held). A transient AWS failure is

@@ -8,7 +8,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from mappings import policies, services, tasks
+from mappings import policies, services
+from mappings.iam import tasks
 from mappings.models import RetiredRole
 from tests.iam.helpers import ROLEGATE, create_iam_role, live_policy, registry
 

@@ -8,9 +8,10 @@ import pytest
 from botocore.stub import Stubber
 from django.test import override_settings
 
-from mappings import policies, services, tasks
-from mappings.iam import aws_iam, scheduling, selectors
+from mappings import policies, services
+from mappings.iam import aws_iam, scheduling, selectors, tasks
 from mappings.iam import services as iam_services
+from mappings.iam.outcomes import SyncLine
 from mappings.models import Account, Role
 from tests.iam.helpers import PLACEHOLDER, ROLEGATE, CallCounter, create_iam_role, live_policy, registry
 
@@ -406,6 +407,68 @@ def test_a_failed_send_does_not_leave_the_role_marked_queued(monkeypatch):
         scheduling.role_sync_enqueue(role_id=role.pk)
     role.refresh_from_db()
     assert role.sync_queued_at is None
+
+
+# --- sync requests (the admin's "Sync IAM now", sync_iam) -------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+def test_with_a_broker_a_requested_role_sync_is_queued_once(sent):
+    _, _, [role] = registry()
+    Role.objects.filter(pk=role.pk).update(sync_queued_at=None)  # the registry's own writes queued one
+    sent.clear()
+    assert scheduling.sync_request(role) == [SyncLine("role prod/deploy-web", "queued")]
+    assert scheduling.sync_request(role) == [SyncLine("role prod/deploy-web", "already queued")]
+    assert sent == [{"role_id": role.pk}]
+
+
+@override_settings(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+def test_with_a_broker_a_requested_account_sync_is_queued_or_awaited(monkeypatch):
+    _, account, _ = registry()
+    delayed: list[dict] = []
+    monkeypatch.setattr(tasks.sync_account, "delay", lambda **kwargs: delayed.append(kwargs))
+    assert scheduling.sync_request(account) == [SyncLine("account prod", "queued")]
+    assert delayed == [{"account_id": account.pk, "dry_run": False}]
+
+    class Result:
+        def get(self, *, timeout):
+            assert timeout == 42
+            return [SyncLine("role prod/deploy-web", "differs", diff="-x\n+y\n").as_dict()]
+
+    sent: list[dict] = []
+    monkeypatch.setattr(
+        tasks.sync_account, "apply_async", lambda *, kwargs, ignore_result: sent.append(kwargs) or Result()
+    )
+    lines = scheduling.sync_request(account, dry_run=True, wait=True, timeout=42)
+    assert lines == [SyncLine("role prod/deploy-web", "differs", diff="-x\n+y\n")]
+    assert sent == [{"account_id": account.pk, "dry_run": True}]
+
+
+def test_without_a_broker_a_requested_sync_runs_here_and_reports_a_failure_as_a_line(moto_aws, monkeypatch):
+    _, account, [role] = registry()
+    create_iam_role("deploy-web")
+    assert scheduling.sync_request(role) == [SyncLine("role prod/deploy-web", "updated")]
+
+    def throttled(**kwargs):
+        raise aws_iam.AwsTransientError("Throttling", "Rate exceeded")
+
+    monkeypatch.setattr(aws_iam, "ensure_oidc_provider", throttled)
+    assert scheduling.sync_request(account) == [SyncLine("account prod", "failed", "Throttling: Rate exceeded")]
+
+
+def test_the_tasks_keep_their_names_for_queued_messages_and_the_beat_schedule():
+    """Workers discover the IAM sync's tasks under the names messages and the schedule use."""
+    from django.conf import settings
+
+    from portal.celery import app
+
+    app.loader.import_default_modules()
+    names = {"mappings.tasks.sync_role", "mappings.tasks.sync_account"}
+    names |= {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert names <= set(app.tasks)
+    assert tasks.sync_role.name == "mappings.tasks.sync_role"
+    assert tasks.sync_account.name == "mappings.tasks.sync_account"
 
 
 def test_a_role_whose_last_mapping_goes_is_written_a_policy_that_trusts_nobody(moto_aws):
