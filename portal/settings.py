@@ -119,6 +119,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
+    # /healthz and /readyz, answered before host validation and HTTPS redirects (portal.probes).
+    "portal.probes.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -190,7 +192,6 @@ SECURE_HSTS_PRELOAD = False
 # Submitting a domain to the browsers' HSTS preload list is its owner's decision, not Rolegate's.
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _https else None
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
@@ -291,6 +292,8 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
+# Seconds each /readyz check (database, cache, broker) may take before it counts as failing.
+ROLEGATE_READYZ_TIMEOUT = env_int("ROLEGATE_READYZ_TIMEOUT", 2, minimum=1, maximum=30)
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
 
