@@ -15,6 +15,8 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.log_context import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -297,18 +299,13 @@ ROLEGATE_READYZ_TIMEOUT = env_int("ROLEGATE_READYZ_TIMEOUT", 2, minimum=1, maxim
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("ROLEGATE_LOG_LEVEL", "INFO").upper()},
-    "loggers": {
-        # Django's own console handler (development mode) would print every django.* line twice.
-        "django": {"handlers": [], "level": "NOTSET"},
-        "django.db.backends": {"level": "WARNING"},
-        # botocore's INFO lines ("Found credentials in environment variables") are noise on every
-        # command's standard error, where CONTRACT §9 promises one line of reason.
-        "botocore": {"level": "WARNING"},
-    },
-}
+# Log lines: "plain" text (the development default) or "json", one object per line with the
+# request id and the Celery task id (portal.log_context).
+ROLEGATE_LOG_FORMAT = env_str("ROLEGATE_LOG_FORMAT", "plain").lower()
+if ROLEGATE_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"ROLEGATE_LOG_FORMAT={ROLEGATE_LOG_FORMAT!r} is neither plain nor json")
+# Also write every audit event, once stored, as a line on the "rolegate.audit" logger.
+ROLEGATE_AUDIT_LOG = env_bool("ROLEGATE_AUDIT_LOG", False)
+LOGGING = logging_config(log_format=ROLEGATE_LOG_FORMAT, level=env_str("ROLEGATE_LOG_LEVEL", "INFO").upper())
+# The worker keeps this configuration instead of installing its own handlers (portal.celery).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
