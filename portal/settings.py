@@ -146,6 +146,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "console.sso.context.login_options",
             ],
         },
     },
@@ -298,6 +299,44 @@ CACHES = {
 ROLEGATE_READYZ_TIMEOUT = env_int("ROLEGATE_READYZ_TIMEOUT", 2, minimum=1, maximum=30)
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
+
+# --- Signing in with GitLab (console.sso, docs/operations.md "Signing in with GitLab") ----------
+
+
+def env_list(name: str) -> list[str]:
+    return [item.strip() for item in env_str(name).split(",") if item.strip()]
+
+
+# The GitLab instance (its base URL, the ID tokens' iss); unset: no "Sign in with GitLab".
+ROLEGATE_OIDC_ISSUER = env_str("ROLEGATE_OIDC_ISSUER").rstrip("/")
+if ROLEGATE_OIDC_ISSUER:
+    _oidc = urlsplit(ROLEGATE_OIDC_ISSUER)
+    if (_oidc.scheme != "https" and not (_oidc.scheme == "http" and ROLEGATE_ALLOW_HTTP)) or not _oidc.hostname:
+        raise ImproperlyConfigured(f"ROLEGATE_OIDC_ISSUER={ROLEGATE_OIDC_ISSUER!r} is not an https URL")
+OIDC_RP_CLIENT_ID = env_str("ROLEGATE_OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_secret("ROLEGATE_OIDC_CLIENT_SECRET") or ""
+if ROLEGATE_OIDC_ISSUER and not (OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET):
+    raise ImproperlyConfigured(
+        "ROLEGATE_OIDC_ISSUER is set: set ROLEGATE_OIDC_CLIENT_ID and ROLEGATE_OIDC_CLIENT_SECRET "
+        "(or ROLEGATE_OIDC_CLIENT_SECRET_FILE) from the GitLab application too"
+    )
+OIDC_RP_SCOPES = env_str("ROLEGATE_OIDC_SCOPES", "openid profile email")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+OIDC_TOKEN_USE_BASIC_AUTH = True
+ROLEGATE_OIDC_TIMEOUT = env_int("ROLEGATE_OIDC_TIMEOUT", 10, minimum=1, maximum=60)
+OIDC_TIMEOUT = ROLEGATE_OIDC_TIMEOUT
+# The claim listing the user's groups: groups_direct (direct memberships, in the ID token),
+# groups (with ancestors' members), or https://gitlab.org/claims/groups/owner|maintainer|developer.
+ROLEGATE_OIDC_GROUPS_CLAIM = env_str("ROLEGATE_OIDC_GROUPS_CLAIM", "groups_direct")
+ROLEGATE_OIDC_ADMIN_GROUPS = env_list("ROLEGATE_OIDC_ADMIN_GROUPS")
+ROLEGATE_OIDC_AUDITOR_GROUPS = env_list("ROLEGATE_OIDC_AUDITOR_GROUPS")
+# Local username/password sign-in; with 0, only superusers while ROLEGATE_BREAK_GLASS=1.
+ROLEGATE_LOCAL_LOGIN = env_bool("ROLEGATE_LOCAL_LOGIN", True)
+ROLEGATE_BREAK_GLASS = env_bool("ROLEGATE_BREAK_GLASS", False)
+AUTHENTICATION_BACKENDS = ["console.sso.backends.GitLabBackend", "console.sso.backends.LocalBackend"]
+LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL_FAILURE = "/admin/login/"
 
 # Log lines: "plain" text (the development default) or "json", one object per line with the
 # request id and the Celery task id (portal.log_context).

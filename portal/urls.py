@@ -11,5 +11,7 @@ urlpatterns = [
     path("", include("console.urls")),
     path("admin/rolegate/", include("console.admin_urls")),
     path("admin/", admin.site.urls),
+    # Sign in with GitLab (404 unless ROLEGATE_OIDC_ISSUER is set).
+    path("oidc/", include("console.sso.urls")),
     path("", include("exchange.urls")),
 ]
