@@ -41,6 +41,11 @@ class AwsError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self):
+        # Picklable with its two arguments, so Celery keeps the error itself (not a wrapper
+        # showing its repr) when a task retries it.
+        return type(self), (self.code, self.message)
+
 
 class AwsTransientError(AwsError):
     """Throttling, a 5xx or 429, a timeout or a connection failure: retry later."""

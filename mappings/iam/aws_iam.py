@@ -24,6 +24,8 @@ from mappings.aws_errors import AwsPermanentError as AwsPermanentError
 from mappings.aws_errors import AwsTransientError as AwsTransientError
 from mappings.aws_errors import aws_errors as _aws_errors
 from mappings.aws_errors import classify as classify
+from mappings.iam.outcomes import CREATED, UNCHANGED, UPDATED
+from mappings.policies import provider_arn
 
 _CONFIG = Config(
     connect_timeout=5,
@@ -93,12 +95,6 @@ def assume_manager_role(role_arn: str) -> dict[str, Any]:
 # --- OIDC providers --------------------------------------------------------------------------
 
 
-def provider_arn(account_id: str, url: str) -> str:
-    from mappings.policies import provider_arn as arn
-
-    return arn(account_id, url)
-
-
 def get_oidc_provider_client_ids(arn: str, *, manager_role_arn: str | None = None) -> list[str] | None:
     """The client ids of an OIDC provider, or ``None`` when it does not exist.
 
@@ -117,8 +113,8 @@ def get_oidc_provider_client_ids(arn: str, *, manager_role_arn: str | None = Non
 def ensure_oidc_provider(
     *, account_id: str, url: str, client_ids: list[str], manager_role_arn: str | None = None, dry_run: bool = False
 ) -> str:
-    """Make the account's OIDC provider for ``url`` exist and list ``client_ids``; returns
-    ``"created"``, ``"updated"`` or ``"unchanged"`` (what would happen, with ``dry_run``).
+    """Make the account's OIDC provider for ``url`` exist and list ``client_ids``; returns the
+    outcome ``created``, ``updated`` or ``unchanged`` (what would happen, with ``dry_run``).
 
     No thumbprints are sent: IAM secures OIDC providers with its own library of trusted CAs and
     ``ThumbprintList`` is optional.
@@ -130,11 +126,11 @@ def ensure_oidc_provider(
     client = iam_client(manager_role_arn)
     if existing is None:
         if dry_run:
-            return "created"
+            return CREATED
         try:
             with _aws_errors():
                 client.create_open_id_connect_provider(Url=url, ClientIDList=sorted(set(client_ids)))
-            return "created"
+            return CREATED
         except AwsPermanentError as exc:
             if exc.code != "EntityAlreadyExists":
                 raise
@@ -142,12 +138,12 @@ def ensure_oidc_provider(
             existing = get_oidc_provider_client_ids(arn, manager_role_arn=manager_role_arn) or []
     missing = sorted(set(client_ids) - set(existing))
     if not missing:
-        return "unchanged"
+        return UNCHANGED
     if not dry_run:
         for client_id in missing:
             with _aws_errors():
                 client.add_client_id_to_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID=client_id)
-    return "updated"
+    return UPDATED
 
 
 # --- role trust policies ---------------------------------------------------------------------
