@@ -188,7 +188,7 @@ def test_sts_and_the_iam_sync_classify_alike(api, registry, stand_in, web_main_c
     """One classification: what the IAM sync retries, the exchange answers with 503."""
     from botocore.exceptions import ClientError
 
-    from mappings import aws_iam
+    from mappings.iam import aws_iam
 
     error = ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "Op")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
