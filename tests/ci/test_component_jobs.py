@@ -100,6 +100,7 @@ def test_ten_aws_commands_in_one_job_take_one_exchange(ci_live, runner):
     job["script"] = TEN_COMMANDS
     started = time.time()
     result = runner.run(job, tokens=mint(ci_live, job, WEB_MAIN, job_id="1010"), job_id="1010")
+    print(f"--- the job's log ---\n{result}")  # shown by `pytest -rP`
     assert result.returncode == 0, result
     assert sum(command.startswith("aws ") for command in TEN_COMMANDS) == 10
     assert "ten-commands-done" in result.output
