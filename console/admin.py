@@ -20,8 +20,9 @@ from django.utils.html import format_html
 
 from console.models import ApiToken
 from console.services import api_token_create, api_token_revoke, api_token_update
-from exchange.audit import CLAIM_FIELDS, write_csv, write_jsonl
+from exchange.audit import write_csv, write_jsonl
 from exchange.models import AuditEvent
+from mappings.claims import AUDITED
 from mappings.models import Mapping, Role
 from portal.admin import ReadOnlyAdmin
 
@@ -207,7 +208,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         ("Minted", {"fields": ("minted_jti", "role_session_name")}),
         (
             "Job (claims of the presented token)",
-            {"fields": ("token_verified", "issuer", "iss", *CLAIM_FIELDS)},
+            {"fields": ("token_verified", "issuer", *AUDITED)},
         ),
         ("Client", {"fields": ("client_ip", "user_agent")}),
     )

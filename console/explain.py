@@ -14,7 +14,6 @@ from datetime import datetime
 from django.utils import timezone
 
 from mappings.matching import Decision, Evaluation, Failure, Registry, decide, evaluate
-from mappings.models import Issuer
 from mappings.selectors import registry as current_registry
 
 
@@ -59,9 +58,9 @@ def explain_claims(
     the ones the matcher considered, plus every mapping of ``role_arn`` (so "why not this role?" is
     answered even when its project pattern is elsewhere)."""
     if registry is None:
-        if not Issuer.objects.filter(name=issuer).exists():
-            raise UnknownIssuer(f"No issuer named {issuer!r} is registered.")
         registry = current_registry()
+        if registry.issuer_named(issuer) is None:
+            raise UnknownIssuer(f"No issuer named {issuer!r} is registered.")
     now = now or timezone.now()
     decision = decide(registry, issuer=issuer, claims=claims, now=now, role_arn=role_arn)
     evaluations = list(decision.evaluations)

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from exchange.audit import CLAIM_FIELDS
 from exchange.models import AuditEvent
 from mappings import matching
+from mappings.claims import AUDITED
 from mappings.config import ConfigError, rules_from_document
 from mappings.matching import Registry, decide
 
@@ -34,7 +34,7 @@ class Change:
 def event_claims(event: AuditEvent) -> dict[str, str]:
     """The claims of an audit event, as the matcher saw them (absent claims stay absent); the
     audit event keeps every claim the matcher reads (CONTRACT §7)."""
-    return {name: getattr(event, name) for name in CLAIM_FIELDS if getattr(event, name) is not None}
+    return {name: getattr(event, name) for name in AUDITED if getattr(event, name) is not None}
 
 
 def _describe(granted: bool, reason: str, role_arn: str | None, mapping: str | None) -> str:

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from exchange.models import AuditEvent
-from mappings import minted
+from mappings.claims import AUDITED
 
 # The public shape of an audit event: exports, the audit API and the admin's downloads.
 AUDIT_FIELDS = (
@@ -31,20 +31,7 @@ AUDIT_FIELDS = (
     "detail",
     "client_ip",
     "issuer",
-    "iss",
-    "jti",
-    "sub",
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "environment",
-    "pipeline_source",
-    "pipeline_id",
-    "job_id",
-    "user_login",
+    *AUDITED,  # the claims of the subject token: iss, jti, sub, project_path, ...
     "requested_role_arn",
     "role_arn",
     "mapping",
@@ -54,8 +41,6 @@ AUDIT_FIELDS = (
     "token_verified",
 )
 
-# Claim fields copied from the subject token into the event.
-CLAIM_FIELDS = ("jti", "sub", *minted.SOURCE_CLAIMS)
 # ROLEGATE_AUDIT_LOG: each stored event, once committed, as one line here (docs/operations.md "Logs").
 audit_logger = logging.getLogger("rolegate.audit")
 _MAX_LENGTHS = {f.name: f.max_length for f in AuditEvent._meta.get_fields() if getattr(f, "max_length", None)}
@@ -97,7 +82,7 @@ def audit_record(
     """Write one audit event. Raises the database's error if it cannot be written: callers fail
     the request (fail closed)."""
     claims = claims if isinstance(claims, dict) else {}
-    fields = {name: _fit(name, claims.get(name)) for name in CLAIM_FIELDS}
+    fields = {name: _fit(name, claims.get(name)) for name in AUDITED}
     event = AuditEvent.objects.create(
         time=time or timezone.now(),
         request_id=request_id,
@@ -108,7 +93,6 @@ def audit_record(
         client_ip=client_ip,
         user_agent=_fit("user_agent", user_agent) or "",
         issuer=_fit("issuer", issuer),
-        iss=_fit("iss", claims.get("iss")),
         requested_role_arn=_fit("requested_role_arn", requested_role_arn),
         role_arn=role_arn,
         mapping=mapping,

@@ -9,14 +9,10 @@ from django.views.decorators.http import require_safe
 
 from exchange import keys
 from mappings import minted
+from mappings.claims import IN_MINTED_TOKENS
 
 CACHE_SECONDS = 300
-MINTED_CLAIMS = [
-    *("iss", "aud", "sub", "iat", "nbf", "exp", "jti"),
-    *minted.SOURCE_CLAIMS,
-    "rolegate_mapping",
-    minted.TAGS_CLAIM,
-]
+MINTED_CLAIMS = [*IN_MINTED_TOKENS, minted.MAPPING_CLAIM, minted.TAGS_CLAIM]
 
 
 def _public(data: dict) -> JsonResponse:

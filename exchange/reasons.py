@@ -80,7 +80,12 @@ REASONS: dict[str, tuple[str, int, str]] = {
     SUB_TOO_LONG: ("invalid_target", 400, "The minted sub would exceed 255 characters."),
     INVALID_DURATION: ("invalid_target", 400, "duration_seconds is above the role's max_session_seconds."),
     STS_REFUSED: ("invalid_target", 400, "STS refused AssumeRoleWithWebIdentity (its error code is in the detail)."),
-    STS_UNAVAILABLE: ("temporarily_unavailable", 503, "STS could not be reached or failed (5xx, throttling)."),
+    STS_UNAVAILABLE: (
+        "temporarily_unavailable",
+        503,
+        "STS could not be reached, timed out, throttled (429, Throttling, TooManyRequestsException, "
+        "RequestTimeout, ...) or failed (5xx) (Retry-After: 5).",
+    ),
     SIGNING_KEY_UNAVAILABLE: (
         "temporarily_unavailable",
         503,
