@@ -268,6 +268,9 @@ CELERY_TIMEZONE = "UTC"
 ROLEGATE_TOKEN_LIFETIME = env_int("ROLEGATE_TOKEN_LIFETIME", 300, minimum=60, maximum=300)
 # Clock skew tolerated on incoming GitLab tokens' exp/nbf/iat.
 ROLEGATE_CLOCK_LEEWAY = env_int("ROLEGATE_CLOCK_LEEWAY", 30, minimum=0, maximum=300)
+# Seconds between two fetches of one GitLab issuer's JWKS when a token names an unknown kid: a
+# newly published GitLab key is accepted within this time (the contract promises 30 s at most).
+ROLEGATE_JWKS_MIN_REFRESH_SECONDS = env_int("ROLEGATE_JWKS_MIN_REFRESH_SECONDS", 30, minimum=1, maximum=30)
 # Seconds a new signing key is published in the JWKS before it signs (rotate_signing_key).
 ROLEGATE_KEY_OVERLAP = env_int("ROLEGATE_KEY_OVERLAP", 86400, minimum=0)
 # Exchange requests per client IP and minute (0: no limit); counted in the Django cache.

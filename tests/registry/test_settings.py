@@ -123,12 +123,20 @@ def test_production_defaults():
         "SESSION_COOKIE_SECURE",
         "CELERY_TASK_ALWAYS_EAGER",
         "DATABASES",
+        "ROLEGATE_JWKS_MIN_REFRESH_SECONDS",
     )
     assert values["DEBUG"] is False
+    assert values["ROLEGATE_JWKS_MIN_REFRESH_SECONDS"] == 30
     assert values["ALLOWED_HOSTS"] == ["rolegate.example.com", "127.0.0.1", "localhost"]
     assert values["SECURE_SSL_REDIRECT"] is True and values["SESSION_COOKIE_SECURE"] is True
     assert values["CELERY_TASK_ALWAYS_EAGER"] is True  # no CELERY_BROKER_URL: tasks in-process
     assert values["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
+def test_the_jwks_refresh_interval_cannot_exceed_the_promised_30_seconds():
+    result = python("import django; django.setup()", {**PRODUCTION, "ROLEGATE_JWKS_MIN_REFRESH_SECONDS": "31"})
+    assert result.returncode != 0
+    assert "ROLEGATE_JWKS_MIN_REFRESH_SECONDS=31 is outside 1..30" in result.stderr
 
 
 def test_database_url_selects_postgresql_and_a_broker_turns_off_eager_tasks():
