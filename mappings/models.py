@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from mappings import patterns
 
-# Every pipeline_source GitLab documents for CI ID tokens (shared/fixtures).
+# Every pipeline_source GitLab documents for CI ID tokens (tests/fixtures/gitlab_id_token_claims.json).
 PIPELINE_SOURCES = (
     "api",
     "chat",
