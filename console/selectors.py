@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 
 from exchange.models import AuditEvent
 
-# Exact-match filters of the audit API, named after the §7 fields.
+# Exact-match filters of the audit API, named after the audit fields (docs/api.md#audit-events).
 AUDIT_EXACT_FILTERS = (
     "outcome",
     "reason",

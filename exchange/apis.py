@@ -1,4 +1,5 @@
-"""HTTP API of the exchange (CONTRACT §5, §6): parse and validate, call one service, serialise.
+"""HTTP API of the exchange (docs/api.md#token-exchange, docs/api.md#credentials): parse and
+validate, call one service, serialise.
 
 Bodies are parsed here rather than by DRF's parsers so that a duplicated parameter is refused
 (RFC 6749 §3.2) and the size is capped before anything is decoded. Every refusal, including a

@@ -1,4 +1,4 @@
-"""The token exchange (CONTRACT §5-§7), top to bottom.
+"""The token exchange (docs/api.md#token-exchange to docs/api.md#audit-trail), top to bottom.
 
 verify the GitLab token -> decide with THE matcher -> mint -> (STS) -> replay row + audit event in
 one transaction -> answer. Every request ends in exactly one audit event, written before the
@@ -147,7 +147,7 @@ def _invalid_grant(rejected: gitlab.TokenRejected) -> ExchangeError:
 
 
 def minted_claims(*, rule: Rule, claims: dict, sub: str, jti: str, now: int) -> dict:
-    """The claims of the token Rolegate mints (CONTRACT §5, "The minted token")."""
+    """The claims of the token Rolegate mints (docs/api.md#the-minted-token)."""
     payload = {
         "iss": settings.ROLEGATE_ISSUER,
         "aud": rule.account_audience,
@@ -308,7 +308,7 @@ def _assume_role(*, rule: Rule, session_name: str, token: str, duration_seconds:
 
 
 def token_exchange(*, ctx: RequestContext, subject_token: str, audience: str | None) -> TokenGrant:
-    """CONTRACT §5: a GitLab ID token in, a Rolegate-signed token for one role out."""
+    """docs/api.md#token-exchange: a GitLab ID token in, a Rolegate-signed token for one role out."""
     result = _exchange(ctx=ctx, subject_token=subject_token, audience=audience, duration_seconds=None)
     assert isinstance(result, TokenGrant)
     return result
@@ -317,7 +317,7 @@ def token_exchange(*, ctx: RequestContext, subject_token: str, audience: str | N
 def credentials_exchange(
     *, ctx: RequestContext, subject_token: str, audience: str | None, duration_seconds: int | None
 ) -> aws_sts.Credentials:
-    """CONTRACT §6: a GitLab ID token in, temporary AWS credentials for one role out."""
+    """docs/api.md#credentials: a GitLab ID token in, temporary AWS credentials for one role out."""
     result = _exchange(ctx=ctx, subject_token=subject_token, audience=audience, duration_seconds=duration_seconds)
     assert isinstance(result, CredentialsGrant)
     return result.credentials

@@ -1,4 +1,4 @@
-"""What a token minted by Rolegate says about a job (CONTRACT §5, "The minted token").
+"""What a token minted by Rolegate says about a job (docs/api.md#the-minted-token).
 
 Shared by the exchange, which mints the token, and the trust-policy generator, which must accept
 exactly it: the ``sub`` formats, the session tags and their sanitising, the role session name.
@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 
 MAX_SUB_LENGTH = 255
-# The GitLab claims a minted token copies, with their GitLab JSON types (CONTRACT §5); the audit
-# event keeps the same ones (CONTRACT §7).
+# The GitLab claims a minted token copies, with their GitLab JSON types (docs/api.md#the-minted-token); the audit
+# event keeps the same ones (docs/api.md#audit-event-fields).
 SOURCE_CLAIMS = (
     "project_path",
     "project_id",
@@ -27,7 +27,7 @@ SOURCE_CLAIMS = (
     "user_login",
 )
 TAGS_CLAIM = "https://aws.amazon.com/tags"
-# Principal tag keys, in the order they are written (CONTRACT §5).
+# Principal tag keys, in the order they are written (docs/api.md#session-tags).
 PRINCIPAL_TAG_KEYS = (
     "project_path",
     "namespace_path",

@@ -1,4 +1,4 @@
-"""Rolegate settings, read from the environment (see README "Configuration").
+"""Rolegate settings, read from the environment (docs/environment.md).
 
 Everything has a safe default for local development except secrets: outside explicit development
 mode (``DJANGO_DEBUG=1``) a missing ``DJANGO_SECRET_KEY`` refuses to start.
@@ -91,8 +91,8 @@ _issuer = urlsplit(ROLEGATE_ISSUER)
 if _issuer.scheme not in ("http", "https") or not _issuer.hostname:
     raise ImproperlyConfigured(f"ROLEGATE_ISSUER={ROLEGATE_ISSUER!r} is not an http(s) URL")
 ROLEGATE_ALLOW_HTTP = env_bool("ROLEGATE_ALLOW_HTTP", False)
-# CONTRACT §8: HTTPS redirects and secure-only cookies are off only with ROLEGATE_ALLOW_HTTP and
-# an http:// issuer (local development and tests); otherwise on.
+# docs/environment.md#rolegate_allow_http: HTTPS redirects and secure-only cookies are off only
+# with ROLEGATE_ALLOW_HTTP and an http:// issuer (local development and tests); otherwise on.
 _https = _issuer.scheme == "https" or not ROLEGATE_ALLOW_HTTP
 
 ALLOWED_HOSTS = [
@@ -308,7 +308,7 @@ LOGGING = {
         "django": {"handlers": [], "level": "NOTSET"},
         "django.db.backends": {"level": "WARNING"},
         # botocore's INFO lines ("Found credentials in environment variables") are noise on every
-        # command's standard error, where CONTRACT §9 promises one line of reason.
+        # command's standard error, where docs/commands.md#conventions promises one line of reason.
         "botocore": {"level": "WARNING"},
     },
 }

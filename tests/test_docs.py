@@ -4,6 +4,7 @@ code has is documented there, and links between the pages resolve."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -76,15 +77,31 @@ def test_linked_sections_exist(page, anchor):
     section(page, anchor)
 
 
+def anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown page's headings, by GitHub's rules."""
+    return {
+        re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", path.read_text(), flags=re.M)
+    }
+
+
+def tracked_files() -> list[Path]:
+    names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.split()
+    if not names:
+        pytest.skip("not a git checkout")
+    return [ROOT / name for name in names if (ROOT / name).is_file()]
+
+
+def text_lines(path: Path):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        return
+    yield from enumerate(text.splitlines(), 1)
+
+
 def test_links_between_docs_point_at_existing_sections():
     """``[text](page.md#anchor)`` links resolve to a heading, by GitHub's anchor rules."""
-
-    def anchors(path: Path) -> set[str]:
-        found = set()
-        for heading in re.findall(r"^#+ (.+)$", path.read_text(), flags=re.M):
-            slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
-            found.add(slug)
-        return found
 
     broken = []
     for page in [*DOCS.glob("*.md"), ROOT / "README.md"]:
@@ -93,3 +110,38 @@ def test_links_between_docs_point_at_existing_sections():
             if not linked.exists() or anchor not in anchors(linked):
                 broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor}")
     assert not broken, broken
+
+
+CODE_SUFFIXES = (".py", ".yaml", ".yml", ".toml", ".cfg", ".ini", ".txt", ".lua", "")
+
+
+def test_citations_of_docs_in_code_and_tests_point_at_existing_sections():
+    """``docs/<page>.md#<anchor>`` in code, tests and configuration names a real page and heading."""
+    cited = re.compile(r"docs/([\w-]+\.md)(?:#([\w-]+))?")
+    broken = []
+    for path in tracked_files():
+        if path.suffix not in CODE_SUFFIXES or path.relative_to(ROOT).parts[0] == "docs":
+            continue
+        for number, line in text_lines(path):
+            for page, anchor in cited.findall(line):
+                target = DOCS / page
+                if not target.exists() or (anchor and anchor not in anchors(target)):
+                    broken.append(f"{path.relative_to(ROOT)}:{number}: docs/{page}#{anchor}")
+    assert not broken, "\n".join(broken)
+
+
+# Built from parts so that this file does not match itself.
+_OUTSIDE = re.compile(r"\.\./" + "shared" + "|" + r"(?<![\w.])" + "shared/(?:CONTRACT|fixtures|STYLE|hooks)")
+_CITATION = re.compile("CONTRACT" + r"(?:\.md| ?§)" + "|" + r"(?<!RFC \d\d\d\d )" + "§" + r"\d")
+
+
+def test_the_repository_stands_alone():
+    """Nothing tracked refers to a path outside the repository or cites sections of an outside
+    document: code, tests and docs cite docs/ sections (RFC sections are fine)."""
+    offending = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}"
+        for path in tracked_files()
+        for number, line in text_lines(path)
+        if _OUTSIDE.search(line) or _CITATION.search(line)
+    ]
+    assert not offending, "\n".join(offending)

@@ -1,4 +1,4 @@
-"""A live Rolegate for the contract tests (shared/CONTRACT.md): black-box, over HTTP and subprocesses.
+"""A live Rolegate for the contract tests (the promises of docs/): black-box, over HTTP and subprocesses.
 
 One per test session (per xdist worker): a stand-in GitLab, a moto server standing in for STS and
 IAM, and ``gunicorn portal.wsgi`` with the *production* settings (no ``DJANGO_DEBUG``, a secret,

@@ -1,4 +1,5 @@
-"""CONTRACT §3 and §9: the operator commands as subprocesses (exit codes, stdout, one-line stderr)."""
+"""docs/configuration.md and docs/commands.md: the operator commands as subprocesses (exit codes,
+stdout, one-line stderr)."""
 
 from __future__ import annotations
 

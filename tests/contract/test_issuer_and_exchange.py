@@ -1,4 +1,4 @@
-"""CONTRACT §4 to §6 against a live server: discovery, JWKS, the token exchange and credentials."""
+"""docs/api.md against a live server: discovery, JWKS, the token exchange and credentials."""
 
 from __future__ import annotations
 

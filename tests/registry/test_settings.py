@@ -1,4 +1,4 @@
-"""Settings from the environment (CONTRACT §8), each case in a fresh interpreter with a clean env."""
+"""Settings from the environment (docs/environment.md), each case in a fresh interpreter with a clean env."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_production_without_a_secret_key_refuses_to_start():
 
 
 def test_a_command_without_a_secret_key_stops_with_one_line_of_reason():
-    """CONTRACT §9: non-zero and a one-line reason on standard error, not a traceback."""
+    """docs/commands.md#conventions: non-zero and a one-line reason on standard error, not a traceback."""
     result = python("", {"ROLEGATE_ISSUER": "https://rolegate.example.com"}, "manage.py", "export")
     assert result.returncode == 2
     assert result.stdout == ""
