@@ -1,4 +1,4 @@
-"""The platform-team API (CONTRACT §10): audit events and explain, for staff API tokens."""
+"""The platform-team API (docs/api.md#platform-api): audit events and explain, for staff API tokens."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class AuditEventPagination(CursorPagination):
 
 
 def _audit_page_schema():
-    """The documented shape of a page: §7 fields, in the contract's order."""
+    """The documented shape of a page: the fields of docs/api.md#audit-event-fields, in their order."""
     fields = {name: serializers.CharField(allow_null=True) for name in AUDIT_FIELDS}
     fields["time"] = serializers.DateTimeField()
     fields["request_id"] = serializers.CharField()
@@ -76,7 +76,7 @@ def _audit_page_schema():
 
 
 class AuditEventListApi(StaffApiMixin, APIView):
-    """Audit events (§7), newest first, cursor-paginated."""
+    """Audit events (docs/api.md#audit-events), newest first, cursor-paginated."""
 
     class FilterSerializer(serializers.Serializer):
         outcome = serializers.ChoiceField(choices=AuditEvent.Outcome.values, required=False)

@@ -1,4 +1,4 @@
-"""API authentication for the platform-team API (CONTRACT §10): ``Authorization: Bearer <token>``."""
+"""API authentication for the platform-team API (docs/api.md#authentication): ``Authorization: Bearer <token>``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Explain: "would this job get this role, and if not, why?" (CONTRACT §10).
+"""Explain: "would this job get this role, and if not, why?" (docs/api.md#explain).
 
 Runs exactly the exchange's matcher (``mappings.matching.decide`` on ``mappings.selectors.registry``)
 on claims as given — no signature, no replay check — so its decision is the exchange's decision for

@@ -1,4 +1,4 @@
-"""What the platform console stores: personal API tokens of staff users (CONTRACT §10)."""
+"""What the platform console stores: personal API tokens of staff users (docs/api.md#authentication)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The audit trail of the exchange (CONTRACT §7): how events are written and exported.
+"""The audit trail of the exchange (docs/api.md#audit-trail): how events are written and exported.
 
 :func:`audit_record` is the one way an event is written: exactly one per request to the
 exchange, before the response. Exports and APIs name the fields as the contract does, in this

@@ -2,8 +2,9 @@
 
 Keys are cached per process and issuer. A token whose ``kid`` is not cached makes one refresh
 of that issuer's JWKS: single-flight (a lock per issuer) and at most one attempt every
-``REFRESH_INTERVAL`` seconds, so a key GitLab publishes is accepted within 30 s while a flood of
-junk kids costs GitLab one request per 30 s. When GitLab is down the cached keys keep serving.
+``ROLEGATE_JWKS_MIN_REFRESH_SECONDS`` (default 30), so a key GitLab publishes is accepted within
+that time while a flood of junk kids costs GitLab one request per interval. When GitLab is down
+the cached keys keep serving.
 The algorithm comes from our allow-list, never from the token's header; ``jku``/``x5u``/``jwk``
 headers are ignored.
 """
@@ -37,7 +38,6 @@ from mappings.matching import RegisteredIssuer
 logger = logging.getLogger(__name__)
 
 ALLOWED_ALGORITHMS = ("RS256",)
-REFRESH_INTERVAL = 30.0  # seconds between two fetch attempts for one issuer
 MAX_KEY_AGE = 3600.0  # refresh keys this old on the next request (keeping them if that fails)
 FETCH_TIMEOUT = 3.0
 MAX_RESPONSE_BYTES = 256 * 1024
@@ -181,8 +181,13 @@ def _entry(issuer: RegisteredIssuer) -> _Keys:
     return entry
 
 
+def refresh_interval() -> int:
+    """Seconds between two JWKS fetch attempts for one issuer (``ROLEGATE_JWKS_MIN_REFRESH_SECONDS``)."""
+    return settings.ROLEGATE_JWKS_MIN_REFRESH_SECONDS
+
+
 def signing_key(issuer: RegisteredIssuer, kid: str) -> jwt.PyJWK:
-    """The issuer's key ``kid``, refreshing the cache at most once per ``REFRESH_INTERVAL``."""
+    """The issuer's key ``kid``, refreshing the cache at most once per :func:`refresh_interval`."""
     entry = _entry(issuer)
     now = time.time()
     found = entry.keys.get(kid)
@@ -194,7 +199,7 @@ def signing_key(issuer: RegisteredIssuer, kid: str) -> jwt.PyJWK:
         fresh = now - entry.fetched_at < MAX_KEY_AGE
         if found is not None and fresh:
             return found
-        if entry.attempted_at is None or now - entry.attempted_at >= REFRESH_INTERVAL:
+        if entry.attempted_at is None or now - entry.attempted_at >= refresh_interval():
             entry.attempted_at = now
             try:
                 entry.keys = fetch_jwks(issuer)

@@ -1,4 +1,4 @@
-"""Rolegate as an OIDC issuer (CONTRACT §4): discovery and JWKS, public and cacheable."""
+"""Rolegate as an OIDC issuer (docs/api.md#oidc-discovery-and-jwks): discovery and JWKS, public and cacheable."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Audit reason codes (CONTRACT §7): stable, documented in the README ("Audit reason codes").
+"""Audit reason codes: stable, documented in docs/reasons.md#audit-reason-codes.
 
-Each denial reason belongs to one OAuth error code of CONTRACT §5 (the ``error`` of the response);
+Each denial reason belongs to one OAuth error code of docs/reasons.md#oauth-error-codes (the ``error`` of the response);
 the audit's ``reason`` says precisely which check failed.
 """
 
@@ -42,7 +42,8 @@ STS_REFUSED = "sts_refused"
 STS_UNAVAILABLE = "sts_unavailable"
 SIGNING_KEY_UNAVAILABLE = "signing_key_unavailable"
 
-# reason -> (OAuth error code, HTTP status, meaning). The README's table is generated from this.
+# reason -> (OAuth error code, HTTP status, meaning). docs/reasons.md's table must list exactly
+# these (tests/test_docs.py).
 REASONS: dict[str, tuple[str, int, str]] = {
     GRANTED: ("", 200, "The exchange succeeded."),
     INVALID_REQUEST: (

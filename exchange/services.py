@@ -266,7 +266,7 @@ def _invalid_grant(rejected: gitlab.TokenRejected) -> ExchangeError:
             rejected.reason,
             rejected.description,
             status_code=503,
-            headers={"Retry-After": str(int(gitlab.REFRESH_INTERVAL))},
+            headers={"Retry-After": str(gitlab.refresh_interval())},
         )
     return ExchangeError("invalid_grant", rejected.reason, rejected.description)
 

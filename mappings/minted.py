@@ -1,4 +1,4 @@
-"""What a token minted by Rolegate says about a job (CONTRACT §5, "The minted token").
+"""What a token minted by Rolegate says about a job (docs/api.md#the-minted-token).
 
 Shared by the exchange, which mints the token, and the trust-policy generator, which must accept
 exactly it: the ``sub`` formats, the session tags and their sanitising, the role session name.

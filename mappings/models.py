@@ -1,4 +1,4 @@
-"""The registry: which GitLab jobs may assume which AWS roles (CONTRACT §1, §3).
+"""The registry: which GitLab jobs may assume which AWS roles (docs/configuration.md#words, docs/configuration.md).
 
 Models hold fields and field-level validation only. Writes go through ``mappings.services``
 (one place for the rules, used by the admin and by ``apply``); reads for the exchange go through
@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from mappings import patterns
 
-# Every pipeline_source GitLab documents for CI ID tokens (shared/fixtures).
+# Every pipeline_source GitLab documents for CI ID tokens (tests/fixtures/gitlab_id_token_claims.json).
 PIPELINE_SOURCES = (
     "api",
     "chat",

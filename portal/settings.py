@@ -1,4 +1,4 @@
-"""Rolegate settings, read from the environment (see README "Configuration").
+"""Rolegate settings, read from the environment (docs/environment.md).
 
 Everything has a safe default for local development except secrets: outside explicit development
 mode (``DJANGO_DEBUG=1``) a missing ``DJANGO_SECRET_KEY`` refuses to start.
@@ -93,8 +93,8 @@ _issuer = urlsplit(ROLEGATE_ISSUER)
 if _issuer.scheme not in ("http", "https") or not _issuer.hostname:
     raise ImproperlyConfigured(f"ROLEGATE_ISSUER={ROLEGATE_ISSUER!r} is not an http(s) URL")
 ROLEGATE_ALLOW_HTTP = env_bool("ROLEGATE_ALLOW_HTTP", False)
-# CONTRACT §8: HTTPS redirects and secure-only cookies are off only with ROLEGATE_ALLOW_HTTP and
-# an http:// issuer (local development and tests); otherwise on.
+# docs/environment.md#rolegate_allow_http: HTTPS redirects and secure-only cookies are off only
+# with ROLEGATE_ALLOW_HTTP and an http:// issuer (local development and tests); otherwise on.
 _https = _issuer.scheme == "https" or not ROLEGATE_ALLOW_HTTP
 
 ALLOWED_HOSTS = [
@@ -272,6 +272,9 @@ CELERY_TIMEZONE = "UTC"
 ROLEGATE_TOKEN_LIFETIME = env_int("ROLEGATE_TOKEN_LIFETIME", 300, minimum=60, maximum=300)
 # Clock skew tolerated on incoming GitLab tokens' exp/nbf/iat.
 ROLEGATE_CLOCK_LEEWAY = env_int("ROLEGATE_CLOCK_LEEWAY", 30, minimum=0, maximum=300)
+# Seconds between two fetches of one GitLab issuer's JWKS when a token names an unknown kid: a
+# newly published GitLab key is accepted within this time (the contract promises 30 s at most).
+ROLEGATE_JWKS_MIN_REFRESH_SECONDS = env_int("ROLEGATE_JWKS_MIN_REFRESH_SECONDS", 30, minimum=1, maximum=30)
 # Seconds a new signing key is published in the JWKS before it signs (rotate_signing_key).
 ROLEGATE_KEY_OVERLAP = env_int("ROLEGATE_KEY_OVERLAP", 86400, minimum=0)
 # Exchange requests per client IP and minute (0: no limit); counted in the Django cache.

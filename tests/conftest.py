@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Personas (GitLab ID token claims, from shared/fixtures/gitlab_id_token_claims.json):
+Personas (GitLab ID token claims, from tests/fixtures/gitlab_id_token_claims.json):
 - ``web_main_claims``: the web team's protected main-branch push job (platform/web, alice).
 - ``api_production_claims``: the API team's production deploy job (environment=production).
 - ``release_tag_claims``: a release-tag pipeline of platform/web.
@@ -24,14 +24,12 @@ hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if IN_CI:
     hypothesis_settings.load_profile("ci")
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "gitlab_id_token_claims.json"
-_LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab_id_token_claims.json"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab_id_token_claims.json"
 
 
 def load_claim_examples() -> dict[str, dict]:
-    """GitLab ID token payload shapes; the repo keeps a copy so a clone without shared/ runs."""
-    path = FIXTURES if FIXTURES.exists() else _LOCAL_FIXTURES
-    return json.loads(path.read_text())["examples"]
+    """GitLab ID token payload shapes, as GitLab documents them (the suite's own copy)."""
+    return json.loads(FIXTURES.read_text())["examples"]
 
 
 _EXAMPLES = load_claim_examples()

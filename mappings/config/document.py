@@ -1,4 +1,4 @@
-"""Parse and validate a §3 configuration file into plain, checked field values (no database).
+"""Parse and validate a configuration file (docs/configuration.md) into plain, checked field values (no database).
 
 Every problem is collected with its path in the file (``mappings[3].ref``, indexes from 0) rather
 than stopping at the first. Field rules are the models' own validators (``full_clean`` on unsaved
@@ -225,7 +225,7 @@ def _load(text: str, errors: list[tuple[str, str]]) -> dict | None:
 
 
 def parse_document(text: str) -> Document:
-    """The checked contents of a §3 configuration file; raises :class:`ConfigError` listing every
+    """The checked contents of a configuration file; raises :class:`ConfigError` listing every
     problem with its path. Touches no database."""
     errors: list[tuple[str, str]] = []
     data = _load(text, errors)

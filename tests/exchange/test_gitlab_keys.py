@@ -51,6 +51,19 @@ def test_new_gitlab_key_is_accepted_within_30_seconds(api, registry, stand_in, w
     assert stand_in.jwks_fetches() == 2
 
 
+def test_the_refresh_interval_is_a_setting(api, registry, stand_in, web_main_claims, frozen, settings):
+    settings.ROLEGATE_JWKS_MIN_REFRESH_SECONDS = 5
+    assert exchange(api, stand_in, web_main_claims) == (200, "granted")
+    new_key = GitLabKey()
+    stand_in.published = [stand_in.primary, new_key]
+    frozen.shift(4)
+    assert exchange(api, stand_in, web_main_claims, key=new_key) == (400, "unknown_kid")
+    assert stand_in.jwks_fetches() == 1
+    frozen.shift(1)
+    assert exchange(api, stand_in, web_main_claims, key=new_key) == (200, "granted")
+    assert stand_in.jwks_fetches() == 2
+
+
 def test_junk_kids_cannot_hammer_gitlab(api, registry, stand_in, web_main_claims, frozen):
     assert exchange(api, stand_in, web_main_claims) == (200, "granted")
     for _ in range(20):

@@ -1,4 +1,4 @@
-"""``apply`` and ``export`` against the database (CONTRACT §3)."""
+"""``apply`` and ``export`` against the database (docs/configuration.md#applying-a-file)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``python manage.py apply FILE [--dry-run] [--prune]`` (CONTRACT §3)."""
+"""``python manage.py apply FILE [--dry-run] [--prune]`` (docs/commands.md#apply)."""
 
 from __future__ import annotations
 
