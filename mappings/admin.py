@@ -14,10 +14,10 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from exchange.admin import ReadOnlyAdmin
-from mappings import services
+from mappings import lint, selectors, services
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
 from mappings.models import EMPTY_PATTERN, PIPELINE_SOURCES, Account, Issuer, Mapping, RetiredRole, Role
 
@@ -300,6 +300,7 @@ class MappingAdmin(ThroughServicesAdmin):
         "issuer",
         "enabled",
         "expires",
+        "warnings",
     )
     list_filter = ("issuer", "role__account", ("role", RoleFilter), "enabled", ExpiredFilter, "ref_type", "protected")
     list_select_related = ("issuer", "role__account")
@@ -312,8 +313,51 @@ class MappingAdmin(ThroughServicesAdmin):
         ),
     )
 
+    readonly_fields = ("lint_warnings",)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (
+            *fieldsets,
+            (
+                "Lint warnings (risky but legal; apply --strict refuses them)",
+                {"fields": ("lint_warnings",)},
+            ),
+        )
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         return super().formfield_for_foreignkey(db_field, request, **_with_account(db_field, kwargs))
+
+    def get_changelist_instance(self, request):
+        """Lint the page's mappings among all the mappings of their roles, in one pass."""
+        changelist = super().get_changelist_instance(request)
+        found = _lint_for(mapping.role.arn for mapping in changelist.result_list)
+        for mapping in changelist.result_list:
+            mapping.lint_warnings_found = found.get(mapping.name, [])
+        return changelist
+
+    @admin.display(description="warnings")
+    def warnings(self, obj):
+        found = getattr(obj, "lint_warnings_found", [])
+        if not found:
+            return ""
+        codes = ", ".join(sorted({w.code for w in found}))
+        return format_html(
+            '<span class="lint-warning" title="{}">{}</span>', "\n".join(w.message for w in found), codes
+        )
+
+    @admin.display(description="lint warnings")
+    def lint_warnings(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        found = _lint_for([obj.role.arn]).get(obj.name, [])
+        if not found:
+            return "none"
+        return format_html_join(
+            "", '<p class="lint-warning"><code>{}</code> {}</p>', ((w.code, w.message) for w in found)
+        )
 
     @admin.display(description="role", ordering="role__name")
     def role_short(self, obj):
@@ -332,6 +376,13 @@ class MappingAdmin(ThroughServicesAdmin):
         if obj.is_expired:
             return format_html('<strong style="color:#ba2121">expired</strong> {}', when)
         return when
+
+
+def _lint_for(role_arns) -> dict[str, list[lint.Warning]]:
+    """Lint warnings by mapping name for the mappings of these roles (the registry snapshot)."""
+    registry = selectors.registry()
+    rules = [rule for arn in sorted(set(role_arns)) for rule in registry.rules_for_role(arn)]
+    return lint.by_mapping(lint.lint(rules, timezone.now()))
 
 
 @admin.register(RetiredRole)
