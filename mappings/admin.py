@@ -16,10 +16,10 @@ from django.http import HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from exchange.admin import ReadOnlyAdmin
 from mappings import lint, selectors, services
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
 from mappings.models import EMPTY_PATTERN, PIPELINE_SOURCES, Account, Issuer, Mapping, RetiredRole, Role
+from portal.admin import ReadOnlyAdmin
 
 ROLE_SYNC_FIELDS = ("sync_status", "synced_at", "live_policy_sha256", "drift", "last_error")
 PROVIDER_SYNC_FIELDS = ("provider_status", "provider_synced_at", "provider_error")

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
-from mappings import guardrails, sync
+from mappings import guardrails
+from mappings.iam import selectors as iam_selectors
 from mappings.models import Account, Mapping, Role
 
 
@@ -124,7 +125,7 @@ class WriteBatch:
         """Before a write: remember the size of every role's policy not seen yet."""
         for role_id in role_ids - self.before.keys():
             role = Role.objects.select_related("account").filter(pk=role_id).first()
-            self.before[role_id] = sync.role_desired_policy(role).size if role is not None else None
+            self.before[role_id] = iam_selectors.role_desired_policy(role).size if role is not None else None
 
     def saved(self, obj: object, role_ids: set[int]) -> None:
         """After saving ``obj``: its roles' quotas and (for an account or role) the guardrails of
@@ -173,7 +174,7 @@ class WriteBatch:
         refusals = []
         roles = Role.objects.select_related("account").filter(pk__in=self.checked_roles)
         for role in sorted(roles, key=str):
-            result = sync.role_desired_policy(role)
+            result = iam_selectors.role_desired_policy(role)
             before = self.before.get(role.pk)
             size = PolicySize(str(role), role.arn, before, result.size, result.limit)
             self.policy_sizes.append(size)
