@@ -123,6 +123,12 @@ class ExplainMappingSerializer(serializers.Serializer):
     failed = ExplainFailureSerializer(many=True, help_text="Every condition the claims fail, in checking order")
 
 
+class ExplainWarningSerializer(serializers.Serializer):
+    mapping = serializers.CharField()
+    code = serializers.CharField(help_text="A lint code: wildcard_project_unprotected, untrusted_pipeline_source, ...")
+    message = serializers.CharField()
+
+
 class ExplainIamSerializer(serializers.Serializer):
     role_arn = serializers.CharField()
     mapping = serializers.CharField()
@@ -150,6 +156,9 @@ class ExplainApi(StaffApiMixin, APIView):
         mapping = serializers.CharField(allow_null=True)
         role_arn = serializers.CharField(allow_null=True)
         mappings = ExplainMappingSerializer(many=True)
+        warnings = ExplainWarningSerializer(
+            many=True, help_text="Lint warnings about the listed mappings: risky but legal, or granting nothing"
+        )
         iam = ExplainIamSerializer(
             allow_null=True,
             help_text="Would IAM allow the token under the role's generated trust policy? "
