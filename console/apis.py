@@ -10,6 +10,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from console.admin_views import VIEW_AUDIT, VIEW_MAPPINGS
 from console.authentication import StaffApiMixin
 from console.explain import UnknownIssuer, explain_claims
 from console.iam_check import decision_verdict
@@ -76,7 +77,9 @@ def _audit_page_schema():
 
 
 class AuditEventListApi(StaffApiMixin, APIView):
-    """Audit events (§7), newest first, cursor-paginated."""
+    """Audit events (§7), newest first, cursor-paginated. Needs what the audit log's admin page needs."""
+
+    required_permissions = (VIEW_AUDIT,)
 
     class FilterSerializer(serializers.Serializer):
         outcome = serializers.ChoiceField(choices=AuditEvent.Outcome.values, required=False)
@@ -134,7 +137,10 @@ class ExplainIamSerializer(serializers.Serializer):
 
 
 class ExplainApi(StaffApiMixin, APIView):
-    """Would a job with these claims get a role, and if not, why? The exchange's own matcher."""
+    """Would a job with these claims get a role, and if not, why? The exchange's own matcher.
+    Needs what the explain page needs."""
+
+    required_permissions = (VIEW_MAPPINGS,)
 
     @extend_schema_serializer(component_name="ExplainRequest")
     class InputSerializer(serializers.Serializer):

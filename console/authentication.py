@@ -44,6 +44,23 @@ class IsStaff(permissions.BasePermission):
         return bool(request.user is not None and request.user.is_staff)
 
 
+class HasViewPermissions(permissions.BasePermission):
+    """The Django model permissions the matching console page requires (``view.required_permissions``):
+    a staff user the page refuses is refused here too (403)."""
+
+    def has_permission(self, request, view):
+        required = tuple(getattr(view, "required_permissions", ()))
+        if request.user.has_perms(required):
+            return True
+        self.message = "Your account lacks the permission this API needs: " + ", ".join(
+            perm for perm in required if not request.user.has_perm(perm)
+        )
+        return False
+
+
 class StaffApiMixin:
+    """Staff users with the permissions in ``required_permissions`` (no default: each view says)."""
+
     authentication_classes = [BearerTokenAuthentication]
-    permission_classes = [IsStaff]
+    permission_classes = [IsStaff, HasViewPermissions]
+    required_permissions: tuple[str, ...]
