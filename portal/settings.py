@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -112,6 +113,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
+    "axes",
     "mappings",
     "exchange",
     "console",
@@ -127,6 +129,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# django-axes first: it refuses a locked-out username+address before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -293,6 +303,23 @@ CACHES = {
 }
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
+
+# --- Login and API token throttling (docs/operations.md "Security controls") ------------------
+
+# django-axes: after ROLEGATE_LOGIN_FAILURE_LIMIT wrong passwords for one username from one
+# client address, that pair is locked out (429) for ROLEGATE_LOGIN_LOCKOUT_MINUTES, right
+# password or not. Attempts are kept in the database (every process sees them); a success resets.
+AXES_FAILURE_LIMIT = env_int("ROLEGATE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ROLEGATE_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The same client address as the exchange's audit and rate limit (trusted proxies included).
+AXES_CLIENT_IP_CALLABLE = "console.throttling.request_client_ip"
+# Failed platform-API token authentications per client address in a fixed window of
+# ROLEGATE_API_AUTH_WINDOW_SECONDS; beyond the limit every bearer request from that address is
+# 429 with Retry-After until the window ends (0: no limit). Counted in the cache (CACHES).
+ROLEGATE_API_AUTH_FAILURE_LIMIT = env_int("ROLEGATE_API_AUTH_FAILURE_LIMIT", 10, minimum=0)
+ROLEGATE_API_AUTH_WINDOW_SECONDS = env_int("ROLEGATE_API_AUTH_WINDOW_SECONDS", 900, minimum=1)
 
 LOGGING = {
     "version": 1,
