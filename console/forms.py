@@ -45,7 +45,7 @@ class ExplainForm(forms.Form):
         if raw:
             try:
                 claims = jwt.decode(raw, options={"verify_signature": False})
-            except (jwt.PyJWTError, RecursionError):  # a payload nested too deeply for the JSON decoder
+            except jwt.PyJWTError:
                 raise ValidationError({"token": "This is not a readable JWT."}) from None
             if not isinstance(claims, dict):
                 raise ValidationError({"token": "The token's payload is not a JSON object."})
