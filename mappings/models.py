@@ -15,7 +15,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from mappings import patterns
+from mappings import addresses, patterns
 
 # Every pipeline_source GitLab documents for CI ID tokens (shared/fixtures).
 PIPELINE_SOURCES = (
@@ -54,6 +54,9 @@ def validate_issuer_url(value: str) -> None:
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValidationError("The URL must not contain a query, fragment or credentials.")
+    refusal = addresses.host_refusal(parts.hostname)
+    if refusal:
+        raise ValidationError(f"Rolegate would fetch keys from this URL, and {refusal}")
 
 
 def validate_issuer_base_url(value: str) -> None:

@@ -6,6 +6,7 @@ mode (``DJANGO_DEBUG=1``) a missing ``DJANGO_SECRET_KEY`` refuses to start.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -50,6 +51,18 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
 
 def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
+
+
+def env_networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP networks (``10.0.0.0/8,fc00::/7``); an empty value lists none."""
+    raw = os.environ.get(name, default)
+    networks = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP network such as 10.0.0.0/8") from None
+    return tuple(networks)
 
 
 def env_secret(name: str) -> str | None:
@@ -306,6 +319,12 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
+# The networks an issuer URL or jwks_url may name besides public addresses (mappings.addresses):
+# by default the private ones (RFC 1918, IPv6 ULA), so a self-managed GitLab on a private network
+# works; loopback and link-local (cloud metadata) are refused unless listed here.
+ROLEGATE_ISSUER_ALLOWED_NETWORKS = env_networks(
+    "ROLEGATE_ISSUER_ALLOWED_NETWORKS", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+)
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
 

@@ -34,6 +34,7 @@ def test_explain_api_still_reads_moderately_nested_claims(api):
 
 def test_explain_page_refuses_a_pasted_token_with_a_deep_payload_too(admin_client):
     """PyJWT turns the decoder's RecursionError into DecodeError; this pins it."""
+
     def part(text: str) -> str:
         return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
 

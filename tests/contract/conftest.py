@@ -135,6 +135,7 @@ def server_env(tmp: Path, *, port: int, moto_url: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="portal.settings",
         DJANGO_SECRET_KEY="contract-tests-secret-0123456789abcdefghijklmnopqrstuvwxyz",
         ROLEGATE_ALLOW_HTTP="1",
+        ROLEGATE_ISSUER_ALLOWED_NETWORKS="127.0.0.0/8",  # the stand-in GitLab listens on loopback
         ROLEGATE_ISSUER=f"http://127.0.0.1:{port}",
         ROLEGATE_RATE_LIMIT="0",
         DATABASE_URL=f"sqlite:///{tmp / 'rolegate.sqlite3'}",
