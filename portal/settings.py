@@ -377,5 +377,7 @@ LOGGING = {
         # botocore's INFO lines ("Found credentials in environment variables") are noise on every
         # command's standard error, where CONTRACT §9 promises one line of reason.
         "botocore": {"level": "WARNING"},
+        # django-axes greets every process at INFO ("AXES: BEGIN version ..."); lockouts are warnings.
+        "axes": {"level": "WARNING"},
     },
 }

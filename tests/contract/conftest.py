@@ -79,11 +79,13 @@ mappings:
     project: platform/web
 """
 
-# A staff user ("the platform lead") and a non-staff one ("a developer"), with an API token each.
+# A staff user ("the platform lead", who may view the audit log and the mappings, as the platform
+# API requires) and a non-staff one ("a developer"), with an API token each.
 USERS = """
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from console.services import api_token_create
 lead = User.objects.create_user("lead", is_staff=True)
+lead.user_permissions.set(Permission.objects.filter(codename__in=["view_auditevent", "view_mapping"]))
 dev = User.objects.create_user("dev")
 print(api_token_create(user=lead, name="contract tests")[1], api_token_create(user=dev, name="contract tests")[1])
 """
