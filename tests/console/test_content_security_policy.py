@@ -18,8 +18,7 @@ PAGES = [
     "/admin/mappings/mapping/",
     "/api/v1/audit-events/",
     "/.well-known/openid-configuration",
-    "/healthz",
-]
+]  # /healthz and /readyz are plain-text probes answered before every other middleware
 
 
 def directives(header: str) -> dict[str, list[str]]:
