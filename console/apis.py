@@ -10,6 +10,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from console.admin_views import VIEW_AUDIT, VIEW_MAPPINGS
 from console.authentication import StaffApiMixin
 from console.explain import UnknownIssuer, explain_claims
 from console.iam_check import decision_verdict
@@ -78,6 +79,8 @@ def _audit_page_schema():
 class AuditEventListApi(StaffApiMixin, APIView):
     """Audit events (docs/api.md#audit-events), newest first, cursor-paginated."""
 
+    required_permissions = (VIEW_AUDIT,)
+
     class FilterSerializer(serializers.Serializer):
         outcome = serializers.ChoiceField(choices=AuditEvent.Outcome.values, required=False)
         since = serializers.DateTimeField(
@@ -140,7 +143,10 @@ class ExplainIamSerializer(serializers.Serializer):
 
 
 class ExplainApi(StaffApiMixin, APIView):
-    """Would a job with these claims get a role, and if not, why? The exchange's own matcher."""
+    """Would a job with these claims get a role, and if not, why? The exchange's own matcher.
+    Needs what the explain page needs."""
+
+    required_permissions = (VIEW_MAPPINGS,)
 
     @extend_schema_serializer(component_name="ExplainRequest")
     class InputSerializer(serializers.Serializer):

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from exchange.models import AuditEvent
+from exchange.safe_text import csv_cell
 from mappings.claims import AUDITED
 
 # The public shape of an audit event: exports, the audit API and the admin's downloads.
@@ -134,21 +135,14 @@ def write_jsonl(events: Iterable[AuditEvent], stream: IO[str]) -> int:
     return count
 
 
-def _csv_cell(value: object) -> object:
-    """Neutralise spreadsheet formulas: claims of a refused token are attacker-chosen text."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def write_csv(events: Iterable[AuditEvent], stream: IO[str]) -> int:
-    writer = csv.DictWriter(stream, fieldnames=AUDIT_FIELDS, extrasaction="raise")
+    """Events as CSV for spreadsheets: every cell quoted, controls escaped, formulas neutralised
+    (:func:`exchange.safe_text.csv_cell`); JSON lines keep the text exact (JSON escapes controls)."""
+    writer = csv.DictWriter(stream, fieldnames=AUDIT_FIELDS, extrasaction="raise", quoting=csv.QUOTE_ALL)
     writer.writeheader()
     count = 0
     for event in events:
         row = audit_event_as_dict(event)
-        writer.writerow({key: _csv_cell(value) for key, value in row.items()})
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
         count += 1
     return count

@@ -15,8 +15,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from mappings import addresses, patterns
 from mappings import guardrails as guardrail_rules
-from mappings import patterns
 
 # Every pipeline_source GitLab documents for CI ID tokens (tests/fixtures/gitlab_id_token_claims.json).
 PIPELINE_SOURCES = (
@@ -55,6 +55,9 @@ def validate_issuer_url(value: str) -> None:
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValidationError("The URL must not contain a query, fragment or credentials.")
+    refusal = addresses.host_refusal(parts.hostname)
+    if refusal:
+        raise ValidationError(f"Rolegate would fetch keys from this URL, and {refusal}")
 
 
 def validate_issuer_base_url(value: str) -> None:

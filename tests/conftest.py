@@ -42,6 +42,17 @@ def fresh_registry_cache(monkeypatch):
     monkeypatch.setattr("mappings.selectors._cached", None)
 
 
+@pytest.fixture(autouse=True)
+def fresh_local_cache():
+    """Each test starts with empty counters (rate limit, failed API tokens) in the per-process
+    cache; a shared Redis cache is never flushed."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()
+
+
 @pytest.fixture
 def web_main_claims() -> dict:
     return copy.deepcopy(_EXAMPLES["protected_main_push"])

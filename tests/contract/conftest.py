@@ -79,11 +79,13 @@ mappings:
     project: platform/web
 """
 
-# A staff user ("the platform lead") and a non-staff one ("a developer"), with an API token each.
+# A staff user ("the platform lead", who may view the audit log and the mappings, as the platform
+# API requires) and a non-staff one ("a developer"), with an API token each.
 USERS = """
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from console.services import api_token_create
 lead = User.objects.create_user("lead", is_staff=True)
+lead.user_permissions.set(Permission.objects.filter(codename__in=["view_auditevent", "view_mapping"]))
 dev = User.objects.create_user("dev")
 print(api_token_create(user=lead, name="contract tests")[1], api_token_create(user=dev, name="contract tests")[1])
 """
@@ -139,6 +141,7 @@ def server_env(tmp: Path, *, port: int, moto_url: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="portal.settings",
         DJANGO_SECRET_KEY="contract-tests-secret-0123456789abcdefghijklmnopqrstuvwxyz",
         ROLEGATE_ALLOW_HTTP="1",
+        ROLEGATE_ISSUER_ALLOWED_NETWORKS="127.0.0.0/8",  # the stand-in GitLab listens on loopback
         ROLEGATE_ISSUER=f"http://127.0.0.1:{port}",
         ROLEGATE_RATE_LIMIT="0",
         ROLEGATE_JWKS_MIN_REFRESH_SECONDS=str(JWKS_REFRESH_SECONDS),
