@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from mappings import minted, patterns, policies
 
@@ -34,7 +35,7 @@ class Request:
     context: Mapping[str, str] = field(default_factory=dict)
 
 
-def _as_list(value: object) -> list:
+def _as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
@@ -66,7 +67,7 @@ def _condition_holds(operator: str, key: str, expected: object, context: Mapping
     return not hit if negated else hit
 
 
-def _statement_applies(statement: Mapping, request: Request) -> bool:
+def _statement_applies(statement: Mapping[str, Any], request: Request) -> bool:
     if "NotPrincipal" in statement or "NotAction" in statement:
         raise UnsupportedPolicy("NotPrincipal/NotAction")
     if not _principal_matches(statement.get("Principal"), request.federated):
@@ -80,7 +81,7 @@ def _statement_applies(statement: Mapping, request: Request) -> bool:
     return True
 
 
-def allows(policy: Mapping, request: Request) -> bool:
+def allows(policy: Mapping[str, Any], request: Request) -> bool:
     """Whether ``policy`` lets ``request`` through: some Allow applies and no Deny does."""
     allowed = False
     for statement in _as_list(policy.get("Statement", [])):
@@ -111,7 +112,7 @@ def web_identity_requests(
 
 
 def minted_token_allowed(
-    policy: Mapping,
+    policy: Mapping[str, Any],
     *,
     rolegate_issuer: str,
     account_id: str,
@@ -135,7 +136,7 @@ def minted_token_allowed(
 
 
 def gitlab_token_allowed(
-    policy: Mapping, *, issuer_url: str, account_id: str, aud: str, claims: Mapping[str, object]
+    policy: Mapping[str, Any], *, issuer_url: str, account_id: str, aud: str, claims: Mapping[str, object]
 ) -> bool:
     """Whether IAM would accept a GitLab ID token with ``claims`` directly (direct mode)."""
     sub = minted.gitlab_sub(str(claims["project_path"]), str(claims["ref_type"]), str(claims["ref"]))

@@ -7,7 +7,9 @@ Models hold fields and field-level validation only. Writes go through ``mappings
 
 from __future__ import annotations
 
+import re
 import uuid
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -102,7 +104,7 @@ validate_account_id = RegexValidator(r"^[0-9]{12}\Z", 'An AWS account id is exac
 validate_role_name = RegexValidator(
     r"^[A-Za-z0-9_+=,.@-]{1,64}\Z",
     "IAM role names are 1-64 characters of letters, digits and + = , . @ _ -.",
-    flags=0,
+    flags=re.NOFLAG,  # as in the migrations that record this validator
 )
 validate_role_arn = RegexValidator(
     r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}\Z",
@@ -297,7 +299,7 @@ class Role(TimestampedModel):
         return role_arn(self.account.account_id, self.name)
 
     def clean(self) -> None:
-        account = _related(self, "account")
+        account = _related(self, "account", Account)
         if account is not None:
             _raise_violations(
                 guardrail_rules.role_violations(
@@ -306,12 +308,16 @@ class Role(TimestampedModel):
             )
 
 
-def _related(obj: models.Model, name: str):
+_Related = TypeVar("_Related", bound=models.Model)
+
+
+def _related(obj: models.Model, name: str, model: type[_Related]) -> _Related | None:
     """``obj.<name>``, or None while it is unset (the missing field is reported on its own)."""
     try:
-        return getattr(obj, name)
+        value = getattr(obj, name)
     except models.ObjectDoesNotExist:
         return None
+    return value if isinstance(value, model) else None
 
 
 def _raise_violations(violations: list[guardrail_rules.Violation]) -> None:
@@ -378,7 +384,7 @@ class Mapping(TimestampedModel):
             raise ValidationError(
                 {"environment": "An empty environment pattern matches no job; leave it unset to match any job."}
             )
-        role = _related(self, "role")  # a missing role is reported on the field itself
+        role = _related(self, "role", Role)  # a missing role is reported on the field itself
         conditioned = self.protected or self.environment is not None or bool(self.pipeline_sources)
         if (
             conditioned

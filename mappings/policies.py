@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from mappings import minted, patterns
@@ -66,7 +67,7 @@ class PolicyInput:
 class TrustPolicy:
     """A policy that fits: the document, its minified text and what IAM cannot enforce."""
 
-    document: dict
+    document: dict[str, Any]
     text: str
     size: int
     limit: int
@@ -86,7 +87,7 @@ class TrustPolicy:
 class PolicyTooLarge:
     """A policy that does not fit the account's quota; never written to IAM."""
 
-    document: dict
+    document: dict[str, Any]
     size: int
     limit: int
     warnings: tuple[str, ...] = ()
@@ -201,14 +202,14 @@ class _Signature:
             bool(other.pipeline_sources) and set(other.pipeline_sources) <= set(self.pipeline_sources)
         )
 
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[bool, bool, str, tuple[str, ...]]:
         return (self.protected, self.environment is not None, self.environment or "", self.pipeline_sources)
 
 
 _NO_CONDITIONS = _Signature(False, None, ())
 
 
-def _statement(*, federated: str, actions: Sequence[str], equals: dict[str, object], like: dict[str, object]) -> dict:
+def _statement(*, federated: str, actions: Sequence[str], equals: dict[str, object], like: dict[str, object]) -> dict[str, Any]:
     condition: dict[str, dict[str, object]] = {}
     if equals:
         condition["StringEquals"] = dict(sorted(equals.items()))
@@ -231,7 +232,7 @@ def _one_or_list(values: Sequence[str]) -> object:
 _ASSUME_ACTIONS = ["sts:AssumeRole", "sts:AssumeRoleWithSAML", ASSUME_ACTION, TAG_ACTION]
 
 
-def trusts_nobody() -> dict:
+def trusts_nobody() -> dict[str, Any]:
     """A valid trust policy that lets no one assume the role."""
     return {
         "Version": POLICY_VERSION,
@@ -239,7 +240,7 @@ def trusts_nobody() -> dict:
     }
 
 
-def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
+def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict[str, Any]]:
     host = provider_host(data.rolegate_issuer)
     federated = provider_arn(data.account_id, data.rolegate_issuer)
     groups: dict[_Signature, list[str]] = {}
@@ -285,7 +286,7 @@ def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
     return statements
 
 
-def _direct_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
+def _direct_statements(data: PolicyInput, rules: list[Rule]) -> list[dict[str, Any]]:
     issuers = {issuer.name: issuer for issuer in data.issuers}
     groups: dict[str, list[str]] = {}
     for rule in rules:
@@ -306,12 +307,12 @@ def _direct_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
     return statements
 
 
-def minify(document: dict) -> str:
+def minify(document: dict[str, Any]) -> str:
     """The document as IAM receives it from us: compact JSON, keys in our order."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 
 
-def policy_size(document: dict) -> int:
+def policy_size(document: dict[str, Any]) -> int:
     """Size as IAM counts it against ACLSizePerRole: characters, whitespace not counted."""
     return len(_WHITESPACE.sub("", minify(document)))
 

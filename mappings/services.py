@@ -148,23 +148,23 @@ def registry_delete(obj: RegistryObject, *, actor: str) -> None:
     logger.info("deleted %s %s by %s", type(obj).__name__.lower(), label, actor)
 
 
-def issuer_create(*, actor: str, **fields) -> Issuer:
+def issuer_create(*, actor: str, **fields: object) -> Issuer:
     return registry_save(Issuer(**fields), actor=actor)
 
 
-def account_create(*, actor: str, **fields) -> Account:
+def account_create(*, actor: str, **fields: object) -> Account:
     return registry_save(Account(**fields), actor=actor)
 
 
-def role_create(*, actor: str, **fields) -> Role:
+def role_create(*, actor: str, **fields: object) -> Role:
     return registry_save(Role(**fields), actor=actor)
 
 
-def mapping_create(*, actor: str, **fields) -> Mapping:
+def mapping_create(*, actor: str, **fields: object) -> Mapping:
     return registry_save(Mapping(**fields), actor=actor)
 
 
-def registry_update(obj: RegistryObject, *, actor: str, **fields) -> RegistryObject:
+def registry_update(obj: RegistryObject, *, actor: str, **fields: object) -> RegistryObject:
     """Set ``fields`` on ``obj`` and save it through :func:`registry_save`."""
     for name, value in fields.items():
         setattr(obj, name, value)
