@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mappings import minted, patterns
@@ -79,7 +79,7 @@ class TrustPolicy:
         return policy_sha256(self.document)
 
     @property
-    def fits(self) -> bool:
+    def fits(self) -> Literal[True]:  # a literal, so `if result.fits` tells the two results apart
         return True
 
 
@@ -107,7 +107,7 @@ class PolicyTooLarge:
         )
 
     @property
-    def fits(self) -> bool:
+    def fits(self) -> Literal[False]:
         return False
 
 
@@ -209,7 +209,9 @@ class _Signature:
 _NO_CONDITIONS = _Signature(False, None, ())
 
 
-def _statement(*, federated: str, actions: Sequence[str], equals: dict[str, object], like: dict[str, object]) -> dict[str, Any]:
+def _statement(
+    *, federated: str, actions: Sequence[str], equals: dict[str, object], like: dict[str, object]
+) -> dict[str, Any]:
     condition: dict[str, dict[str, object]] = {}
     if equals:
         condition["StringEquals"] = dict(sorted(equals.items()))
