@@ -23,7 +23,7 @@ from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
 
 logger = logging.getLogger(__name__)
 
-RegistryObject = TypeVar("RegistryObject", Issuer, Account, Role, Mapping)
+RegistryObject = TypeVar("RegistryObject", bound=Issuer | Account | Role | Mapping)
 
 
 def _touched_role_ids(obj: models.Model) -> set[int]:

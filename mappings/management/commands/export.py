@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from mappings.config import export_document
@@ -10,5 +12,5 @@ from mappings.config import export_document
 class Command(BaseCommand):
     help = "Print every issuer, account, role and mapping as a configuration file (re-applies as a no-op)."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         self.stdout.write(export_document(), ending="")
