@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from typing import IO
+from typing import Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -21,6 +21,13 @@ from django.utils import timezone
 from exchange.models import AuditEvent
 from exchange.safe_text import csv_cell
 from mappings.claims import AUDITED
+
+
+class TextSink(Protocol):
+    """Where an export writes: a text file, a buffer, a management command's ``self.stdout``."""
+
+    def write(self, text: str, /) -> object: ...
+
 
 # The public shape of an audit event: exports, the audit API and the admin's downloads.
 AUDIT_FIELDS = (
@@ -127,7 +134,7 @@ def audit_event_as_dict(event: AuditEvent) -> dict:
     return data
 
 
-def write_jsonl(events: Iterable[AuditEvent], stream: IO[str]) -> int:
+def write_jsonl(events: Iterable[AuditEvent], stream: TextSink) -> int:
     count = 0
     for event in events:
         stream.write(json.dumps(audit_event_as_dict(event), separators=(",", ":")) + "\n")
@@ -135,7 +142,7 @@ def write_jsonl(events: Iterable[AuditEvent], stream: IO[str]) -> int:
     return count
 
 
-def write_csv(events: Iterable[AuditEvent], stream: IO[str]) -> int:
+def write_csv(events: Iterable[AuditEvent], stream: TextSink) -> int:
     """Events as CSV for spreadsheets: every cell quoted, controls escaped, formulas neutralised
     (:func:`exchange.safe_text.csv_cell`); JSON lines keep the text exact (JSON escapes controls)."""
     writer = csv.DictWriter(stream, fieldnames=AUDIT_FIELDS, extrasaction="raise", quoting=csv.QUOTE_ALL)
