@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -51,7 +51,7 @@ AUDIT_FIELDS = (
 
 # ROLEGATE_AUDIT_LOG: each stored event, once committed, as one line here (docs/operations.md "Logs").
 audit_logger = logging.getLogger("rolegate.audit")
-_MAX_LENGTHS = {f.name: f.max_length for f in AuditEvent._meta.get_fields() if getattr(f, "max_length", None)}
+_MAX_LENGTHS = {f.name: f.max_length for f in AuditEvent._meta.fields if f.max_length}
 
 
 def _fit(name: str, value: object) -> str | None:
@@ -77,7 +77,7 @@ def audit_record(
     client_ip: str | None = None,
     user_agent: str = "",
     issuer: str | None = None,
-    claims: dict | None = None,
+    claims: dict[str, Any] | None = None,
     token_verified: bool = False,
     requested_role_arn: str | None = None,
     role_arn: str | None = None,
@@ -128,7 +128,7 @@ def _audit_log(event: AuditEvent) -> None:
     )
 
 
-def audit_event_as_dict(event: AuditEvent) -> dict:
+def audit_event_as_dict(event: AuditEvent) -> dict[str, Any]:
     data = {name: getattr(event, name) for name in AUDIT_FIELDS}
     data["time"] = event.time.isoformat().replace("+00:00", "Z")
     return data

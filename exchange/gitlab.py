@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
@@ -62,7 +63,7 @@ class JwksFetchError(Exception):
 @dataclass(frozen=True)
 class VerifiedToken:
     issuer: RegisteredIssuer
-    claims: dict
+    claims: dict[str, Any]
 
 
 @dataclass
@@ -83,7 +84,7 @@ def forget_cached_keys() -> None:
         _keys.clear()
 
 
-def unverified_parts(token: str) -> tuple[dict, dict]:
+def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload of a compact JWS, not verified; :class:`TokenRejected` if unreadable."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise TokenRejected(reasons.MALFORMED_TOKEN, "The subject token is not a JWT (empty or too long).")
@@ -243,7 +244,7 @@ def _check_claims(claims: Mapping[str, object]) -> None:
                 f"The subject token's {name} claim must be the string " + " or ".join(f'"{v}"' for v in allowed) + ".",
             )
     for name in NO_COLON:
-        if ":" in claims[name]:
+        if ":" in str(claims[name]):  # a string: checked above
             raise TokenRejected(
                 reasons.INVALID_CLAIM,
                 f"The subject token's {name} claim contains ':', which would make its sub ambiguous.",

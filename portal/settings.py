@@ -93,12 +93,13 @@ def _dev_secret_key() -> str:
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
-SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or (_dev_secret_key() if DEBUG else None)
-if not SECRET_KEY:
+_secret_key = env_secret("DJANGO_SECRET_KEY") or (_dev_secret_key() if DEBUG else None)
+if not _secret_key:
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY is not set. Set it (or DJANGO_SECRET_KEY_FILE) to a long random value; "
         "it also protects Rolegate's signing keys at rest. Only DJANGO_DEBUG=1 generates one."
     )
+SECRET_KEY: str = _secret_key
 
 # Old secrets, comma-separated, still accepted (sessions, signing keys at rest) while rotating.
 SECRET_KEY_FALLBACKS = [k.strip() for k in (env_secret("DJANGO_SECRET_KEY_FALLBACKS") or "").split(",") if k.strip()]
