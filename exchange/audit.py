@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from exchange.models import AuditEvent
 from mappings import minted
+from portal import metrics
 
 # The public shape of an audit event: exports, the audit API and the admin's downloads.
 AUDIT_FIELDS = (
@@ -117,6 +118,11 @@ def audit_record(
         latency_ms=latency_ms,
         token_verified=token_verified,
         **fields,
+    )
+    # Counted once the event is committed: a rolled-back event (a 503) was never an exchange.
+    transaction.on_commit(
+        lambda: metrics.exchange_observed(endpoint=endpoint, outcome=outcome, reason=reason, latency_ms=latency_ms),
+        robust=True,
     )
     if settings.ROLEGATE_AUDIT_LOG:
         # After the row is committed (a rolled-back event was never recorded), from the stored

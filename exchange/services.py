@@ -25,6 +25,7 @@ from exchange.models import UsedToken
 from mappings import minted
 from mappings.matching import Rule, decide
 from mappings.selectors import registry
+from portal import metrics
 from portal.api_errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ExchangeError(ApiError):
 
 class AuditUnavailable(ApiError):
     def __init__(self):
+        metrics.AUDIT_WRITE_FAILURES.inc()
         super().__init__(
             "temporarily_unavailable",
             "The exchange could not record its audit event, so it refuses to answer; try again shortly.",

@@ -123,6 +123,8 @@ MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
     # /healthz and /readyz, answered before host validation and HTTPS redirects (portal.probes).
     "portal.probes.ProbeMiddleware",
+    # GET /metrics, protected by ROLEGATE_METRICS_TOKEN / _ALLOWED_NETWORKS (console.metrics).
+    "console.metrics.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -337,6 +339,25 @@ ROLEGATE_BREAK_GLASS = env_bool("ROLEGATE_BREAK_GLASS", False)
 AUTHENTICATION_BACKENDS = ["console.sso.backends.GitLabBackend", "console.sso.backends.LocalBackend"]
 LOGIN_REDIRECT_URL = "/admin/"
 LOGIN_REDIRECT_URL_FAILURE = "/admin/login/"
+
+# --- Metrics and alerts (docs/operations.md "Metrics", "Alerts") ------------------------------
+
+
+def _networks(name: str) -> list:
+    import ipaddress
+
+    networks = []
+    for item in env_list(name):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+    return networks
+
+
+# GET /metrics needs this bearer token and/or a TCP peer in these networks; with neither, 404.
+ROLEGATE_METRICS_TOKEN = env_secret("ROLEGATE_METRICS_TOKEN")
+ROLEGATE_METRICS_ALLOWED_NETWORKS = _networks("ROLEGATE_METRICS_ALLOWED_NETWORKS")
 
 # Log lines: "plain" text (the development default) or "json", one object per line with the
 # request id and the Celery task id (portal.log_context).
