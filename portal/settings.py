@@ -299,6 +299,9 @@ CACHES = {
 }
 # Seconds each /readyz check (database, cache, broker) may take before it counts as failing.
 ROLEGATE_READYZ_TIMEOUT = env_int("ROLEGATE_READYZ_TIMEOUT", 2, minimum=1, maximum=30)
+# The GitLab CI/CD component (this repository's templates/aws.yml, published in your GitLab) that
+# the admin's CI snippets include: <GitLab host>/<project path>/aws@<version>.
+ROLEGATE_CI_COMPONENT = env_str("ROLEGATE_CI_COMPONENT", "$CI_SERVER_FQDN/platform/rolegate/aws@1.0.0")
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
 
