@@ -1,5 +1,5 @@
 """Gunicorn settings of Rolegate's web process (Dockerfile, docker-compose.yml, Kubernetes):
-``gunicorn --config gunicorn.conf.py portal.wsgi:application``.
+``gunicorn portal.wsgi:application --config gunicorn.conf.py``.
 
 Metrics (docs/operations.md "Metrics"): each worker is its own process, so prometheus-client
 writes its counters to files in ``PROMETHEUS_MULTIPROC_DIR`` and ``GET /metrics`` sums every

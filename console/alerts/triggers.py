@@ -6,6 +6,7 @@ console exists."""
 from __future__ import annotations
 
 from celery import signals
+from django.conf import settings
 
 SYNC_TASKS = frozenset({"mappings.tasks.sync_role", "mappings.tasks.sync_account"})
 
@@ -16,4 +17,7 @@ def _evaluate_after_sync(task=None, state=None, **kwargs) -> None:
         return
     from console.alerts.tasks import alerts_evaluate_task
 
-    alerts_evaluate_task.delay()
+    if settings.CELERY_BROKER_URL:
+        alerts_evaluate_task.delay()
+    else:  # in-process, like the sync itself (an eager delay() would look for a broker)
+        alerts_evaluate_task.apply()
