@@ -442,7 +442,7 @@ ROLEGATE_METRICS_ALLOWED_NETWORKS = _networks("ROLEGATE_METRICS_ALLOWED_NETWORKS
 
 def _alert_webhooks(name: str) -> list[tuple[str, str]]:
     """``kind:url`` entries, comma-separated: ``slack:https://hooks.slack.com/…,json:https://…``."""
-    hooks = []
+    hooks: list[tuple[str, str]] = []
     for item in (env_secret(name) or "").split(","):
         item = item.strip()
         if not item:
