@@ -114,8 +114,8 @@ def test_tag_values_are_exact_so_iam_is_never_looser(web_main_claims):
 
 # --- the property -------------------------------------------------------------------------------
 
-# Alphabets kept small so patterns and values collide often; no ':' (never in a GitLab path or ref)
-# and no characters the tag sanitiser rewrites (see the collision test above).
+# Alphabets kept small so patterns and values collide often; no ':' (never in a GitLab path or ref).
+# Hostile values, several roles and accounts: tests/iam/test_role_binding.py.
 VALUE = st.text(alphabet="ab/", min_size=1, max_size=4)
 PATTERN = st.text(alphabet="ab/*?", min_size=1, max_size=4).filter(lambda p: "**" not in p)
 ISSUERS = ("gitlab-com", "gitlab-self")
