@@ -34,9 +34,10 @@ run: demo ## Serve Rolegate on http://127.0.0.1:8000 (PORT=8001 for another) wit
 	@echo "Serving on http://127.0.0.1:$(PORT)/ (tasks in-process; Ctrl-C stops)"
 	@$(DEV_ENV) $(PY) manage.py runserver --skip-checks 127.0.0.1:$(PORT)
 
-lint: venv ## ruff, Django's checks, and missing migrations
+lint: venv ## ruff, import layers (pyproject's [tool.importlinter]), Django's checks, and missing migrations
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) manage.py check
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) manage.py makemigrations --check --dry-run
 

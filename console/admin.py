@@ -20,10 +20,10 @@ from django.utils.html import format_html
 
 from console.models import ApiToken
 from console.services import api_token_create, api_token_revoke, api_token_update
-from exchange.admin import ReadOnlyAdmin
 from exchange.audit import CLAIM_FIELDS, write_csv, write_jsonl
 from exchange.models import AuditEvent
 from mappings.models import Mapping, Role
+from portal.admin import ReadOnlyAdmin
 
 EXPORT_BATCH = 1000
 # The audit log's value filters list the values seen recently, most frequent first: a DISTINCT

@@ -1,7 +1,7 @@
 """Would IAM accept the token under the role's generated trust policy? (explain/simulate)
 
 Defence in depth made visible: Rolegate's matcher decides, and the trust policy the IAM sync
-generates for the role (``mappings.sync.role_desired_policy``) must agree; the IAM sync's
+generates for the role (``mappings.iam.selectors.role_desired_policy``) must agree; the IAM sync's
 evaluator (``mappings.iam_eval``) answers for IAM.
 """
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from console.explain import Explanation
-from mappings import iam_eval, policies, sync
+from mappings import iam_eval, policies
+from mappings.iam.selectors import role_desired_policy
 from mappings.matching import Rule
 from mappings.models import Issuer, Role
 
@@ -41,7 +42,7 @@ def iam_verdict(rule: Rule, *, issuer: Issuer, claims: Mapping[str, object]) -> 
     missing = [name for name in ("project_path", "ref_type", "ref") if not isinstance(claims.get(name), str)]
     if missing:
         return IamVerdict(rule.role_arn, rule.name, False, f"The token lacks {', '.join(missing)}.")
-    result = sync.role_desired_policy(role)
+    result = role_desired_policy(role)
     if not result.fits:
         return IamVerdict(rule.role_arn, rule.name, None, result.message)
     try:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from exchange.audit import CLAIM_FIELDS
 from exchange.models import AuditEvent
 from mappings import matching
+from mappings.config import ConfigError, rules_from_document
 from mappings.matching import Registry, decide
 
 # Decisions the matcher made; events refused before it (bad signature, expired, ...) do not
@@ -102,10 +103,6 @@ class ReplayUnavailable(Exception):
 
 def proposed_registry(text: str) -> Registry:
     """A registry from a proposed §3 configuration file, validated exactly as ``apply`` does."""
-    try:
-        from mappings.config import ConfigError, rules_from_document
-    except ImportError:
-        raise ReplayUnavailable(["Replay needs the configuration loader (mappings.config)."]) from None
     try:
         return Registry(rules_from_document(text))
     except ConfigError as exc:

@@ -3,20 +3,7 @@
 from django.contrib import admin
 
 from exchange.models import SigningKey
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the service only (keys, audit events): viewable, never added, changed or
-    deleted from the admin, not even by a superuser."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from portal.admin import ReadOnlyAdmin
 
 
 @admin.register(SigningKey)

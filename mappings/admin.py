@@ -14,10 +14,10 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.html import format_html
 
-from exchange.admin import ReadOnlyAdmin
 from mappings import services
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
 from mappings.models import EMPTY_PATTERN, PIPELINE_SOURCES, Account, Issuer, Mapping, RetiredRole, Role
+from portal.admin import ReadOnlyAdmin
 
 ROLE_SYNC_FIELDS = ("sync_status", "synced_at", "live_policy_sha256", "drift", "last_error")
 PROVIDER_SYNC_FIELDS = ("provider_status", "provider_synced_at", "provider_error")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 
-from celery.exceptions import Retry
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from mappings import policies, sync
-from mappings.aws_iam import AwsError
+from mappings import policies
+from mappings.iam import outcomes, scheduling
+from mappings.iam.selectors import account_providers, policy_diff, role_desired_policy, role_label
 
 SECTION = "IAM sync"
 SECTION_HELP = {
@@ -58,15 +58,15 @@ class _SyncAdminMixin:
             actions["sync_iam_now"] = (type(self).sync_iam_now, "sync_iam_now", "Sync IAM now")
         return actions
 
-    def _report(self, request, label: str, run) -> None:
-        try:
-            lines = run()
-        except (AwsError, Retry) as exc:
-            self.message_user(request, f"{label}: failed: {getattr(exc, 'exc', None) or exc}", messages.ERROR)
-            return
-        for line in lines:
-            line = sync.SyncLine(**line)
-            level = messages.ERROR if line.outcome == sync.FAILED else messages.SUCCESS
+    def _request_sync(self, request, target) -> None:
+        """Queue (with a broker) or run (without) the sync of ``target``, and say what happened."""
+        for line in scheduling.sync_request(target):
+            if line.outcome == outcomes.FAILED:
+                level = messages.ERROR
+            elif line.outcome in (outcomes.QUEUED, outcomes.ALREADY_QUEUED):
+                level = messages.INFO
+            else:
+                level = messages.SUCCESS
             self.message_user(request, line.text(), level)
 
 
@@ -89,15 +89,8 @@ class RoleSyncAdminMixin(_SyncAdminMixin):
 
     def sync_iam_now(self, request, queryset):
         """Queue (with a broker) or run (without) the trust-policy sync of the selected roles."""
-        from mappings.tasks import sync_role
-
         for role in queryset.select_related("account"):
-            label = sync.role_label(role)
-            if sync.broker_configured():
-                queued = sync.role_sync_enqueue(role_id=role.pk)
-                self.message_user(request, f"{label}: {'queued' if queued else 'already queued'}")
-            else:
-                self._report(request, label, lambda pk=role.pk: sync_role.apply(kwargs={"role_id": pk}).get())
+            self._request_sync(request, role)
 
     @admin.display(description="drift")
     def drift_state(self, obj):
@@ -107,12 +100,12 @@ class RoleSyncAdminMixin(_SyncAdminMixin):
 
     @admin.display(description="desired trust policy")
     def desired_policy(self, obj):
-        result = sync.role_desired_policy(obj)
+        result = role_desired_policy(obj)
         return format_html("<pre>{}</pre>", policies.pretty(result.document))
 
     @admin.display(description="size / quota")
     def policy_size_vs_quota(self, obj):
-        result = sync.role_desired_policy(obj)
+        result = role_desired_policy(obj)
         text = f"{result.size} / {result.limit} characters"
         if not result.fits:
             return format_html("<strong>{}</strong> — {}", text, result.message)
@@ -120,7 +113,7 @@ class RoleSyncAdminMixin(_SyncAdminMixin):
 
     @admin.display(description="warnings")
     def iam_warnings(self, obj):
-        warnings = sync.role_desired_policy(obj).warnings
+        warnings = role_desired_policy(obj).warnings
         if not warnings:
             return "—"
         return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((w,) for w in warnings)))
@@ -130,10 +123,10 @@ class RoleSyncAdminMixin(_SyncAdminMixin):
         if not obj.live_policy:
             return "— (not synced yet)"
         live = json.loads(obj.live_policy)
-        desired = sync.role_desired_policy(obj).document
+        desired = role_desired_policy(obj).document
         if policies.same_policy(live, desired):
             return "— (no difference)"
-        return format_html("<pre>{}</pre>", sync.policy_diff(live, desired, label=sync.role_label(obj)))
+        return format_html("<pre>{}</pre>", policy_diff(live, desired, label=role_label(obj)))
 
 
 class AccountSyncAdminMixin(_SyncAdminMixin):
@@ -144,24 +137,14 @@ class AccountSyncAdminMixin(_SyncAdminMixin):
 
     def sync_iam_now(self, request, queryset):
         """Queue (with a broker) or run (without) the sync of the selected accounts' providers and roles."""
-        from mappings.tasks import sync_account
-
         for account in queryset:
-            if sync.broker_configured():
-                sync_account.delay(account_id=account.pk)
-                self.message_user(request, f"account {account.name}: queued")
-            else:
-                self._report(
-                    request,
-                    f"account {account.name}",
-                    lambda pk=account.pk: sync_account.apply(kwargs={"account_id": pk}).get(),
-                )
+            self._request_sync(request, account)
 
     @admin.display(description="OIDC providers")
     def oidc_providers(self, obj):
         rows = [
             (policies.provider_arn(obj.account_id, url), ", ".join(client_ids))
-            for url, client_ids in sync.account_providers(obj)
+            for url, client_ids in account_providers(obj)
         ]
         if not rows:
             return "—"

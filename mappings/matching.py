@@ -244,9 +244,6 @@ class Registry:
     def rules_for_role(self, role_arn: str) -> tuple[Rule, ...]:
         return self._by_role.get(role_arn, ())
 
-    def has_role(self, role_arn: str) -> bool:
-        return role_arn in self._by_role
-
 
 def decide(
     registry: Registry,

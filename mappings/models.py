@@ -253,13 +253,6 @@ def role_arn(account_id: str, name: str) -> str:
     return f"arn:aws:iam::{account_id}:role/{name}"
 
 
-class MappingQuerySet(models.QuerySet):
-    def live(self, now=None):
-        """Enabled and not expired: the mappings that grant anything."""
-        now = now or timezone.now()
-        return self.filter(enabled=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
-
-
 class Mapping(TimestampedModel):
     """Tokens from ``issuer`` whose claims match these patterns may assume ``role``."""
 
@@ -299,8 +292,6 @@ class Mapping(TimestampedModel):
     )
     expires_at = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
-
-    objects = MappingQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db.models import QuerySet
 
 from mappings.matching import Registry, Rule
 from mappings.models import Mapping, RegistryVersion, role_arn
@@ -21,9 +25,55 @@ def _registry_stamp() -> tuple[int, object]:
     return row or (0, None)
 
 
-def registry_rules() -> list[Rule]:
-    """Every mapping (live or not) as a matcher :class:`Rule`."""
-    rows = Mapping.objects.values_list(
+def build_rule(
+    *,
+    id: int,
+    name: str,
+    issuer: str,
+    account_id: str,
+    role_name: str,
+    account_name: str,
+    account_mode: str,
+    account_audience: str,
+    max_session_seconds: int,
+    session_tags: bool,
+    project: str,
+    ref: str,
+    ref_type: str,
+    protected: bool,
+    environment: str | None,
+    pipeline_sources: Iterable[str] | None,
+    expires_at: datetime | None,
+    enabled: bool,
+) -> Rule:
+    """The one builder of the matcher's :class:`Rule`, for the registry, a role's IAM sync and a
+    proposed configuration file alike: the role ARN is derived from the account id and role name."""
+    return Rule(
+        id=id,
+        name=name,
+        issuer=issuer,
+        role_arn=role_arn(account_id, role_name),
+        role_name=role_name,
+        account_name=account_name,
+        account_id=account_id,
+        account_mode=account_mode,
+        account_audience=account_audience,
+        max_session_seconds=max_session_seconds,
+        session_tags=session_tags,
+        project=project,
+        ref=ref,
+        ref_type=ref_type,
+        protected=protected,
+        environment=environment,
+        pipeline_sources=tuple(pipeline_sources or ()),
+        expires_at=expires_at,
+        enabled=enabled,
+    )
+
+
+def registry_rules(mappings: QuerySet[Mapping] | None = None) -> list[Rule]:
+    """Every mapping (live or not), or only ``mappings``, as matcher :class:`Rule` objects."""
+    rows = (Mapping.objects.all() if mappings is None else mappings).values_list(
         "id",
         "name",
         "issuer__name",
@@ -44,14 +94,13 @@ def registry_rules() -> list[Rule]:
         "enabled",
     )
     return [
-        Rule(
+        build_rule(
             id=pk,
             name=name,
             issuer=issuer,
-            role_arn=role_arn(account_id, role_name),
+            account_id=account_id,
             role_name=role_name,
             account_name=account_name,
-            account_id=account_id,
             account_mode=mode,
             account_audience=audience,
             max_session_seconds=max_session,
@@ -61,7 +110,7 @@ def registry_rules() -> list[Rule]:
             ref_type=ref_type,
             protected=protected,
             environment=environment,
-            pipeline_sources=tuple(sources or ()),
+            pipeline_sources=sources,
             expires_at=expires_at,
             enabled=enabled,
         )

@@ -15,7 +15,7 @@ from typing import TypeVar
 from django.db import models, transaction
 from django.db.models import F
 
-from mappings import retired, sync
+from mappings.iam import retired, scheduling
 from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def registry_changed(*, role_ids: Iterable[int]) -> None:
         RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1})
     role_ids = {role_id for role_id in role_ids if role_id}
     if role_ids:
-        sync.schedule_role_sync(role_ids=role_ids)
+        scheduling.schedule_role_sync(role_ids=role_ids)
 
 
 @transaction.atomic
@@ -78,19 +78,11 @@ def registry_delete(obj: RegistryObject, *, actor: str) -> None:
         retired.role_retire(
             account_id=obj.account.account_id, role_name=obj.name, manager_role_arn=obj.account.manager_role_arn
         )
-        account_pk = obj.account_id
-        if sync.broker_configured():
-            transaction.on_commit(lambda: _queue_account_sync(account_pk), robust=True)
+        scheduling.schedule_account_sync(account_id=obj.account_id)
     label = str(obj)
     obj.delete()
     registry_changed(role_ids=touched)
     logger.info("deleted %s %s by %s", type(obj).__name__.lower(), label, actor)
-
-
-def _queue_account_sync(account_pk: int) -> None:
-    from mappings.tasks import sync_account
-
-    sync_account.delay(account_id=account_pk)
 
 
 def issuer_create(*, actor: str, **fields) -> Issuer:

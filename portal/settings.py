@@ -135,7 +135,7 @@ WSGI_APPLICATION = "portal.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [BASE_DIR / "portal" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -253,7 +253,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict = {
-    # Repairs hand edits of trust policies in IAM and retries failed syncs (mappings.tasks).
+    # Repairs hand edits of trust policies in IAM and retries failed syncs (mappings/iam/tasks.py).
     "iam-drift-scan": {"task": "mappings.tasks.scan_drift", "schedule": 15 * 60},
     "exchange-signing-keys-promote": {"task": "exchange.tasks.signing_keys_promote_task", "schedule": 60.0},
     "exchange-used-tokens-prune": {"task": "exchange.tasks.used_tokens_prune_task", "schedule": 3600.0},

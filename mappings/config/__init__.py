@@ -13,7 +13,7 @@ from mappings.config.document import ConfigError, Document, parse_document
 from mappings.config.export import export_document
 from mappings.config.plan import Plan, apply_document, compute_plan
 from mappings.matching import Rule
-from mappings.models import role_arn
+from mappings.selectors import build_rule
 
 __all__ = [
     "ConfigError",
@@ -40,11 +40,10 @@ def rules_from_document(text: str) -> list[Rule]:
         role = document.roles[mapping["role"]].values
         account = document.accounts[role["account"]].values
         rules.append(
-            Rule(
+            build_rule(
                 id=position,
                 name=mapping["name"],
                 issuer=mapping["issuer"],
-                role_arn=role_arn(account["account_id"], role["name"]),
                 role_name=role["name"],
                 account_name=account["name"],
                 account_id=account["account_id"],
@@ -57,7 +56,7 @@ def rules_from_document(text: str) -> list[Rule]:
                 ref_type=mapping["ref_type"],
                 protected=mapping["protected"],
                 environment=mapping["environment"],
-                pipeline_sources=tuple(mapping["pipeline_sources"]),
+                pipeline_sources=mapping["pipeline_sources"],
                 expires_at=mapping["expires_at"],
                 enabled=mapping["enabled"],
             )

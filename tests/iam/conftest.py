@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mappings import aws_iam
+from mappings.iam import aws_iam
 from mappings.matching import Rule
 from mappings.policies import IssuerInfo, PolicyInput
 from tests.services import free_port, stop_process, wait_for_port

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from mappings import aws_iam, services
+from mappings import services
+from mappings.iam import aws_iam
 
 ROLEGATE = "https://rolegate.example.com"
 PLACEHOLDER = {

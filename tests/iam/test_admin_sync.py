@@ -7,8 +7,9 @@ from django.contrib import admin
 from django.contrib.admin import AdminSite
 from django.contrib.messages.storage.cookie import CookieStorage
 
-from mappings import aws_iam, policies
+from mappings import policies
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
+from mappings.iam import aws_iam
 from mappings.models import Account, Role
 from tests.iam.helpers import PLACEHOLDER, ROLEGATE, create_iam_role, live_policy, registry
 
@@ -95,7 +96,7 @@ def test_role_admin_preview_size_warnings_and_diff(request_, settings):
 
 
 def model_admin_desired(role):
-    from mappings.sync import role_desired_policy
+    from mappings.iam.selectors import role_desired_policy
 
     return role_desired_policy(role).document
 

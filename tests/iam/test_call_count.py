@@ -9,7 +9,9 @@ import os
 import pytest
 from django.core.management import call_command
 
-from mappings import aws_iam, services, sync
+from mappings import services
+from mappings.iam import aws_iam
+from mappings.iam import services as iam_services
 from mappings.models import Mapping, Role
 from tests.iam.helpers import ROLEGATE, CallCounter, create_iam_role, registry
 
@@ -30,7 +32,7 @@ def test_iam_calls_after_one_mapping_changed(moto_aws, settings, capsys):
 
     services.registry_update(first.mappings.get(), actor="test", ref="release/*")
     counter = CallCounter(aws_iam.iam_client())
-    sync.role_sync(role_id=first.pk)  # what the change schedules: one task for the touched role
+    iam_services.role_sync(role_id=first.pk)  # what the change schedules: one task for the touched role
     scheduled = list(counter.calls)
     assert scheduled == ["GetRole", "UpdateAssumeRolePolicy"]
 

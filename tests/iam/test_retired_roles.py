@@ -8,7 +8,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from mappings import policies, services, tasks
+from mappings import policies, services
+from mappings.iam import tasks
 from mappings.models import RetiredRole
 from tests.iam.helpers import ROLEGATE, create_iam_role, live_policy, registry
 
@@ -70,7 +71,7 @@ def test_a_role_recreated_under_a_retired_name_is_managed_again_not_emptied(moto
 def test_a_retired_role_already_gone_from_iam_is_forgotten(moto_aws):
     _, account, [web, _] = synced_registry()
     services.registry_delete(web, actor="test")
-    from mappings import aws_iam
+    from mappings.iam import aws_iam
 
     aws_iam.iam_client().delete_role(RoleName="deploy-web")
     lines = sync_account(account)

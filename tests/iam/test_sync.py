@@ -8,7 +8,10 @@ import pytest
 from botocore.stub import Stubber
 from django.test import override_settings
 
-from mappings import aws_iam, policies, services, sync, tasks
+from mappings import policies, services
+from mappings.iam import aws_iam, scheduling, selectors, tasks
+from mappings.iam import services as iam_services
+from mappings.iam.outcomes import SyncLine
 from mappings.models import Account, Role
 from tests.iam.helpers import PLACEHOLDER, ROLEGATE, CallCounter, create_iam_role, live_policy, registry
 
@@ -31,7 +34,7 @@ def test_account_sync_creates_the_provider_once_and_writes_the_policy(moto_aws):
     arn = policies.provider_arn(account.account_id, ROLEGATE)
     provider = aws_iam.iam_client().get_open_id_connect_provider(OpenIDConnectProviderArn=arn)
     assert provider["ClientIDList"] == ["sts.amazonaws.com"]
-    desired = sync.role_desired_policy(role)
+    desired = selectors.role_desired_policy(role)
     assert policies.same_policy(live_policy("deploy-web"), desired.document)
     role.refresh_from_db()
     assert role.sync_status == Role.SyncStatus.IN_SYNC and role.synced_at and not role.drift
@@ -130,19 +133,19 @@ def test_policy_is_written_only_when_it_changes(moto_aws):
 def test_hand_edit_is_detected_and_repaired(moto_aws):
     _, _, [role] = registry()
     create_iam_role("deploy-web")
-    sync.role_sync(role_id=role.pk)
+    iam_services.role_sync(role_id=role.pk)
     aws_iam.iam_client().update_assume_role_policy(RoleName="deploy-web", PolicyDocument=policies.minify(PLACEHOLDER))
 
-    check = sync.role_sync(role_id=role.pk, dry_run=True)
+    check = iam_services.role_sync(role_id=role.pk, dry_run=True)
     assert check.outcome == "differs" and "ec2.amazonaws.com" in check.diff
     role.refresh_from_db()
     assert not role.drift  # --check changes nothing
 
-    line = sync.role_sync(role_id=role.pk)
+    line = iam_services.role_sync(role_id=role.pk)
     assert (line.outcome, line.reason) == ("updated", "drift repaired")
     role.refresh_from_db()
     assert role.drift and role.sync_status == Role.SyncStatus.IN_SYNC
-    assert policies.same_policy(live_policy("deploy-web"), sync.role_desired_policy(role).document)
+    assert policies.same_policy(live_policy("deploy-web"), selectors.role_desired_policy(role).document)
 
 
 @pytest.fixture
@@ -165,7 +168,7 @@ def provider_in_sync(account) -> None:
 def test_throttling_is_retried(aws_env, db, eager_retries):
     _, account, [role] = registry()
     provider_in_sync(account)
-    desired = sync.role_desired_policy(role)
+    desired = selectors.role_desired_policy(role)
     role_shape = {
         "Path": "/",
         "RoleName": "deploy-web",
@@ -191,7 +194,7 @@ def test_transient_failure_is_recorded_and_raised_for_the_retry(aws_env, db):
     with Stubber(aws_iam.iam_client()) as stub:
         stub.add_client_error("get_role", "Throttling", "Rate exceeded", 400)
         with pytest.raises(aws_iam.AwsTransientError):
-            sync.role_sync(role_id=role.pk)
+            iam_services.role_sync(role_id=role.pk)
     role.refresh_from_db()
     assert "Throttling" in role.last_error and "will retry" in role.last_error
 
@@ -213,7 +216,7 @@ def test_permanent_errors_are_recorded_not_retried(aws_env, db, code, status):
 
 def test_missing_iam_role_is_a_recorded_failure(moto_aws):
     _, _, [role] = registry()
-    line = sync.role_sync(role_id=role.pk)
+    line = iam_services.role_sync(role_id=role.pk)
     assert line.outcome == "failed" and "does not exist" in line.reason
     role.refresh_from_db()
     assert role.sync_status == Role.SyncStatus.FAILED
@@ -246,7 +249,7 @@ def test_policy_too_large_is_failed_and_never_written(moto_aws):
         )
     create_iam_role("deploy-web")
     counter = CallCounter(aws_iam.iam_client())
-    line = sync.role_sync(role_id=role.pk)
+    line = iam_services.role_sync(role_id=role.pk)
     assert line.outcome == "failed" and "over the account's quota of 2048" in line.reason
     assert counter.calls == []
     assert live_policy("deploy-web") == PLACEHOLDER
@@ -326,7 +329,7 @@ def test_a_rolled_back_change_does_not_stop_the_next_one_from_queueing(sent):
 def test_a_role_sync_ensures_a_stale_provider_first(moto_aws):
     _, account, [role] = registry()
     create_iam_role("deploy-web")
-    assert sync.role_sync(role_id=role.pk).outcome == "updated"  # the provider did not exist yet
+    assert iam_services.role_sync(role_id=role.pk).outcome == "updated"  # the provider did not exist yet
     account.refresh_from_db()
     assert account.provider_status == Account.SyncStatus.IN_SYNC
     arn = policies.provider_arn(account.account_id, ROLEGATE)
@@ -334,13 +337,13 @@ def test_a_role_sync_ensures_a_stale_provider_first(moto_aws):
 
     counter = CallCounter(aws_iam.iam_client())
     services.registry_update(role.mappings.get(), actor="test", ref="v*")
-    sync.role_sync(role_id=role.pk)
+    iam_services.role_sync(role_id=role.pk)
     assert "GetOpenIDConnectProvider" not in counter.calls  # provider in sync: not read again
 
     account.refresh_from_db()
-    assert not sync.provider_stale(account)
+    assert not selectors.provider_stale(account)
     services.registry_update(account, actor="test", audience="rolegate")
-    assert sync.provider_stale(account)  # the next role sync adds the client id (Stubber test above)
+    assert selectors.provider_stale(account)  # the next role sync adds the client id (Stubber test above)
 
 
 def test_drift_scan_syncs_every_account(moto_aws):
@@ -374,14 +377,14 @@ def test_one_sync_per_role_at_a_time_on_postgresql(moto_aws):
     )
 
     def try_lock(**kwargs):
-        got = other.execute("SELECT pg_try_advisory_lock(%s)", [sync.role_lock_key(role.pk)]).fetchone()[0]
+        got = other.execute("SELECT pg_try_advisory_lock(%s)", [iam_services.role_lock_key(role.pk)]).fetchone()[0]
         if got:
-            other.execute("SELECT pg_advisory_unlock(%s)", [sync.role_lock_key(role.pk)])
+            other.execute("SELECT pg_advisory_unlock(%s)", [iam_services.role_lock_key(role.pk)])
         seen.append(got)
 
     aws_iam.iam_client().meta.events.register("before-call.iam.GetRole", try_lock)
     try:
-        sync.role_sync(role_id=role.pk)
+        iam_services.role_sync(role_id=role.pk)
         try_lock()
     finally:
         other.close()
@@ -401,9 +404,71 @@ def test_a_failed_send_does_not_leave_the_role_marked_queued(monkeypatch):
 
     monkeypatch.setattr(tasks.sync_role, "apply_async", broker_down)
     with pytest.raises(ConnectionRefusedError):
-        sync.role_sync_enqueue(role_id=role.pk)
+        scheduling.role_sync_enqueue(role_id=role.pk)
     role.refresh_from_db()
     assert role.sync_queued_at is None
+
+
+# --- sync requests (the admin's "Sync IAM now", sync_iam) -------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+def test_with_a_broker_a_requested_role_sync_is_queued_once(sent):
+    _, _, [role] = registry()
+    Role.objects.filter(pk=role.pk).update(sync_queued_at=None)  # the registry's own writes queued one
+    sent.clear()
+    assert scheduling.sync_request(role) == [SyncLine("role prod/deploy-web", "queued")]
+    assert scheduling.sync_request(role) == [SyncLine("role prod/deploy-web", "already queued")]
+    assert sent == [{"role_id": role.pk}]
+
+
+@override_settings(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
+def test_with_a_broker_a_requested_account_sync_is_queued_or_awaited(monkeypatch):
+    _, account, _ = registry()
+    delayed: list[dict] = []
+    monkeypatch.setattr(tasks.sync_account, "delay", lambda **kwargs: delayed.append(kwargs))
+    assert scheduling.sync_request(account) == [SyncLine("account prod", "queued")]
+    assert delayed == [{"account_id": account.pk, "dry_run": False}]
+
+    class Result:
+        def get(self, *, timeout):
+            assert timeout == 42
+            return [SyncLine("role prod/deploy-web", "differs", diff="-x\n+y\n").as_dict()]
+
+    sent: list[dict] = []
+    monkeypatch.setattr(
+        tasks.sync_account, "apply_async", lambda *, kwargs, ignore_result: sent.append(kwargs) or Result()
+    )
+    lines = scheduling.sync_request(account, dry_run=True, wait=True, timeout=42)
+    assert lines == [SyncLine("role prod/deploy-web", "differs", diff="-x\n+y\n")]
+    assert sent == [{"account_id": account.pk, "dry_run": True}]
+
+
+def test_without_a_broker_a_requested_sync_runs_here_and_reports_a_failure_as_a_line(moto_aws, monkeypatch):
+    _, account, [role] = registry()
+    create_iam_role("deploy-web")
+    assert scheduling.sync_request(role) == [SyncLine("role prod/deploy-web", "updated")]
+
+    def throttled(**kwargs):
+        raise aws_iam.AwsTransientError("Throttling", "Rate exceeded")
+
+    monkeypatch.setattr(aws_iam, "ensure_oidc_provider", throttled)
+    assert scheduling.sync_request(account) == [SyncLine("account prod", "failed", "Throttling: Rate exceeded")]
+
+
+def test_the_tasks_keep_their_names_for_queued_messages_and_the_beat_schedule():
+    """Workers discover the IAM sync's tasks under the names messages and the schedule use."""
+    from django.conf import settings
+
+    from portal.celery import app
+
+    app.loader.import_default_modules()
+    names = {"mappings.tasks.sync_role", "mappings.tasks.sync_account"}
+    names |= {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert names <= set(app.tasks)
+    assert tasks.sync_role.name == "mappings.tasks.sync_role"
+    assert tasks.sync_account.name == "mappings.tasks.sync_account"
 
 
 def test_a_role_whose_last_mapping_goes_is_written_a_policy_that_trusts_nobody(moto_aws):

@@ -8,7 +8,8 @@ import os
 import pytest
 from django.core.management import CommandError, call_command
 
-from mappings import aws_iam, policies
+from mappings import policies
+from mappings.iam import aws_iam
 from tests.iam.helpers import PLACEHOLDER, ROLEGATE, create_iam_role, live_policy, registry
 
 pytestmark = pytest.mark.django_db

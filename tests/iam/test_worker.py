@@ -17,7 +17,8 @@ import pytest
 from celery import Celery
 from django.db import connection
 
-from mappings import policies, sync
+from mappings import policies
+from mappings.iam import selectors
 from mappings.models import Account, Role
 from tests.iam.helpers import ROLEGATE, create_iam_role, live_policy, registry
 from tests.services import IN_CI, require_broker, require_postgresql, stop_process
@@ -123,7 +124,7 @@ def test_a_real_worker_syncs_an_account(worker, settings):
     account.refresh_from_db()
     assert account.provider_status == Account.SyncStatus.IN_SYNC
     role.refresh_from_db()
-    desired = sync.role_desired_policy(role)
+    desired = selectors.role_desired_policy(role)
     assert policies.same_policy(live_policy(role.name), desired.document)
     assert role.live_policy_sha256 == desired.sha256
 
@@ -154,7 +155,7 @@ def test_sync_iam_with_a_broker_runs_on_the_worker(worker, worker_env, settings)
         "synced 2: 1 created, 1 updated",
     ]
     assert "sync_account" in log.read_text()  # the worker ran it, not the command's own process
-    assert policies.same_policy(live_policy(role.name), sync.role_desired_policy(role).document)
+    assert policies.same_policy(live_policy(role.name), selectors.role_desired_policy(role).document)
 
     check = sync_iam("--check")
     assert check.returncode == 0, check.stdout + check.stderr

@@ -176,7 +176,9 @@ def test_a_file_clashing_with_an_unlisted_object_is_refused_before_any_change(tm
 def test_apply_goes_through_the_services(tmp_path, minimal, monkeypatch):
     """Each write moves the registry version and schedules the touched roles' IAM sync."""
     scheduled: list[set[int]] = []
-    monkeypatch.setattr("mappings.sync.schedule_role_sync", lambda *, role_ids: scheduled.append(set(role_ids)))
+    monkeypatch.setattr(
+        "mappings.iam.scheduling.schedule_role_sync", lambda *, role_ids: scheduled.append(set(role_ids))
+    )
     run("apply", write(tmp_path, minimal))
     assert RegistryVersion.objects.get().version == 4
     role_id = Role.objects.get().pk

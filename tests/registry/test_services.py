@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 def scheduled(monkeypatch) -> list[set[int]]:
     """Role ids passed to the IAM sync scheduler, one set per call."""
     calls: list[set[int]] = []
-    monkeypatch.setattr("mappings.sync.schedule_role_sync", lambda *, role_ids: calls.append(set(role_ids)))
+    monkeypatch.setattr("mappings.iam.scheduling.schedule_role_sync", lambda *, role_ids: calls.append(set(role_ids)))
     return calls
 
 

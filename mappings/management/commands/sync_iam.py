@@ -1,8 +1,9 @@
 """``manage.py sync_iam [--account NAME] [--check]`` (CONTRACT §9).
 
-Runs the worker's own ``sync_account`` task for each account — on the workers when a broker is
-set (waiting for each result), in this process otherwise — and prints one line per OIDC provider
-and role, then a one-line summary. ``--check`` writes nothing, prints a unified diff for every
+Requests the worker's own ``sync_account`` task for each account through
+``mappings.iam.scheduling.sync_request`` — on the workers when a broker is set (waiting for each
+result), in this process otherwise — and prints one line per OIDC provider and role, then a
+one-line summary. ``--check`` writes nothing, prints a unified diff for every
 role whose live trust policy differs, and exits 1 if any does.
 """
 
@@ -11,14 +12,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from celery.exceptions import Retry
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from django.core.management.base import BaseCommand, CommandError
 
-from mappings import retired, sync
-from mappings.aws_iam import AwsError
+from mappings.iam import outcomes, retired, scheduling, selectors
+from mappings.iam.outcomes import SyncLine
 from mappings.models import Account
-from mappings.tasks import sync_account
 
 
 class Command(BaseCommand):
@@ -43,45 +42,35 @@ class Command(BaseCommand):
             accounts = accounts.filter(name=account)
             if not accounts.exists():
                 raise CommandError(f"No account is named {account!r}.")
-        outcomes: Counter[str] = Counter()
+        counts: Counter[str] = Counter()
         # The task runs in this process and this command prints its outcome, line by line: the
         # worker's own log lines (celery's trace, the sync's failure warnings) would repeat them on
         # standard error, where CONTRACT §9 promises one line of reason.
         logging.getLogger("celery.app.trace").setLevel(logging.ERROR)
-        logging.getLogger("mappings.sync").setLevel(logging.ERROR)
+        logging.getLogger("mappings.iam.services").setLevel(logging.ERROR)
         for item in accounts:
             try:
-                lines = self._sync_account(item, check=check, timeout=timeout)
+                lines = scheduling.sync_request(item, dry_run=check, wait=True, timeout=timeout)
             except CeleryTimeoutError:
                 raise CommandError(
                     f"No worker synced account {item.name!r} within {timeout} s; is `celery -A portal worker` "
                     "running on this broker?"
                 ) from None
-            except (AwsError, Retry) as exc:
-                reason = getattr(exc, "exc", None) or exc
-                lines = [sync.SyncLine(f"account {item.name}", sync.FAILED, f"{reason}").as_dict()]
-            self._print([sync.SyncLine(**line) for line in lines], outcomes)
+            self._print(lines, counts)
         if account is None:
             # Roles retired from accounts Rolegate no longer manages at all.
-            lines, _ = retired.retired_roles_sync(account_ids=retired.orphan_account_ids(), dry_run=check)
-            self._print(lines, outcomes)
-        summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())) or "nothing to sync"
-        self.stdout.write(f"{'checked' if check else 'synced'} {sum(outcomes.values())}: {summary}")
-        if outcomes[sync.FAILED]:
-            raise CommandError(f"{outcomes[sync.FAILED]} provider(s)/role(s) failed; see the lines above.")
-        if check and outcomes[sync.DIFFERS]:
-            raise CommandError(f"{outcomes[sync.DIFFERS]} provider(s)/role(s) differ from the mappings.")
+            lines, _ = retired.retired_roles_sync(account_ids=selectors.orphan_account_ids(), dry_run=check)
+            self._print(lines, counts)
+        summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items())) or "nothing to sync"
+        self.stdout.write(f"{'checked' if check else 'synced'} {sum(counts.values())}: {summary}")
+        if counts[outcomes.FAILED]:
+            raise CommandError(f"{counts[outcomes.FAILED]} provider(s)/role(s) failed; see the lines above.")
+        if check and counts[outcomes.DIFFERS]:
+            raise CommandError(f"{counts[outcomes.DIFFERS]} provider(s)/role(s) differ from the mappings.")
 
-    @staticmethod
-    def _sync_account(account: Account, *, check: bool, timeout: int) -> list[dict]:
-        kwargs = {"account_id": account.pk, "dry_run": check}
-        if sync.broker_configured():
-            return sync_account.apply_async(kwargs=kwargs, ignore_result=False).get(timeout=timeout)
-        return sync_account.apply(kwargs=kwargs, throw=True).get()
-
-    def _print(self, lines: list[sync.SyncLine], outcomes: Counter[str]) -> None:
+    def _print(self, lines: list[SyncLine], counts: Counter[str]) -> None:
         for line in lines:
-            outcomes[line.outcome] += 1
+            counts[line.outcome] += 1
             self.stdout.write(line.text())
             if line.diff:
                 self.stdout.write(line.diff.rstrip("\n"))

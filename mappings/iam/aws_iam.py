@@ -20,6 +20,9 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from mappings.iam.outcomes import CREATED, UNCHANGED, UPDATED
+from mappings.policies import provider_arn
+
 _CONFIG = Config(
     connect_timeout=5,
     read_timeout=20,
@@ -56,6 +59,11 @@ class AwsError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+    def __reduce__(self):
+        # Picklable with its two arguments, so Celery keeps the error itself (not a wrapper
+        # showing its repr) when a task retries it.
+        return type(self), (self.code, self.message)
 
 
 class AwsTransientError(AwsError):
@@ -158,12 +166,6 @@ def assume_manager_role(role_arn: str) -> dict[str, Any]:
 # --- OIDC providers --------------------------------------------------------------------------
 
 
-def provider_arn(account_id: str, url: str) -> str:
-    from mappings.policies import provider_arn as arn
-
-    return arn(account_id, url)
-
-
 def get_oidc_provider_client_ids(arn: str, *, manager_role_arn: str | None = None) -> list[str] | None:
     """The client ids of an OIDC provider, or ``None`` when it does not exist.
 
@@ -182,8 +184,8 @@ def get_oidc_provider_client_ids(arn: str, *, manager_role_arn: str | None = Non
 def ensure_oidc_provider(
     *, account_id: str, url: str, client_ids: list[str], manager_role_arn: str | None = None, dry_run: bool = False
 ) -> str:
-    """Make the account's OIDC provider for ``url`` exist and list ``client_ids``; returns
-    ``"created"``, ``"updated"`` or ``"unchanged"`` (what would happen, with ``dry_run``).
+    """Make the account's OIDC provider for ``url`` exist and list ``client_ids``; returns the
+    outcome ``created``, ``updated`` or ``unchanged`` (what would happen, with ``dry_run``).
 
     No thumbprints are sent: IAM secures OIDC providers with its own library of trusted CAs and
     ``ThumbprintList`` is optional.
@@ -195,11 +197,11 @@ def ensure_oidc_provider(
     client = iam_client(manager_role_arn)
     if existing is None:
         if dry_run:
-            return "created"
+            return CREATED
         try:
             with _aws_errors():
                 client.create_open_id_connect_provider(Url=url, ClientIDList=sorted(set(client_ids)))
-            return "created"
+            return CREATED
         except AwsPermanentError as exc:
             if exc.code != "EntityAlreadyExists":
                 raise
@@ -207,12 +209,12 @@ def ensure_oidc_provider(
             existing = get_oidc_provider_client_ids(arn, manager_role_arn=manager_role_arn) or []
     missing = sorted(set(client_ids) - set(existing))
     if not missing:
-        return "unchanged"
+        return UNCHANGED
     if not dry_run:
         for client_id in missing:
             with _aws_errors():
                 client.add_client_id_to_open_id_connect_provider(OpenIDConnectProviderArn=arn, ClientID=client_id)
-    return "updated"
+    return UPDATED
 
 
 # --- role trust policies ---------------------------------------------------------------------

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mappings import aws_iam, policies
+from mappings import policies
+from mappings.iam import aws_iam
+from mappings.iam.outcomes import DIFFERS, FAILED, UNCHANGED, UPDATED, SyncLine
 from mappings.models import Account, RetiredRole, Role
-
-UNCHANGED, UPDATED, FAILED, DIFFERS = "unchanged", "updated", "failed", "differs"
 
 
 def role_retire(*, account_id: str, role_name: str, manager_role_arn: str | None) -> None:
@@ -53,15 +53,13 @@ def account_identity_changed(account: Account) -> None:
 
 def retired_roles_sync(
     *, account_ids: Iterable[str], dry_run: bool = False
-) -> tuple[list, aws_iam.AwsTransientError | None]:
+) -> tuple[list[SyncLine], aws_iam.AwsTransientError | None]:
     """Empty the trust policy of every retired role in these AWS accounts: one line each, and
     the last transient failure for the caller to raise after its other work (the task retries).
 
     A role already gone from IAM is forgotten; a failure is kept with its error.
     """
-    from mappings.sync import SyncLine
-
-    lines = []
+    lines: list[SyncLine] = []
     transient: aws_iam.AwsTransientError | None = None
     nobody = policies.minify(policies.trusts_nobody())
     for retired in RetiredRole.objects.filter(account_id__in=list(account_ids)):
@@ -87,9 +85,3 @@ def retired_roles_sync(
         retired.delete()
         lines.append(SyncLine(label, UPDATED, "trusts nobody now"))
     return lines, transient
-
-
-def orphan_account_ids() -> list[str]:
-    """AWS accounts with retired roles that Rolegate no longer manages at all."""
-    managed = set(Account.objects.values_list("account_id", flat=True))
-    return sorted({a for a in RetiredRole.objects.values_list("account_id", flat=True) if a not in managed})
