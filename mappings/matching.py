@@ -73,8 +73,9 @@ class Failure:
             )
         if self.why == PATTERN_NOT_TAGGABLE:
             return (
-                f"{self.field} pattern {self.pattern!r} holds {minted.untaggable_pattern_chars(self.pattern)!r}, which "
-                "no AWS session tag value can, so IAM cannot check it and the mapping grants nothing; change the pattern"
+                f"{self.field} pattern {self.pattern!r} holds {minted.untaggable_pattern_chars(self.pattern)!r}, "
+                "which no AWS session tag value can, so IAM cannot check it and the mapping grants nothing; "
+                "change the pattern"
             )
         return f"{self.field} {self.pattern!r} does not match {self.value!r}"
 

@@ -64,8 +64,7 @@ def minted_sub(issuer_name: str, project_path: str, ref_type: str, ref: str, *, 
     """``sub`` of a token Rolegate mints for the role ``role_name`` in ``account_id``; trust
     policies of brokered accounts match on it. The role is always the last field."""
     return (
-        f"{issuer_name}:project_path:{project_path}:ref_type:{ref_type}:ref:{ref}"
-        f"{role_binding(account_id, role_name)}"
+        f"{issuer_name}:project_path:{project_path}:ref_type:{ref_type}:ref:{ref}{role_binding(account_id, role_name)}"
     )
 
 

@@ -46,7 +46,9 @@ def test_grants_the_web_teams_main_branch_job(web_main_claims):
     assert decision.granted
     assert decision.rule.name == "web-main"
     assert decision.role_arn == DEPLOY_WEB
-    assert decision.sub == "gitlab-example:project_path:platform/web:ref_type:branch:ref:main:role:123456789012/deploy-web"
+    assert (
+        decision.sub == "gitlab-example:project_path:platform/web:ref_type:branch:ref:main:role:123456789012/deploy-web"
+    )
 
 
 def test_feature_branch_merge_request_is_refused_with_every_failing_condition(feature_mr_claims):

@@ -30,7 +30,9 @@ def test_web_main_gets_a_token_aws_accepts(api, registry, stand_in, web_main_cla
     minted = verify_like_aws(api, body["access_token"], audience=cases.STS_AUDIENCE)
     assert minted["iss"] == settings.ROLEGATE_ISSUER
     assert minted["aud"] == "sts.amazonaws.com"
-    assert minted["sub"] == f"gitlab-test:project_path:platform/web:ref_type:branch:ref:main:role:{cases.PROD}/deploy-web"
+    assert (
+        minted["sub"] == f"gitlab-test:project_path:platform/web:ref_type:branch:ref:main:role:{cases.PROD}/deploy-web"
+    )
     assert minted["exp"] - minted["iat"] == settings.ROLEGATE_TOKEN_LIFETIME <= 300
     assert minted["nbf"] == minted["iat"]
     assert minted["jti"] != claims["jti"]

@@ -38,7 +38,11 @@ def test_brokered_policy_trusts_rolegate_provider_with_minted_sub_and_aud():
     ("overrides", "equals", "like"),
     [
         ({"ref_type": "any"}, {}, {"sub": "gitlab-com:project_path:platform/web:ref_type:*:ref:main" + ROLE}),
-        ({"ref_type": "tag", "ref": "v*"}, {}, {"sub": "gitlab-com:project_path:platform/web:ref_type:tag:ref:v*" + ROLE}),
+        (
+            {"ref_type": "tag", "ref": "v*"},
+            {},
+            {"sub": "gitlab-com:project_path:platform/web:ref_type:tag:ref:v*" + ROLE},
+        ),
         ({"project": "platform/*"}, {}, {"sub": "gitlab-com:project_path:platform/*:ref_type:branch:ref:main" + ROLE}),
         ({"protected": True}, {"aws:RequestTag/ref_protected": "true"}, {}),
         ({"environment": "production"}, {}, {"aws:RequestTag/environment": "production"}),

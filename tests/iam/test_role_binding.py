@@ -71,9 +71,7 @@ def mint(decision: matching.Decision, claims: dict) -> Token:
     assert decision.granted and decision.rule is not None and decision.sub is not None
     rule = decision.rule
     tags = minted.principal_tags(claims, rule.name) if rule.session_tags else None
-    return Token(
-        decision.sub, rule.account_audience, {k: v[0] for k, v in tags.items()} if tags is not None else None
-    )
+    return Token(decision.sub, rule.account_audience, {k: v[0] for k, v in tags.items()} if tags is not None else None)
 
 
 def admitted(token: Token, document: dict, account_id: str) -> bool:
@@ -124,11 +122,17 @@ def test_a_token_for_a_role_without_tags_is_not_good_at_another_roles_sub_only_s
         rule("deploy", PROD_ID, "deploy-web"),
     ]
     registry = Registry(rules)
-    token = mint(decide(registry, issuer="gitlab-com", claims=web_main_claims, now=NOW, role_arn=rules[0].role_arn),
-                 web_main_claims)
+    token = mint(
+        decide(registry, issuer="gitlab-com", claims=web_main_claims, now=NOW, role_arn=rules[0].role_arn),
+        web_main_claims,
+    )
     assert token.tags is None
-    assert admitted(token, role_policy(rules, account_id=PROD_ID, role_name="release-web", tags=False).document, PROD_ID)
-    assert not admitted(token, role_policy(rules, account_id=OTHER_ID, role_name="readonly", tags=False).document, OTHER_ID)
+    assert admitted(
+        token, role_policy(rules, account_id=PROD_ID, role_name="release-web", tags=False).document, PROD_ID
+    )
+    assert not admitted(
+        token, role_policy(rules, account_id=OTHER_ID, role_name="readonly", tags=False).document, OTHER_ID
+    )
     assert not admitted(token, role_policy(rules, account_id=PROD_ID, role_name="deploy-web").document, PROD_ID)
 
 
@@ -213,25 +217,25 @@ def registries(draw):
     for index in range(draw(st.integers(1, 7))):
         role = draw(st.sampled_from(roles))
         made = rule(
-                f"m{index}",
-                role.account_id,
-                role.name,
-                account_mode=role.mode,
-                account_audience=role.audience,
-                session_tags=role.tags,
-                issuer=draw(st.sampled_from(ISSUERS)),
-                project=draw(_pattern(PATTERN_CHARS)),
-                ref=draw(_pattern(PATTERN_CHARS)),
-                ref_type=draw(st.sampled_from(["branch", "tag", "any"])),
-                protected=draw(st.sampled_from([False, False, True])),
-                environment=draw(
-                    st.sampled_from([None, None, None, "a*", "prod?eu", "prod{eu}"])
-                    | _pattern(ENV_PATTERN_CHARS, common=("*", "a*", "prod*"))
-                ),
-                pipeline_sources=draw(st.sampled_from([(), (), (), ("push",), ("push", "web")])),
-                expires_at=draw(st.sampled_from([None] * 5 + [NOW - timedelta(hours=1)])),
-                enabled=draw(st.sampled_from([True] * 5 + [False])),
-            )
+            f"m{index}",
+            role.account_id,
+            role.name,
+            account_mode=role.mode,
+            account_audience=role.audience,
+            session_tags=role.tags,
+            issuer=draw(st.sampled_from(ISSUERS)),
+            project=draw(_pattern(PATTERN_CHARS)),
+            ref=draw(_pattern(PATTERN_CHARS)),
+            ref_type=draw(st.sampled_from(["branch", "tag", "any"])),
+            protected=draw(st.sampled_from([False, False, True])),
+            environment=draw(
+                st.sampled_from([None, None, None, "a*", "prod?eu", "prod{eu}"])
+                | _pattern(ENV_PATTERN_CHARS, common=("*", "a*", "prod*"))
+            ),
+            pipeline_sources=draw(st.sampled_from([(), (), (), ("push",), ("push", "web")])),
+            expires_at=draw(st.sampled_from([None] * 5 + [NOW - timedelta(hours=1)])),
+            enabled=draw(st.sampled_from([True] * 5 + [False])),
+        )
         if role.mode == "brokered" and not role.tags and draw(st.integers(0, 3)):
             # Refused when written (IAM could not check them); rows from before still occur.
             made = replace(made, protected=False, environment=None, pipeline_sources=())
@@ -304,7 +308,12 @@ def test_a_minted_token_is_admitted_by_its_role_and_by_no_other(case):
     registry = Registry(rules)
     documents = {
         role: role_policy(
-            rules, account_id=role.account_id, role_name=role.name, mode=role.mode, audience=role.audience, tags=role.tags
+            rules,
+            account_id=role.account_id,
+            role_name=role.name,
+            mode=role.mode,
+            audience=role.audience,
+            tags=role.tags,
         ).document
         for role in roles
     }

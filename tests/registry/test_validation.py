@@ -258,10 +258,20 @@ def test_an_environment_pattern_no_session_tag_can_hold_is_refused_on_a_role_wit
     assert "no AWS session tag value can" in message
     # Letters of any script, digits, the tag symbols and wildcards are fine.
     services.mapping_create(
-        actor="test", name="ok", issuer=IssuerFactory(), role=role, project="platform/web", environment="prod-ü/1.a_b@c=d+?*"
+        actor="test",
+        name="ok",
+        issuer=IssuerFactory(),
+        role=role,
+        project="platform/web",
+        environment="prod-ü/1.a_b@c=d+?*",
     )
     # Direct mode: IAM never sees the environment (it is a warning), so the pattern is allowed.
     direct = RoleFactory(account=AccountFactory(name="gitlab-direct", mode="direct"), session_tags=True)
     services.mapping_create(
-        actor="test", name="direct-env", issuer=IssuerFactory(), role=direct, project="platform/web", environment=pattern
+        actor="test",
+        name="direct-env",
+        issuer=IssuerFactory(),
+        role=direct,
+        project="platform/web",
+        environment=pattern,
     )
