@@ -144,7 +144,7 @@ def minted_token_allowed(
 
 
 def minted_sub_allowed(
-    policy: Mapping,
+    policy: Mapping[str, Any],
     *,
     rolegate_issuer: str,
     account_id: str,

@@ -386,15 +386,19 @@ class Mapping(TimestampedModel):
             )
         role = _related(self, "role", Role)  # a missing role is reported on the field itself
         conditioned = self.protected or self.environment is not None or bool(self.pipeline_sources)
-        brokered = role is not None and role.account_id is not None and role.account.mode == Account.Mode.BROKERED
-        if conditioned and brokered and not role.session_tags:
+        brokered_role = (
+            role
+            if role is not None and role.account_id is not None and role.account.mode == Account.Mode.BROKERED
+            else None
+        )
+        if conditioned and brokered_role is not None and not brokered_role.session_tags:
             raise ValidationError(
                 f"Role {role} does not use session tags, so IAM cannot check this mapping's protected, "
                 "environment or pipeline_sources conditions: its trust policy could hold only the project "
                 "and ref. Turn on session_tags for the role, or drop the conditions."
             )
         untaggable = minted.untaggable_pattern_chars(self.environment) if isinstance(self.environment, str) else ""
-        if brokered and role.session_tags and untaggable:
+        if brokered_role is not None and brokered_role.session_tags and untaggable:
             # IAM compares this pattern with the environment session tag, whose values hold only
             # letters, digits, spaces and _ . : / = + - @ (docs/trust-model.md).
             raise ValidationError(
