@@ -14,11 +14,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+import django_stubs_ext
 from celery.schedules import crontab
 from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.log_context import logging_config
+
+# Django's generic classes (ModelAdmin[Role], ModelForm[Issuer], QuerySet[...]) subscriptable at
+# run time, as django-stubs types them for mypy (docs/architecture.md, "Static checks").
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
