@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 from typing import IO
 
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from exchange.models import AuditEvent
@@ -53,6 +56,8 @@ AUDIT_FIELDS = (
 
 # Claim fields copied from the subject token into the event.
 CLAIM_FIELDS = ("jti", "sub", *minted.SOURCE_CLAIMS)
+# ROLEGATE_AUDIT_LOG: each stored event, once committed, as one line here (docs/operations.md "Logs").
+audit_logger = logging.getLogger("rolegate.audit")
 _MAX_LENGTHS = {f.name: f.max_length for f in AuditEvent._meta.get_fields() if getattr(f, "max_length", None)}
 
 
@@ -93,7 +98,7 @@ def audit_record(
     the request (fail closed)."""
     claims = claims if isinstance(claims, dict) else {}
     fields = {name: _fit(name, claims.get(name)) for name in CLAIM_FIELDS}
-    return AuditEvent.objects.create(
+    event = AuditEvent.objects.create(
         time=time or timezone.now(),
         request_id=request_id,
         endpoint=endpoint,
@@ -112,6 +117,22 @@ def audit_record(
         latency_ms=latency_ms,
         token_verified=token_verified,
         **fields,
+    )
+    if settings.ROLEGATE_AUDIT_LOG:
+        # After the row is committed (a rolled-back event was never recorded), from the stored
+        # row: the same fields, cut the same way, as the audit API and exports; never a token.
+        transaction.on_commit(lambda: _audit_log(event), robust=True)
+    return event
+
+
+def _audit_log(event: AuditEvent) -> None:
+    audit_logger.info(
+        "audit %s %s %s %s",
+        event.endpoint,
+        event.outcome,
+        event.reason,
+        event.request_id,
+        extra={"request_id": event.request_id, "audit": audit_event_as_dict(event)},
     )
 
 

@@ -1,8 +1,11 @@
-"""Request ids: every response carries ``X-Request-ID``; the exchange's audit event uses the same id."""
+"""Request ids: every response carries ``X-Request-ID``; the exchange's audit event uses the same id,
+and every log line written while the request runs carries it too (portal.log_context)."""
 
 from __future__ import annotations
 
 import uuid
+
+from portal.log_context import request_id_var
 
 
 class RequestIdMiddleware:
@@ -16,6 +19,10 @@ class RequestIdMiddleware:
 
     def __call__(self, request):
         request.request_id = uuid.uuid4().hex
-        response = self.get_response(request)
+        token = request_id_var.set(request.request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(token)
         response["X-Request-ID"] = request.request_id
         return response

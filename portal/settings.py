@@ -15,6 +15,8 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.log_context import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -119,6 +121,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
+    # /healthz and /readyz, answered before host validation and HTTPS redirects (portal.probes).
+    "portal.probes.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -142,6 +146,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "console.sso.context.login_options",
             ],
         },
     },
@@ -190,7 +195,6 @@ SECURE_HSTS_PRELOAD = False
 # Submitting a domain to the browsers' HSTS preload list is its owner's decision, not Rolegate's.
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _https else None
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
@@ -291,21 +295,59 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
+# Seconds each /readyz check (database, cache, broker) may take before it counts as failing.
+ROLEGATE_READYZ_TIMEOUT = env_int("ROLEGATE_READYZ_TIMEOUT", 2, minimum=1, maximum=30)
+# The GitLab CI/CD component (this repository's templates/aws.yml, published in your GitLab) that
+# the admin's CI snippets include: <GitLab host>/<project path>/aws@<version>.
+ROLEGATE_CI_COMPONENT = env_str("ROLEGATE_CI_COMPONENT", "$CI_SERVER_FQDN/platform/rolegate/aws@1.0.0")
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("ROLEGATE_LOG_LEVEL", "INFO").upper()},
-    "loggers": {
-        # Django's own console handler (development mode) would print every django.* line twice.
-        "django": {"handlers": [], "level": "NOTSET"},
-        "django.db.backends": {"level": "WARNING"},
-        # botocore's INFO lines ("Found credentials in environment variables") are noise on every
-        # command's standard error, where CONTRACT §9 promises one line of reason.
-        "botocore": {"level": "WARNING"},
-    },
-}
+# --- Signing in with GitLab (console.sso, docs/operations.md "Signing in with GitLab") ----------
+
+
+def env_list(name: str) -> list[str]:
+    return [item.strip() for item in env_str(name).split(",") if item.strip()]
+
+
+# The GitLab instance (its base URL, the ID tokens' iss); unset: no "Sign in with GitLab".
+ROLEGATE_OIDC_ISSUER = env_str("ROLEGATE_OIDC_ISSUER").rstrip("/")
+if ROLEGATE_OIDC_ISSUER:
+    _oidc = urlsplit(ROLEGATE_OIDC_ISSUER)
+    if (_oidc.scheme != "https" and not (_oidc.scheme == "http" and ROLEGATE_ALLOW_HTTP)) or not _oidc.hostname:
+        raise ImproperlyConfigured(f"ROLEGATE_OIDC_ISSUER={ROLEGATE_OIDC_ISSUER!r} is not an https URL")
+OIDC_RP_CLIENT_ID = env_str("ROLEGATE_OIDC_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_secret("ROLEGATE_OIDC_CLIENT_SECRET") or ""
+if ROLEGATE_OIDC_ISSUER and not (OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET):
+    raise ImproperlyConfigured(
+        "ROLEGATE_OIDC_ISSUER is set: set ROLEGATE_OIDC_CLIENT_ID and ROLEGATE_OIDC_CLIENT_SECRET "
+        "(or ROLEGATE_OIDC_CLIENT_SECRET_FILE) from the GitLab application too"
+    )
+OIDC_RP_SCOPES = env_str("ROLEGATE_OIDC_SCOPES", "openid profile email")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_PKCE = True
+OIDC_TOKEN_USE_BASIC_AUTH = True
+ROLEGATE_OIDC_TIMEOUT = env_int("ROLEGATE_OIDC_TIMEOUT", 10, minimum=1, maximum=60)
+OIDC_TIMEOUT = ROLEGATE_OIDC_TIMEOUT
+# The claim listing the user's groups: groups_direct (direct memberships, in the ID token),
+# groups (with ancestors' members), or https://gitlab.org/claims/groups/owner|maintainer|developer.
+ROLEGATE_OIDC_GROUPS_CLAIM = env_str("ROLEGATE_OIDC_GROUPS_CLAIM", "groups_direct")
+ROLEGATE_OIDC_ADMIN_GROUPS = env_list("ROLEGATE_OIDC_ADMIN_GROUPS")
+ROLEGATE_OIDC_AUDITOR_GROUPS = env_list("ROLEGATE_OIDC_AUDITOR_GROUPS")
+# Local username/password sign-in; with 0, only superusers while ROLEGATE_BREAK_GLASS=1.
+ROLEGATE_LOCAL_LOGIN = env_bool("ROLEGATE_LOCAL_LOGIN", True)
+ROLEGATE_BREAK_GLASS = env_bool("ROLEGATE_BREAK_GLASS", False)
+AUTHENTICATION_BACKENDS = ["console.sso.backends.GitLabBackend", "console.sso.backends.LocalBackend"]
+LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL_FAILURE = "/admin/login/"
+
+# Log lines: "plain" text (the development default) or "json", one object per line with the
+# request id and the Celery task id (portal.log_context).
+ROLEGATE_LOG_FORMAT = env_str("ROLEGATE_LOG_FORMAT", "plain").lower()
+if ROLEGATE_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"ROLEGATE_LOG_FORMAT={ROLEGATE_LOG_FORMAT!r} is neither plain nor json")
+# Also write every audit event, once stored, as a line on the "rolegate.audit" logger.
+ROLEGATE_AUDIT_LOG = env_bool("ROLEGATE_AUDIT_LOG", False)
+LOGGING = logging_config(log_format=ROLEGATE_LOG_FORMAT, level=env_str("ROLEGATE_LOG_LEVEL", "INFO").upper())
+# The worker keeps this configuration instead of installing its own handlers (portal.celery).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -47,7 +47,8 @@ def test_every_long_running_service_has_a_health_check():
     services = compose()["services"]
     for name in ("postgres", "redis", "web", "worker", "beat"):
         assert services[name]["healthcheck"]["test"], name
-    assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+    # Healthy means ready: database, cache and broker reachable (portal.probes).
+    assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
 
 
 def test_app_services_share_the_environment_and_read_the_secret_key_from_a_secret():
