@@ -317,7 +317,11 @@ class Mapping(TimestampedModel):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(fields=["issuer", "enabled"], name="mapping_issuer_enabled")]
+        indexes = [
+            models.Index(fields=["issuer", "enabled"], name="mapping_issuer_enabled"),
+            # The expiry scan (mappings.iam.selectors.expiries_between) runs every minute.
+            models.Index(fields=["expires_at"], name="mapping_expires_at"),
+        ]
 
     def __str__(self) -> str:
         return self.name

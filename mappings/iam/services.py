@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from mappings import policies, policy_shrink
@@ -60,6 +62,16 @@ def lock_role(role_id: int) -> None:
 
 def role_lock_key(role_id: int) -> int:
     return _LOCK_NAMESPACE | (role_id & 0xFFFFFFFF)
+
+
+def role_sync_claim(*, role_id: int, now: datetime, expiry: timedelta) -> bool:
+    """Mark the role's sync queued unless one is queued and not started (queued less than
+    ``expiry`` ago); True when the caller should queue it. ``role_sync`` clears the mark."""
+    return bool(
+        Role.objects.filter(pk=role_id)
+        .filter(Q(sync_queued_at__isnull=True) | Q(sync_queued_at__lt=now - expiry))
+        .update(sync_queued_at=now)
+    )
 
 
 def role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
