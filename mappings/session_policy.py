@@ -24,8 +24,8 @@ def whole_second(moment: datetime) -> datetime:
 
 
 def cutoff_text(cutoff: datetime) -> str:
-    """ISO 8601 in UTC to the second, as IAM's date conditions read it."""
-    return cutoff.astimezone(UTC).strftime(_FORMAT)
+    """ISO 8601 in UTC to the second (rounded up), as IAM's date conditions read it."""
+    return whole_second(cutoff).astimezone(UTC).strftime(_FORMAT)
 
 
 def revoke_older_sessions(cutoff: datetime) -> dict:
