@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # `make run` is local development: debug pages, a generated secret key, plain-http issuers.
 PORT ?= 8000
-DEV_ENV := DJANGO_DEBUG=1 ROLEGATE_ALLOW_HTTP=1 ROLEGATE_ISSUER=http://127.0.0.1:$(PORT)
+# Loopback issuers are allowed too (a GitLab stand-in on this machine), besides the private networks.
+DEV_ENV := DJANGO_DEBUG=1 ROLEGATE_ALLOW_HTTP=1 ROLEGATE_ISSUER=http://127.0.0.1:$(PORT) \
+	ROLEGATE_ISSUER_ALLOWED_NETWORKS=127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7
 PYTEST_WORKERS ?= 2
 
 .PHONY: help venv run test lint bench demo clean

@@ -14,7 +14,7 @@ def main() -> None:
     try:
         settings.INSTALLED_APPS  # noqa: B018 (loads the settings: a missing secret stops here)
     except ImproperlyConfigured as exc:
-        # One line of reason (CONTRACT §9), not the traceback Django would print further on.
+        # One line of reason (docs/commands.md#conventions), not the traceback Django would print further on.
         sys.stderr.write(f"{exc}\n")
         sys.exit(2)
     execute_from_command_line(sys.argv)

@@ -11,6 +11,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Count
 from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -20,8 +21,10 @@ from django.utils.html import format_html
 
 from console.models import ApiToken
 from console.services import api_token_create, api_token_revoke, api_token_update
-from exchange.audit import CLAIM_FIELDS, write_csv, write_jsonl
+from exchange.audit import write_csv, write_jsonl
 from exchange.models import AuditEvent
+from exchange.safe_text import visible
+from mappings.claims import AUDITED
 from mappings.models import Mapping, Role
 from portal.admin import ReadOnlyAdmin
 
@@ -50,7 +53,7 @@ def recent_values_filter(field: str, label: str) -> type[admin.SimpleListFilter]
             current = self.value()
             if current and current not in values:
                 values.append(current)  # a filter from a link stays visible even if older
-            return [(value, value) for value in values]
+            return [(value, visible(value)) for value in values]
 
         def queryset(self, request, queryset):
             value = self.value()
@@ -176,12 +179,35 @@ def _jsonl_chunks(events) -> Iterator[str]:
     yield buffer.getvalue()
 
 
+# Every text column of an event may hold attacker-chosen claim text (any presented token's): the
+# admin shows it through visible(), so control and bidi characters appear as escapes.
+_TEXT_FIELDS = frozenset(f.name for f in AuditEvent._meta.fields if isinstance(f, models.CharField | models.TextField))
+
+
+def _shown(name: str) -> str:
+    """The admin column of field ``name``: its visible() display method for text fields."""
+    return f"{name}_shown" if name in _TEXT_FIELDS else name
+
+
+def _visible_column(name: str):
+    @admin.display(description=AuditEvent._meta.get_field(name).verbose_name, ordering=name)
+    def column(self, obj: AuditEvent):
+        return visible(getattr(obj, name))
+
+    column.__name__ = _shown(name)
+    return column
+
+
+# The display methods, one per text field (``project_path_shown``, ...).
+VisibleColumns = type("VisibleColumns", (), {_shown(name): _visible_column(name) for name in _TEXT_FIELDS})
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(VisibleColumns, ReadOnlyAdmin):
     """Read-only for everyone: events are evidence."""
 
     # What was decided, for which job, and which role; the issuer and the rest are filters and detail.
-    list_display = ("when", "decision", "project_path", "ref", "role", "mapping", "job_id")
+    list_display = ("when", "decision", _shown("project_path"), _shown("ref"), "role", "mapping", _shown("job_id"))
     list_filter = (
         "outcome",
         recent_values_filter("reason", "reason"),
@@ -198,22 +224,19 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_per_page = 100
     show_full_result_count = False
     change_list_template = "console/auditevent_change_list.html"
-    fieldsets = (
-        ("Decision", {"fields": ("time", "outcome", "reason", "detail", "endpoint", "request_id", "latency_ms")}),
-        (
-            "Role",
-            {"fields": ("requested_role_arn", "role_arn", "role_link", "mapping", "mapping_link", "explain_link")},
-        ),
-        ("Minted", {"fields": ("minted_jti", "role_session_name")}),
-        (
-            "Job (claims of the presented token)",
-            {"fields": ("token_verified", "issuer", "iss", *CLAIM_FIELDS)},
-        ),
-        ("Client", {"fields": ("client_ip", "user_agent")}),
+    fieldsets = tuple(
+        (title, {"fields": tuple(_shown(name) for name in names)})
+        for title, names in (
+            ("Decision", ("time", "outcome", "reason", "detail", "endpoint", "request_id", "latency_ms")),
+            ("Role", ("requested_role_arn", "role_arn", "role_link", "mapping", "mapping_link", "explain_link")),
+            ("Minted", ("minted_jti", "role_session_name")),
+            ("Job (claims of the presented token)", ("token_verified", "issuer", *AUDITED)),
+            ("Client", ("client_ip", "user_agent")),
+        )
     )
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in AuditEvent._meta.fields] + ["role_link", "mapping_link", "explain_link"]
+        return [_shown(f.name) for f in AuditEvent._meta.fields] + ["role_link", "mapping_link", "explain_link"]
 
     @admin.display(description="time (UTC)", ordering="time")
     def when(self, obj: AuditEvent) -> str:
@@ -230,7 +253,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         arn = obj.role_arn or obj.requested_role_arn
         if not arn:
             return "—"
-        return arn.removeprefix("arn:aws:iam::").replace(":role/", "/")
+        return visible(arn.removeprefix("arn:aws:iam::").replace(":role/", "/"))
 
     @admin.display(description="role in the registry")
     def role_link(self, obj: AuditEvent) -> str:

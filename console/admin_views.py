@@ -24,6 +24,7 @@ from console.replay import (
     replay_events,
     replayable_events,
 )
+from mappings.claims import EXPLAINED
 
 REPLAY_SHOWN = 500
 VIEW_AUDIT = "exchange.view_auditevent"
@@ -72,7 +73,7 @@ def explain(request):
             )
             result = {
                 "explanation": explanation,
-                "claims": {k: v for k, v in data["claims"].items() if k in _SHOWN_CLAIMS},
+                "claims": {k: v for k, v in data["claims"].items() if k in EXPLAINED},
                 "iam": iam_check.trust_policy_verdicts(
                     issuer=data["issuer_obj"], claims=data["claims"], explanation=explanation
                 ),
@@ -86,20 +87,6 @@ def explain(request):
     return TemplateResponse(
         request, "console/explain.html", _context(request, "Explain / simulate", form=form, result=result)
     )
-
-
-_SHOWN_CLAIMS = (
-    "iss",
-    "project_path",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "environment",
-    "pipeline_source",
-    "job_id",
-    "user_login",
-)
 
 
 @never_cache

@@ -1,4 +1,4 @@
-"""The platform-team API (CONTRACT §10): audit events and explain, for staff API tokens."""
+"""The platform-team API (docs/api.md#platform-api): audit events and explain, for staff API tokens."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from console.admin_views import VIEW_AUDIT, VIEW_MAPPINGS
 from console.authentication import StaffApiMixin
 from console.explain import UnknownIssuer, explain_claims
 from console.iam_check import decision_verdict
@@ -58,7 +59,7 @@ class AuditEventPagination(CursorPagination):
 
 
 def _audit_page_schema():
-    """The documented shape of a page: §7 fields, in the contract's order."""
+    """The documented shape of a page: the fields of docs/api.md#audit-event-fields, in their order."""
     fields = {name: serializers.CharField(allow_null=True) for name in AUDIT_FIELDS}
     fields["time"] = serializers.DateTimeField()
     fields["request_id"] = serializers.CharField()
@@ -76,7 +77,9 @@ def _audit_page_schema():
 
 
 class AuditEventListApi(StaffApiMixin, APIView):
-    """Audit events (§7), newest first, cursor-paginated."""
+    """Audit events (docs/api.md#audit-events), newest first, cursor-paginated."""
+
+    required_permissions = (VIEW_AUDIT,)
 
     class FilterSerializer(serializers.Serializer):
         outcome = serializers.ChoiceField(choices=AuditEvent.Outcome.values, required=False)
@@ -123,6 +126,12 @@ class ExplainMappingSerializer(serializers.Serializer):
     failed = ExplainFailureSerializer(many=True, help_text="Every condition the claims fail, in checking order")
 
 
+class ExplainWarningSerializer(serializers.Serializer):
+    mapping = serializers.CharField()
+    code = serializers.CharField(help_text="A lint code: wildcard_project_unprotected, untrusted_pipeline_source, ...")
+    message = serializers.CharField()
+
+
 class ExplainIamSerializer(serializers.Serializer):
     role_arn = serializers.CharField()
     mapping = serializers.CharField()
@@ -134,7 +143,10 @@ class ExplainIamSerializer(serializers.Serializer):
 
 
 class ExplainApi(StaffApiMixin, APIView):
-    """Would a job with these claims get a role, and if not, why? The exchange's own matcher."""
+    """Would a job with these claims get a role, and if not, why? The exchange's own matcher.
+    Needs what the explain page needs."""
+
+    required_permissions = (VIEW_MAPPINGS,)
 
     @extend_schema_serializer(component_name="ExplainRequest")
     class InputSerializer(serializers.Serializer):
@@ -150,6 +162,9 @@ class ExplainApi(StaffApiMixin, APIView):
         mapping = serializers.CharField(allow_null=True)
         role_arn = serializers.CharField(allow_null=True)
         mappings = ExplainMappingSerializer(many=True)
+        warnings = ExplainWarningSerializer(
+            many=True, help_text="Lint warnings about the listed mappings: risky but legal, or granting nothing"
+        )
         iam = ExplainIamSerializer(
             allow_null=True,
             help_text="Would IAM allow the token under the role's generated trust policy? "

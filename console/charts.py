@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from exchange.safe_text import visible
+
 GRANTED = "#2e7d32"
 DENIED = "#c62828"
 BAR = "#417690"
@@ -139,7 +141,8 @@ def horizontal_bars(items: Sequence[tuple[str, int]], *, width: int = 520, title
     ]
     if not items:
         parts.append(_svg('<text x="4" y="16" font-size="12" fill="#666">{}</text>', "Nothing yet."))
-    for i, (label, value) in enumerate(items):
+    for i, (raw_label, value) in enumerate(items):
+        label = visible(raw_label)  # labels are claim text (projects): controls and bidi shown as escapes
         y = 5 + i * row_h
         bar = (width - label_w - 50) * value / top_value
         short = label if len(label) <= 34 else "…" + label[-33:]

@@ -1,4 +1,4 @@
-"""Explain: "would this job get this role, and if not, why?" (CONTRACT §10).
+"""Explain: "would this job get this role, and if not, why?" (docs/api.md#explain).
 
 Runs exactly the exchange's matcher (``mappings.matching.decide`` on ``mappings.selectors.registry``)
 on claims as given — no signature, no replay check — so its decision is the exchange's decision for
@@ -13,8 +13,8 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from mappings import lint
 from mappings.matching import Decision, Evaluation, Failure, Registry, decide, evaluate
-from mappings.models import Issuer
 from mappings.selectors import registry as current_registry
 
 
@@ -27,6 +27,8 @@ class Explanation:
     decision: Decision
     evaluations: tuple[Evaluation, ...]  # decide()'s, then the requested role's other mappings
     requested_role_arn: str | None = None
+    # Lint warnings (mappings.lint) about the mappings in ``evaluations``.
+    warnings: tuple[lint.Warning, ...] = ()
 
     def as_dict(self) -> dict:
         return {
@@ -44,6 +46,7 @@ class Explanation:
                 }
                 for e in self.evaluations
             ],
+            "warnings": [warning.as_dict() for warning in self.warnings],
         }
 
 
@@ -59,9 +62,9 @@ def explain_claims(
     the ones the matcher considered, plus every mapping of ``role_arn`` (so "why not this role?" is
     answered even when its project pattern is elsewhere)."""
     if registry is None:
-        if not Issuer.objects.filter(name=issuer).exists():
-            raise UnknownIssuer(f"No issuer named {issuer!r} is registered.")
         registry = current_registry()
+        if registry.issuer_named(issuer) is None:
+            raise UnknownIssuer(f"No issuer named {issuer!r} is registered.")
     now = now or timezone.now()
     decision = decide(registry, issuer=issuer, claims=claims, now=now, role_arn=role_arn)
     evaluations = list(decision.evaluations)
@@ -74,4 +77,16 @@ def explain_claims(
             if rule.issuer != issuer:  # the matcher never considers another issuer's mappings
                 evaluation = Evaluation(rule, (Failure("issuer", rule.issuer, issuer), *evaluation.failed))
             evaluations.append(evaluation)
-    return Explanation(decision=decision, evaluations=tuple(evaluations), requested_role_arn=role_arn)
+    return Explanation(
+        decision=decision,
+        evaluations=tuple(evaluations),
+        requested_role_arn=role_arn,
+        warnings=_warnings(registry, evaluations, now),
+    )
+
+
+def _warnings(registry: Registry, evaluations: list[Evaluation], now: datetime) -> tuple[lint.Warning, ...]:
+    """Lint warnings about the evaluated mappings, each linted among all the mappings of its role."""
+    names = {e.rule.name for e in evaluations}
+    rules = [rule for arn in sorted({e.rule.role_arn for e in evaluations}) for rule in registry.rules_for_role(arn)]
+    return tuple(w for w in lint.lint(rules, now) if w.mapping in names)

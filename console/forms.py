@@ -8,8 +8,6 @@ from django.core.exceptions import ValidationError
 
 from mappings.models import PIPELINE_SOURCES, Issuer
 
-CLAIM_FIELDS = ("project_path", "ref", "ref_type", "ref_protected", "environment", "pipeline_source")
-
 
 class ExplainForm(forms.Form):
     """Either job facts typed in, or a pasted ID token decoded WITHOUT verification (never stored)."""

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from console.explain import Explanation
 from mappings import iam_eval, policies
+from mappings.claims import IN_SUB
 from mappings.iam.selectors import role_desired_policy
 from mappings.matching import Rule
 from mappings.models import Issuer, Role
@@ -39,7 +40,7 @@ def iam_verdict(rule: Rule, *, issuer: Issuer, claims: Mapping[str, object]) -> 
     role = _role(rule)
     if role is None:
         return IamVerdict(rule.role_arn, rule.name, None, "The role is not in the registry.")
-    missing = [name for name in ("project_path", "ref_type", "ref") if not isinstance(claims.get(name), str)]
+    missing = [name for name in IN_SUB if not isinstance(claims.get(name), str)]
     if missing:
         return IamVerdict(rule.role_arn, rule.name, False, f"The token lacks {', '.join(missing)}.")
     result = role_desired_policy(role)

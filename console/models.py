@@ -1,4 +1,4 @@
-"""What the platform console stores: personal API tokens of staff users (CONTRACT §10)."""
+"""What the platform console stores: personal API tokens of staff users (docs/api.md#authentication)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Optional; never expires when empty.")
     revoked = models.BooleanField(default=False)
+    password_fingerprint = models.CharField(
+        max_length=64,
+        editable=False,
+        default="",
+        help_text="SHA-256 of the user's password hash when the token was made: a password change revokes it.",
+    )
 
     objects = ApiTokenQuerySet.as_manager()
 

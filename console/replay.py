@@ -1,6 +1,6 @@
 """Replay: which recent decisions would a proposed configuration change?
 
-Each audit event stores the claims the matcher decides on (CONTRACT §7), so the proposed registry
+Each audit event stores the claims the matcher decides on (docs/api.md#audit-event-fields), so the proposed registry
 is asked exactly what the exchange asked then — through the same ``decide``.
 """
 
@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from exchange.audit import CLAIM_FIELDS
 from exchange.models import AuditEvent
 from mappings import matching
+from mappings.claims import AUDITED
 from mappings.config import ConfigError, rules_from_document
 from mappings.matching import Registry, decide
 
@@ -33,8 +33,8 @@ class Change:
 
 def event_claims(event: AuditEvent) -> dict[str, str]:
     """The claims of an audit event, as the matcher saw them (absent claims stay absent); the
-    audit event keeps every claim the matcher reads (CONTRACT §7)."""
-    return {name: getattr(event, name) for name in CLAIM_FIELDS if getattr(event, name) is not None}
+    audit event keeps every claim the matcher reads (docs/api.md#audit-event-fields)."""
+    return {name: getattr(event, name) for name in AUDITED if getattr(event, name) is not None}
 
 
 def _describe(granted: bool, reason: str, role_arn: str | None, mapping: str | None) -> str:
@@ -96,7 +96,7 @@ class ReplayUnavailable(Exception):
 
 
 def proposed_registry(text: str) -> Registry:
-    """A registry from a proposed §3 configuration file, validated exactly as ``apply`` does."""
+    """A registry from a proposed configuration file (docs/configuration.md), validated exactly as ``apply`` does."""
     try:
         return Registry(rules_from_document(text))
     except ConfigError as exc:

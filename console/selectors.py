@@ -7,20 +7,10 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from exchange.models import AuditEvent
+from mappings.claims import AUDIT_FILTERS
 
-# Exact-match filters of the audit API, named after the §7 fields.
-AUDIT_EXACT_FILTERS = (
-    "outcome",
-    "reason",
-    "issuer",
-    "role_arn",
-    "mapping",
-    "project_path",
-    "job_id",
-    "pipeline_id",
-    "user_login",
-    "request_id",
-)
+# Exact-match filters of the audit API, named after the audit event's fields (docs/api.md).
+AUDIT_EXACT_FILTERS = ("outcome", "reason", "issuer", "role_arn", "mapping", *AUDIT_FILTERS, "request_id")
 
 
 def audit_event_list(

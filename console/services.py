@@ -26,12 +26,38 @@ def api_token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def password_fingerprint(user: AbstractBaseUser) -> str:
+    """Changes whenever the user's password does (a new salt even for the same password)."""
+    return hashlib.sha256(f"rolegate-api-token:{user.password}".encode()).hexdigest()
+
+
+def api_token_still_valid(*, token: ApiToken) -> bool:
+    """A token dies with its user's password and with the user's deactivation: either revokes
+    it for good (a later reactivation does not bring it back)."""
+    user = token.user
+    if user.is_active and token.password_fingerprint == password_fingerprint(user):
+        return True
+    api_token_revoke(token=token)
+    logger.info(
+        "revoked API token %s: its user %s was %s",
+        token.prefix,
+        user.pk,
+        "deactivated" if not user.is_active else "given a new password",
+    )
+    return False
+
+
 @transaction.atomic
 def api_token_create(*, user: AbstractBaseUser, name: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
     """Create a token for ``user``; returns the row and the raw token, which is never stored."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
-        user=user, name=name, prefix=raw[:PREFIX_LENGTH], token_sha256=api_token_hash(raw), expires_at=expires_at
+        user=user,
+        name=name,
+        prefix=raw[:PREFIX_LENGTH],
+        token_sha256=api_token_hash(raw),
+        expires_at=expires_at,
+        password_fingerprint=password_fingerprint(user),
     )
     token.full_clean()
     token.save()

@@ -1,8 +1,9 @@
-"""HTTP API of the exchange (CONTRACT §5, §6): parse and validate, call one service, serialise.
+"""HTTP API of the exchange (docs/api.md): parse and validate, call one service, serialise.
 
 Bodies are parsed here rather than by DRF's parsers so that a duplicated parameter is refused
-(RFC 6749 §3.2) and the size is capped before anything is decoded. Every refusal, including a
-405 or a 429, goes through a service that writes the request's audit event.
+(RFC 6749 §3.2) and the size is capped before anything is decoded. A request the view finds
+invalid is handed to the service as its refusal, so every refusal, including a 405 or a 429, goes
+through the service that writes the request's audit event.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exchange import reasons, services
-from exchange.services import TOKEN_TYPE_JWT, ExchangeError, RequestContext
+from exchange.services import TOKEN_TYPE_JWT, ExchangeError, ExchangeRequest, RequestContext
 
 GRANT_TYPE_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 SUBJECT_TOKEN_TYPES = (TOKEN_TYPE_JWT, "urn:ietf:params:oauth:token-type:id_token")
@@ -162,22 +163,20 @@ class ExchangeApi(APIView):
         self._started = time.perf_counter()
         super().initial(request, *args, **kwargs)
 
-    def refuse(self, request, code: str, reason: str, description: str, **kwargs):
-        services.exchange_refuse(ctx=self.context(request), error=ExchangeError(code, reason, description, **kwargs))
-
     def http_method_not_allowed(self, request, *args, **kwargs):
-        self.refuse(
-            request,
-            "invalid_request",
-            reasons.METHOD_NOT_ALLOWED,
-            f"Method {request.method} is not allowed; use POST.",
-            status_code=405,
-            headers={"Allow": "POST"},
+        services.exchange_refuse(
+            ctx=self.context(request),
+            error=ExchangeError(
+                "invalid_request",
+                reasons.METHOD_NOT_ALLOWED,
+                f"Method {request.method} is not allowed; use POST.",
+                status_code=405,
+                headers={"Allow": "POST"},
+            ),
         )
 
-    def validated(self, request, serializer_class) -> dict:
-        ctx = self.context(request)
-        services.client_rate_limit(ctx=ctx)
+    def exchange_request(self, request, serializer_class) -> ExchangeRequest | ExchangeError:
+        """The validated request, or the refusal the service is to record and raise."""
         try:
             params = parse_body(
                 content_type=request.META.get("CONTENT_TYPE", ""),
@@ -185,20 +184,23 @@ class ExchangeApi(APIView):
                 read=lambda: request._request.read(MAX_BODY_BYTES + 1),
             )
         except _BadRequest as exc:
-            self.refuse(request, "invalid_request", reasons.INVALID_REQUEST, str(exc))
+            return ExchangeError("invalid_request", reasons.INVALID_REQUEST, str(exc))
         serializer = serializer_class(data=params)
         if not serializer.is_valid():
-            self.refuse(request, "invalid_request", reasons.INVALID_REQUEST, _sentence(serializer.errors))
+            return ExchangeError("invalid_request", reasons.INVALID_REQUEST, _sentence(serializer.errors))
         data = serializer.validated_data
         grant_type = data.get("grant_type")
         if grant_type is not None and grant_type != GRANT_TYPE_TOKEN_EXCHANGE:
-            self.refuse(
-                request,
+            return ExchangeError(
                 "unsupported_grant_type",
                 reasons.UNSUPPORTED_GRANT_TYPE,
                 f"grant_type must be {GRANT_TYPE_TOKEN_EXCHANGE}.",
             )
-        return data
+        return ExchangeRequest(
+            subject_token=data["subject_token"],
+            audience=data.get("audience"),
+            duration_seconds=data.get("duration_seconds"),
+        )
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -248,9 +250,8 @@ class TokenExchangeApi(ExchangeApi):
         },
     )
     def post(self, request):
-        data = self.validated(request, self.InputSerializer)
         grant = services.token_exchange(
-            ctx=self.context(request), subject_token=data["subject_token"], audience=data.get("audience")
+            ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
         )
         output = self.OutputSerializer(
             {
@@ -295,12 +296,8 @@ class CredentialsApi(ExchangeApi):
         },
     )
     def post(self, request):
-        data = self.validated(request, self.InputSerializer)
         credentials = services.credentials_exchange(
-            ctx=self.context(request),
-            subject_token=data["subject_token"],
-            audience=data.get("audience"),
-            duration_seconds=data.get("duration_seconds"),
+            ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
         )
         output = self.OutputSerializer(
             {

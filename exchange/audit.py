@@ -1,4 +1,4 @@
-"""The audit trail of the exchange (CONTRACT §7): how events are written and exported.
+"""The audit trail of the exchange (docs/api.md#audit-trail): how events are written and exported.
 
 :func:`audit_record` is the one way an event is written: exactly one per request to the
 exchange, before the response. Exports and APIs name the fields as the contract does, in this
@@ -19,7 +19,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from exchange.models import AuditEvent
-from mappings import minted
+from exchange.safe_text import csv_cell
+from mappings.claims import AUDITED
 
 # The public shape of an audit event: exports, the audit API and the admin's downloads.
 AUDIT_FIELDS = (
@@ -31,20 +32,7 @@ AUDIT_FIELDS = (
     "detail",
     "client_ip",
     "issuer",
-    "iss",
-    "jti",
-    "sub",
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "environment",
-    "pipeline_source",
-    "pipeline_id",
-    "job_id",
-    "user_login",
+    *AUDITED,  # the claims of the subject token: iss, jti, sub, project_path, ...
     "requested_role_arn",
     "role_arn",
     "mapping",
@@ -54,8 +42,6 @@ AUDIT_FIELDS = (
     "token_verified",
 )
 
-# Claim fields copied from the subject token into the event.
-CLAIM_FIELDS = ("jti", "sub", *minted.SOURCE_CLAIMS)
 # ROLEGATE_AUDIT_LOG: each stored event, once committed, as one line here (docs/operations.md "Logs").
 audit_logger = logging.getLogger("rolegate.audit")
 _MAX_LENGTHS = {f.name: f.max_length for f in AuditEvent._meta.get_fields() if getattr(f, "max_length", None)}
@@ -97,7 +83,7 @@ def audit_record(
     """Write one audit event. Raises the database's error if it cannot be written: callers fail
     the request (fail closed)."""
     claims = claims if isinstance(claims, dict) else {}
-    fields = {name: _fit(name, claims.get(name)) for name in CLAIM_FIELDS}
+    fields = {name: _fit(name, claims.get(name)) for name in AUDITED}
     event = AuditEvent.objects.create(
         time=time or timezone.now(),
         request_id=request_id,
@@ -108,7 +94,6 @@ def audit_record(
         client_ip=client_ip,
         user_agent=_fit("user_agent", user_agent) or "",
         issuer=_fit("issuer", issuer),
-        iss=_fit("iss", claims.get("iss")),
         requested_role_arn=_fit("requested_role_arn", requested_role_arn),
         role_arn=role_arn,
         mapping=mapping,
@@ -150,21 +135,14 @@ def write_jsonl(events: Iterable[AuditEvent], stream: IO[str]) -> int:
     return count
 
 
-def _csv_cell(value: object) -> object:
-    """Neutralise spreadsheet formulas: claims of a refused token are attacker-chosen text."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def write_csv(events: Iterable[AuditEvent], stream: IO[str]) -> int:
-    writer = csv.DictWriter(stream, fieldnames=AUDIT_FIELDS, extrasaction="raise")
+    """Events as CSV for spreadsheets: every cell quoted, controls escaped, formulas neutralised
+    (:func:`exchange.safe_text.csv_cell`); JSON lines keep the text exact (JSON escapes controls)."""
+    writer = csv.DictWriter(stream, fieldnames=AUDIT_FIELDS, extrasaction="raise", quoting=csv.QUOTE_ALL)
     writer.writeheader()
     count = 0
     for event in events:
         row = audit_event_as_dict(event)
-        writer.writerow({key: _csv_cell(value) for key, value in row.items()})
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
         count += 1
     return count

@@ -2,7 +2,8 @@
 
 The only boto3 user for it. The client is built lazily, once per process; its endpoint follows
 boto3's standard ``AWS_ENDPOINT_URL_STS`` / ``AWS_ENDPOINT_URL``. The call is unsigned (the web
-identity token is the credential), so Rolegate needs no AWS credentials for it.
+identity token is the credential), so Rolegate needs no AWS credentials for it. Failures are
+classified as the IAM sync's are (``mappings.aws_errors``): transient or permanent.
 https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html
 """
 
@@ -16,34 +17,11 @@ from datetime import datetime
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+
+from mappings.aws_errors import aws_errors
 
 _lock = threading.Lock()
 _client = None
-
-# Error codes that mean "try again later", not "no".
-_TRANSIENT_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "ServiceUnavailable",
-    "InternalFailure",
-    "InternalError",
-    "IDPCommunicationError",
-}
-
-
-class StsRefused(Exception):
-    """STS said no (access denied, invalid identity token, ...); ``code`` is STS's error code."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class StsUnavailable(Exception):
-    """STS could not be reached, timed out, throttled or failed on its side."""
 
 
 @dataclass(frozen=True)
@@ -84,23 +62,15 @@ def reset_client() -> None:
 def assume_role_with_web_identity(
     *, role_arn: str, role_session_name: str, web_identity_token: str, duration_seconds: int
 ) -> Credentials:
-    """Temporary credentials for ``role_arn``; :class:`StsRefused` or :class:`StsUnavailable`."""
-    try:
+    """Temporary credentials for ``role_arn``; ``AwsPermanentError`` when STS says no (its ``code``
+    is STS's error code), ``AwsTransientError`` when it throttles, fails or cannot be reached."""
+    with aws_errors():
         response = client().assume_role_with_web_identity(
             RoleArn=role_arn,
             RoleSessionName=role_session_name,
             WebIdentityToken=web_identity_token,
             DurationSeconds=duration_seconds,
         )
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "Unknown")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        if code in _TRANSIENT_CODES or status >= 500:
-            raise StsUnavailable(code) from None
-        raise StsRefused(code, str(error.get("Message") or "")[:300]) from None
-    except BotoCoreError as exc:
-        raise StsUnavailable(type(exc).__name__) from None
     creds = response["Credentials"]
     return Credentials(
         access_key_id=creds["AccessKeyId"],

@@ -2,8 +2,9 @@
 
 Keys are cached per process and issuer. A token whose ``kid`` is not cached makes one refresh
 of that issuer's JWKS: single-flight (a lock per issuer) and at most one attempt every
-``REFRESH_INTERVAL`` seconds, so a key GitLab publishes is accepted within 30 s while a flood of
-junk kids costs GitLab one request per 30 s. When GitLab is down the cached keys keep serving.
+``ROLEGATE_JWKS_MIN_REFRESH_SECONDS`` (default 30), so a key GitLab publishes is accepted within
+that time while a flood of junk kids costs GitLab one request per interval. When GitLab is down
+the cached keys keep serving.
 The algorithm comes from our allow-list, never from the token's header; ``jku``/``x5u``/``jwk``
 headers are ignored.
 """
@@ -23,33 +24,24 @@ import requests
 from django.conf import settings
 
 from exchange import reasons
-from mappings.models import Issuer
+from mappings.claims import (
+    BY_NAME,
+    ENUMERATED,
+    NO_COLON,
+    NUMBERS,
+    OPTIONAL_STRINGS,
+    REQUIRED_BY_PYJWT,
+    REQUIRED_STRINGS,
+)
+from mappings.matching import RegisteredIssuer
 
 logger = logging.getLogger(__name__)
 
 ALLOWED_ALGORITHMS = ("RS256",)
-REFRESH_INTERVAL = 30.0  # seconds between two fetch attempts for one issuer
 MAX_KEY_AGE = 3600.0  # refresh keys this old on the next request (keeping them if that fails)
 FETCH_TIMEOUT = 3.0
 MAX_RESPONSE_BYTES = 256 * 1024
 MAX_TOKEN_CHARS = 16 * 1024
-
-# Claims the exchange needs, all JSON strings in GitLab's tokens.
-REQUIRED_STRING_CLAIMS = (
-    "sub",
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "pipeline_source",
-    "pipeline_id",
-    "job_id",
-)
-OPTIONAL_STRING_CLAIMS = ("environment", "user_login")
-CLAIM_MAX_LENGTH = {"project_id": 64, "pipeline_id": 64, "job_id": 64, "pipeline_source": 64}
-NO_COLON_CLAIMS = ("project_path", "ref")
 
 
 class TokenRejected(Exception):
@@ -68,16 +60,8 @@ class JwksFetchError(Exception):
 
 
 @dataclass(frozen=True)
-class IssuerInfo:
-    name: str
-    url: str
-    audiences: tuple[str, ...]
-    jwks_url: str | None
-
-
-@dataclass(frozen=True)
 class VerifiedToken:
-    issuer: IssuerInfo
+    issuer: RegisteredIssuer
     claims: dict
 
 
@@ -94,11 +78,9 @@ _keys: dict[tuple[str, str | None], _Keys] = {}
 
 
 def forget_cached_keys() -> None:
-    """Drop every cached JWKS and issuer (tests)."""
-    global _issuers
+    """Drop every cached JWKS (tests)."""
     with _registry_lock:
         _keys.clear()
-        _issuers = None
 
 
 def unverified_parts(token: str) -> tuple[dict, dict]:
@@ -117,29 +99,10 @@ def unverified_parts(token: str) -> tuple[dict, dict]:
     return header, payload
 
 
-_issuers: tuple[object, dict[str, IssuerInfo]] | None = None
-
-
-def registered_issuers(snapshot: object) -> dict[str, IssuerInfo]:
-    """Registered issuers by URL, cached per process for as long as ``snapshot`` (the registry
-    snapshot from ``mappings.selectors.registry()``) is current: every issuer change moves the
-    registry version, which makes the selector build a new snapshot."""
-    global _issuers
-    cached = _issuers
-    if cached is not None and cached[0] is snapshot:
-        return cached[1]
-    issuers = {
-        url: IssuerInfo(name=name, url=url, audiences=tuple(audiences or ()), jwks_url=jwks_url or None)
-        for name, url, audiences, jwks_url in Issuer.objects.values_list("name", "url", "audiences", "jwks_url")
-    }
-    _issuers = (snapshot, issuers)
-    return issuers
-
-
-def _issuer_for(iss: object, snapshot: object) -> IssuerInfo:
+def _issuer_for(iss: object, issuers: Mapping[str, RegisteredIssuer]) -> RegisteredIssuer:
     if not isinstance(iss, str) or not iss:
         raise TokenRejected(reasons.MISSING_CLAIM, "The subject token has no iss claim (string).")
-    issuer = registered_issuers(snapshot).get(iss)
+    issuer = issuers.get(iss)
     if issuer is None:
         raise TokenRejected(
             reasons.UNKNOWN_ISSUER, f"The subject token's issuer {iss[:200]!r} is not registered with Rolegate."
@@ -183,7 +146,7 @@ def _get_json(url: str) -> object:
         raise JwksFetchError(f"{url} did not answer JSON") from None
 
 
-def fetch_jwks(issuer: IssuerInfo) -> dict[str, jwt.PyJWK]:
+def fetch_jwks(issuer: RegisteredIssuer) -> dict[str, jwt.PyJWK]:
     """The issuer's RS256 signing keys by kid, via its configured jwks_url or OIDC discovery."""
     jwks_url = issuer.jwks_url
     if not jwks_url:
@@ -209,7 +172,7 @@ def fetch_jwks(issuer: IssuerInfo) -> dict[str, jwt.PyJWK]:
     return keys
 
 
-def _entry(issuer: IssuerInfo) -> _Keys:
+def _entry(issuer: RegisteredIssuer) -> _Keys:
     key = (issuer.url, issuer.jwks_url)
     entry = _keys.get(key)
     if entry is None:
@@ -218,8 +181,13 @@ def _entry(issuer: IssuerInfo) -> _Keys:
     return entry
 
 
-def signing_key(issuer: IssuerInfo, kid: str) -> jwt.PyJWK:
-    """The issuer's key ``kid``, refreshing the cache at most once per ``REFRESH_INTERVAL``."""
+def refresh_interval() -> int:
+    """Seconds between two JWKS fetch attempts for one issuer (``ROLEGATE_JWKS_MIN_REFRESH_SECONDS``)."""
+    return settings.ROLEGATE_JWKS_MIN_REFRESH_SECONDS
+
+
+def signing_key(issuer: RegisteredIssuer, kid: str) -> jwt.PyJWK:
+    """The issuer's key ``kid``, refreshing the cache at most once per :func:`refresh_interval`."""
     entry = _entry(issuer)
     now = time.time()
     found = entry.keys.get(kid)
@@ -231,7 +199,7 @@ def signing_key(issuer: IssuerInfo, kid: str) -> jwt.PyJWK:
         fresh = now - entry.fetched_at < MAX_KEY_AGE
         if found is not None and fresh:
             return found
-        if entry.attempted_at is None or now - entry.attempted_at >= REFRESH_INTERVAL:
+        if entry.attempted_at is None or now - entry.attempted_at >= refresh_interval():
             entry.attempted_at = now
             try:
                 entry.keys = fetch_jwks(issuer)
@@ -252,27 +220,29 @@ def signing_key(issuer: IssuerInfo, kid: str) -> jwt.PyJWK:
 
 
 def _check_claims(claims: Mapping[str, object]) -> None:
-    for name in ("exp", "iat", "nbf"):
+    """The catalogue's checks (``mappings.claims``) that PyJWT does not make."""
+    for name in NUMBERS:
         if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], int | float)):
             raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token's {name} claim must be a number.")
-    for name in ("jti", *REQUIRED_STRING_CLAIMS):
+    for name in REQUIRED_STRINGS:
         if name not in claims or claims[name] is None:
             raise TokenRejected(reasons.MISSING_CLAIM, f"The subject token has no {name} claim.")
-    for name in ("jti", *REQUIRED_STRING_CLAIMS, *OPTIONAL_STRING_CLAIMS):
+    for name in (*REQUIRED_STRINGS, *OPTIONAL_STRINGS):
         if name not in claims:
             continue
         value = claims[name]
         if not isinstance(value, str) or not value:
             raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token's {name} claim must be a non-empty string.")
-        if len(value) > CLAIM_MAX_LENGTH.get(name, 255):
+        if len(value) > BY_NAME[name].max_length:
             raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token's {name} claim is too long.")
-    if claims["ref_type"] not in ("branch", "tag"):
-        raise TokenRejected(reasons.INVALID_CLAIM, 'The subject token\'s ref_type claim must be "branch" or "tag".')
-    if claims["ref_protected"] not in ("true", "false"):
-        raise TokenRejected(
-            reasons.INVALID_CLAIM, 'The subject token\'s ref_protected claim must be the string "true" or "false".'
-        )
-    for name in NO_COLON_CLAIMS:
+    for name in ENUMERATED:
+        allowed = BY_NAME[name].values
+        if claims.get(name) not in allowed:
+            raise TokenRejected(
+                reasons.INVALID_CLAIM,
+                f"The subject token's {name} claim must be the string " + " or ".join(f'"{v}"' for v in allowed) + ".",
+            )
+    for name in NO_COLON:
         if ":" in claims[name]:
             raise TokenRejected(
                 reasons.INVALID_CLAIM,
@@ -280,14 +250,14 @@ def _check_claims(claims: Mapping[str, object]) -> None:
             )
 
 
-def verify_id_token(token: str, *, snapshot: object) -> VerifiedToken:
+def verify_id_token(token: str, *, issuers: Mapping[str, RegisteredIssuer]) -> VerifiedToken:
     """Verify a GitLab CI ID token; raises :class:`TokenRejected` naming the failed check.
 
-    ``snapshot`` is the registry snapshot the caller decides with; issuers are re-read whenever
-    it changes.
+    ``issuers`` are the registered issuers by URL, from the registry snapshot the caller decides
+    with (``mappings.selectors.registry().issuers_by_url``).
     """
     header, unverified = unverified_parts(token)
-    issuer = _issuer_for(unverified.get("iss"), snapshot)
+    issuer = _issuer_for(unverified.get("iss"), issuers)
     alg = header.get("alg")
     if alg not in ALLOWED_ALGORITHMS:
         raise TokenRejected(
@@ -305,7 +275,7 @@ def verify_id_token(token: str, *, snapshot: object) -> VerifiedToken:
             audience=list(issuer.audiences),
             issuer=issuer.url,
             leeway=settings.ROLEGATE_CLOCK_LEEWAY,
-            options={"require": ["exp", "iat", "aud", "iss"], "verify_sub": False, "verify_jti": False},
+            options={"require": list(REQUIRED_BY_PYJWT), "verify_sub": False, "verify_jti": False},
         )
     except jwt.InvalidSignatureError:
         raise TokenRejected(

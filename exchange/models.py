@@ -6,7 +6,7 @@ from django.db import models
 
 
 class AuditEvent(models.Model):
-    """One decision of the exchange (CONTRACT §7): append-only, never a raw token or credential.
+    """One decision of the exchange (docs/api.md#audit-trail): append-only, never a raw token or credential.
 
     Claim fields are ``None`` when the claim was absent or the token could not be read that far.
     """

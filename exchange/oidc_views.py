@@ -1,4 +1,4 @@
-"""Rolegate as an OIDC issuer (CONTRACT §4): discovery and JWKS, public and cacheable."""
+"""Rolegate as an OIDC issuer (docs/api.md#oidc-discovery-and-jwks): discovery and JWKS, public and cacheable."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ from django.views.decorators.http import require_safe
 
 from exchange import keys
 from mappings import minted
+from mappings.claims import IN_MINTED_TOKENS
 
 CACHE_SECONDS = 300
-MINTED_CLAIMS = [
-    *("iss", "aud", "sub", "iat", "nbf", "exp", "jti"),
-    *minted.SOURCE_CLAIMS,
-    "rolegate_mapping",
-    minted.TAGS_CLAIM,
-]
+MINTED_CLAIMS = [*IN_MINTED_TOKENS, minted.MAPPING_CLAIM, minted.TAGS_CLAIM]
 
 
 def _public(data: dict) -> JsonResponse:

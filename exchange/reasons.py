@@ -1,6 +1,6 @@
-"""Audit reason codes (CONTRACT §7): stable, documented in the README ("Audit reason codes").
+"""Audit reason codes: stable, documented in docs/reasons.md#audit-reason-codes.
 
-Each denial reason belongs to one OAuth error code of CONTRACT §5 (the ``error`` of the response);
+Each denial reason belongs to one OAuth error code of docs/reasons.md#oauth-error-codes (the ``error`` of the response);
 the audit's ``reason`` says precisely which check failed.
 """
 
@@ -42,7 +42,8 @@ STS_REFUSED = "sts_refused"
 STS_UNAVAILABLE = "sts_unavailable"
 SIGNING_KEY_UNAVAILABLE = "signing_key_unavailable"
 
-# reason -> (OAuth error code, HTTP status, meaning). The README's table is generated from this.
+# reason -> (OAuth error code, HTTP status, meaning). docs/reasons.md's table must list exactly
+# these (tests/test_docs.py).
 REASONS: dict[str, tuple[str, int, str]] = {
     GRANTED: ("", 200, "The exchange succeeded."),
     INVALID_REQUEST: (
@@ -80,7 +81,12 @@ REASONS: dict[str, tuple[str, int, str]] = {
     SUB_TOO_LONG: ("invalid_target", 400, "The minted sub would exceed 255 characters."),
     INVALID_DURATION: ("invalid_target", 400, "duration_seconds is above the role's max_session_seconds."),
     STS_REFUSED: ("invalid_target", 400, "STS refused AssumeRoleWithWebIdentity (its error code is in the detail)."),
-    STS_UNAVAILABLE: ("temporarily_unavailable", 503, "STS could not be reached or failed (5xx, throttling)."),
+    STS_UNAVAILABLE: (
+        "temporarily_unavailable",
+        503,
+        "STS could not be reached, timed out, throttled (429, Throttling, TooManyRequestsException, "
+        "RequestTimeout, ...) or failed (5xx) (Retry-After: 5).",
+    ),
     SIGNING_KEY_UNAVAILABLE: (
         "temporarily_unavailable",
         503,

@@ -1,8 +1,11 @@
-"""The token exchange (CONTRACT §5-§7), top to bottom.
+"""The token exchange (docs/api.md, "Token exchange" and "Credentials"), top to bottom.
 
-verify the GitLab token -> decide with THE matcher -> mint -> (STS) -> replay row + audit event in
-one transaction -> answer. Every request ends in exactly one audit event, written before the
-response; if it cannot be written the request fails with 503 and nothing is handed out.
+Each endpoint is one service: :func:`token_exchange` or :func:`credentials_exchange` (and
+:func:`exchange_refuse` for a request that is not even a POST). A request goes through named
+steps: admit (rate limit, the view's validation) -> verify the GitLab token -> decide with THE
+matcher -> mint -> record (replay row, the answer, the audit event in one transaction) -> answer.
+Every request ends in exactly one audit event, written before the response; if it cannot be
+written the request fails with 503 and nothing is handed out.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NoReturn, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -23,7 +28,9 @@ from exchange import aws_sts, gitlab, keys, reasons
 from exchange.audit import audit_record
 from exchange.models import UsedToken
 from mappings import minted
-from mappings.matching import Rule, decide
+from mappings.aws_errors import AwsPermanentError, AwsTransientError
+from mappings.claims import COPIED
+from mappings.matching import Registry, Rule, decide
 from mappings.selectors import registry
 from portal.api_errors import ApiError
 
@@ -31,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
 DEFAULT_DURATION_SECONDS = 3600
+AWS_RETRY_AFTER = "5"
 
 
 class ExchangeError(ApiError):
@@ -61,6 +69,15 @@ class RequestContext:
 
 
 @dataclass(frozen=True)
+class ExchangeRequest:
+    """What the client asks, as the view validated it."""
+
+    subject_token: str
+    audience: str | None
+    duration_seconds: int | None = None
+
+
+@dataclass(frozen=True)
 class TokenGrant:
     access_token: str
     expires_in: int
@@ -68,41 +85,133 @@ class TokenGrant:
     role_session_name: str
 
 
+Grant = TypeVar("Grant")
+
+
 @dataclass(frozen=True)
-class CredentialsGrant:
-    credentials: aws_sts.Credentials
+class _Granted:
+    """What the matcher granted: the rule and the minted token's ``sub``."""
+
+    rule: Rule
+    sub: str
+    detail: str
 
 
-def _latency_ms(ctx: RequestContext) -> float:
-    return round((time.perf_counter() - ctx.started) * 1000, 3)
+@dataclass(frozen=True)
+class _Minted:
+    token: str
+    jti: str
+    role_session_name: str
+    issued_at: int
 
 
-def _audit_denied(ctx: RequestContext, error: ExchangeError, **fields) -> None:
-    try:
-        with transaction.atomic():
-            audit_record(
-                request_id=ctx.request_id,
-                endpoint=ctx.endpoint,
-                outcome="denied",
-                reason=error.reason,
-                detail=error.description,
-                client_ip=ctx.client_ip,
-                user_agent=ctx.user_agent,
-                latency_ms=_latency_ms(ctx),
-                **fields,
-            )
-    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
-        logger.exception("audit event %s could not be written", ctx.request_id)
-        raise AuditUnavailable() from None
+@dataclass
+class _Trail:
+    """What the request's audit event says, filled in as each step learns it."""
+
+    requested_role_arn: str | None
+    claims: dict | None = None
+    issuer: str | None = None
+    token_verified: bool = False
+    role_arn: str | None = None
+    mapping: str | None = None
+    role_session_name: str | None = None
+    minted_jti: str | None = None  # only a granted event names the token it handed out
+
+    def fields(self, *, granted: bool) -> dict:
+        return {
+            "requested_role_arn": self.requested_role_arn,
+            "claims": self.claims,
+            "issuer": self.issuer,
+            "token_verified": self.token_verified,
+            "role_arn": self.role_arn,
+            "mapping": self.mapping,
+            "role_session_name": self.role_session_name,
+            "minted_jti": self.minted_jti if granted else None,
+        }
 
 
-def exchange_refuse(*, ctx: RequestContext, error: ExchangeError) -> None:
+# --- the services ------------------------------------------------------------------------------
+
+
+def token_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> TokenGrant:
+    """A GitLab ID token in, a Rolegate-signed token for one role out (docs/api.md, "Token
+    exchange"). ``request`` is what the view validated, or the refusal it found."""
+
+    def answer(granted: _Granted, token: _Minted) -> TokenGrant:
+        return TokenGrant(
+            access_token=token.token,
+            expires_in=settings.ROLEGATE_TOKEN_LIFETIME,
+            role_arn=granted.rule.role_arn,
+            role_session_name=token.role_session_name,
+        )
+
+    return _exchange(ctx=ctx, request=request, answer=answer)
+
+
+def credentials_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> aws_sts.Credentials:
+    """A GitLab ID token in, temporary AWS credentials for one role out (docs/api.md,
+    "Credentials"): the minted token goes to STS ``AssumeRoleWithWebIdentity``."""
+
+    def answer(granted: _Granted, token: _Minted) -> aws_sts.Credentials:
+        assert isinstance(request, ExchangeRequest)
+        rule = granted.rule
+        return _assume_role(
+            rule=rule,
+            session_name=token.role_session_name,
+            token=token.token,
+            duration_seconds=request.duration_seconds or _default_duration(rule),
+        )
+
+    return _exchange(ctx=ctx, request=request, answer=answer)
+
+
+def exchange_refuse(*, ctx: RequestContext, error: ExchangeError) -> NoReturn:
     """Record a request refused before its token was looked at, and raise ``error``."""
-    _audit_denied(ctx, error)
+    _audit_denied(ctx, error, _Trail(requested_role_arn=None))
     raise error
 
 
-def client_rate_limit(*, ctx: RequestContext) -> None:
+def used_tokens_prune(*, now: datetime | None = None) -> int:
+    """Delete replay rows of tokens that have expired (they would be refused anyway)."""
+    deleted, _ = UsedToken.objects.filter(expires_at__lt=now or timezone.now()).delete()
+    return deleted
+
+
+# --- the steps ---------------------------------------------------------------------------------
+
+
+def _exchange(
+    *,
+    ctx: RequestContext,
+    request: ExchangeRequest | ExchangeError,
+    answer: Callable[[_Granted, _Minted], Grant],
+) -> Grant:
+    request = _admit(ctx, request)
+    trail = _Trail(requested_role_arn=request.audience)
+    try:
+        snapshot = registry()
+        verified = _verify(request.subject_token, snapshot, trail)
+        granted = _decide(snapshot, verified, request, trail)
+        token = _mint(ctx, granted, verified.claims, trail)
+        return _record(ctx, verified, granted, token, trail, answer)
+    except ExchangeError as error:
+        _audit_denied(ctx, error, trail)
+        raise
+    except DatabaseError:  # the registry could not be read: nothing can be audited either
+        logger.exception("exchange %s failed on the database", ctx.request_id)
+        raise AuditUnavailable() from None
+
+
+def _admit(ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> ExchangeRequest:
+    """The client's rate limit first, then the view's verdict on the request."""
+    _rate_limit(ctx)
+    if isinstance(request, ExchangeError):
+        exchange_refuse(ctx=ctx, error=request)
+    return request
+
+
+def _rate_limit(ctx: RequestContext) -> None:
     """At most ``ROLEGATE_RATE_LIMIT`` requests per client IP and minute (0: no limit); a fixed
     window in the cache: global with ``ROLEGATE_CACHE_URL`` (Redis), per process without it."""
     limit = settings.ROLEGATE_RATE_LIMIT
@@ -134,6 +243,22 @@ def client_rate_limit(*, ctx: RequestContext) -> None:
         )
 
 
+def _verify(subject_token: str, snapshot: Registry, trail: _Trail) -> gitlab.VerifiedToken:
+    """The GitLab token, verified against the issuers of ``snapshot``."""
+    try:
+        verified = gitlab.verify_id_token(subject_token, issuers=snapshot.issuers_by_url)
+    except gitlab.TokenRejected as rejected:
+        if rejected.verified is not None:  # signed by the issuer; a claim check failed
+            trail.claims, trail.issuer = rejected.verified.claims, rejected.verified.issuer.name
+            trail.token_verified = True
+        else:
+            with contextlib.suppress(gitlab.TokenRejected):
+                trail.claims = gitlab.unverified_parts(subject_token)[1]
+        raise _invalid_grant(rejected) from None
+    trail.claims, trail.issuer, trail.token_verified = verified.claims, verified.issuer.name, True
+    return verified
+
+
 def _invalid_grant(rejected: gitlab.TokenRejected) -> ExchangeError:
     if rejected.reason == reasons.JWKS_UNAVAILABLE:  # GitLab's outage, not the token's fault
         return ExchangeError(
@@ -141,13 +266,33 @@ def _invalid_grant(rejected: gitlab.TokenRejected) -> ExchangeError:
             rejected.reason,
             rejected.description,
             status_code=503,
-            headers={"Retry-After": str(int(gitlab.REFRESH_INTERVAL))},
+            headers={"Retry-After": str(gitlab.refresh_interval())},
         )
     return ExchangeError("invalid_grant", rejected.reason, rejected.description)
 
 
+def _decide(snapshot: Registry, verified: gitlab.VerifiedToken, request: ExchangeRequest, trail: _Trail) -> _Granted:
+    """THE matcher's decision, then the role's limit on the session asked for."""
+    decision = decide(
+        snapshot, issuer=verified.issuer.name, claims=verified.claims, now=timezone.now(), role_arn=request.audience
+    )
+    if not decision.granted or decision.rule is None or decision.sub is None:
+        raise ExchangeError("invalid_target", decision.reason, decision.detail)
+    rule = decision.rule
+    trail.role_arn, trail.mapping = rule.role_arn, rule.name
+    duration = request.duration_seconds
+    if duration is not None and duration > rule.max_session_seconds:
+        raise ExchangeError(
+            "invalid_target",
+            reasons.INVALID_DURATION,
+            f"duration_seconds {duration} is more than {rule.role_name}'s maximum "
+            f"session of {rule.max_session_seconds} seconds.",
+        )
+    return _Granted(rule=rule, sub=decision.sub, detail=decision.detail)  # decide() checked the sub's length
+
+
 def minted_claims(*, rule: Rule, claims: dict, sub: str, jti: str, now: int) -> dict:
-    """The claims of the token Rolegate mints (CONTRACT §5, "The minted token")."""
+    """The claims of the token Rolegate mints (docs/api.md, "The minted token")."""
     payload = {
         "iss": settings.ROLEGATE_ISSUER,
         "aud": rule.account_audience,
@@ -157,125 +302,75 @@ def minted_claims(*, rule: Rule, claims: dict, sub: str, jti: str, now: int) -> 
         "exp": now + settings.ROLEGATE_TOKEN_LIFETIME,
         "jti": jti,
     }
-    for name in minted.SOURCE_CLAIMS:
+    for name in COPIED:
         if name in claims:
             payload[name] = claims[name]
-    payload["rolegate_mapping"] = rule.name
+    payload[minted.MAPPING_CLAIM] = rule.name
     if rule.session_tags:
         payload[minted.TAGS_CLAIM] = minted.session_tags_claim(claims, rule.name)
     return payload
 
 
-def _exchange(
-    *, ctx: RequestContext, subject_token: str, audience: str | None, duration_seconds: int | None
-) -> TokenGrant | CredentialsGrant:
-    audit_fields: dict = {"requested_role_arn": audience}
+def _mint(ctx: RequestContext, granted: _Granted, claims: dict, trail: _Trail) -> _Minted:
+    """Rolegate's token for the granted role, signed with the current key."""
+    session_name = minted.role_session_name(claims["project_id"], claims["job_id"])
+    jti = keys.new_jti()
+    issued_at = int(time.time())
+    payload = minted_claims(rule=granted.rule, claims=claims, sub=granted.sub, jti=jti, now=issued_at)
     try:
-        snapshot = registry()
-        try:
-            verified = gitlab.verify_id_token(subject_token, snapshot=snapshot)
-        except gitlab.TokenRejected as rejected:
-            if rejected.verified is not None:
-                audit_fields.update(
-                    claims=rejected.verified.claims, issuer=rejected.verified.issuer.name, token_verified=True
-                )
-            else:
-                with contextlib.suppress(gitlab.TokenRejected):
-                    audit_fields["claims"] = gitlab.unverified_parts(subject_token)[1]
-            raise _invalid_grant(rejected) from None
-        claims = verified.claims
-        audit_fields.update(claims=claims, issuer=verified.issuer.name, token_verified=True)
+        token = keys.sign(payload)
+    except keys.SigningKeyError as exc:
+        logger.error("exchange %s cannot sign: %s", ctx.request_id, exc)
+        raise ExchangeError(
+            "temporarily_unavailable",
+            reasons.SIGNING_KEY_UNAVAILABLE,
+            "Rolegate cannot use its signing key right now; the operators have been told. Try again later.",
+            status_code=503,
+            headers={"Retry-After": "60"},
+        ) from None
+    trail.minted_jti, trail.role_session_name = jti, session_name
+    return _Minted(token=token, jti=jti, role_session_name=session_name, issued_at=issued_at)
 
-        now = timezone.now()
-        decision = decide(snapshot, issuer=verified.issuer.name, claims=claims, now=now, role_arn=audience)
-        if not decision.granted or decision.rule is None:
-            raise ExchangeError("invalid_target", decision.reason, decision.detail)
-        rule = decision.rule
-        audit_fields.update(role_arn=rule.role_arn, mapping=rule.name)
 
-        sub = decision.sub  # decide() built it and checked its length
-        if duration_seconds is not None and duration_seconds > rule.max_session_seconds:
-            raise ExchangeError(
-                "invalid_target",
-                reasons.INVALID_DURATION,
-                f"duration_seconds {duration_seconds} is more than {rule.role_name}'s maximum "
-                f"session of {rule.max_session_seconds} seconds.",
-            )
-        session_name = minted.role_session_name(claims["project_id"], claims["job_id"])
-        jti = keys.new_jti()
-        issued_at = int(time.time())
-        try:
-            token = keys.sign(minted_claims(rule=rule, claims=claims, sub=sub, jti=jti, now=issued_at))
-        except keys.SigningKeyError as exc:
-            logger.error("exchange %s cannot sign: %s", ctx.request_id, exc)
-            raise ExchangeError(
-                "temporarily_unavailable",
-                reasons.SIGNING_KEY_UNAVAILABLE,
-                "Rolegate cannot use its signing key right now; the operators have been told. Try again later.",
-                status_code=503,
-                headers={"Retry-After": "60"},
-            ) from None
-        audit_fields.update(minted_jti=jti, role_session_name=session_name)
-        # Keep the replay row while the token could be accepted (a year at most: exp is the token's word).
-        expires = min(float(claims["exp"]) + settings.ROLEGATE_CLOCK_LEEWAY, issued_at + 366 * 86400)
-        expires_at = datetime.fromtimestamp(expires, tz=UTC)
-
-        stage = "replay"
-        try:
-            with transaction.atomic():
-                UsedToken.objects.create(
-                    issuer=verified.issuer.name, jti=claims["jti"], role_arn=rule.role_arn, expires_at=expires_at
-                )
-                stage = "sts"
-                result: TokenGrant | CredentialsGrant
-                if ctx.endpoint == "credentials":
-                    result = CredentialsGrant(
-                        _assume_role(
-                            rule=rule,
-                            session_name=session_name,
-                            token=token,
-                            duration_seconds=duration_seconds or _default_duration(rule),
-                        )
-                    )
-                else:
-                    result = TokenGrant(
-                        access_token=token,
-                        expires_in=settings.ROLEGATE_TOKEN_LIFETIME,
-                        role_arn=rule.role_arn,
-                        role_session_name=session_name,
-                    )
-                stage = "audit"
-                audit_record(
-                    request_id=ctx.request_id,
-                    endpoint=ctx.endpoint,
-                    outcome="granted",
-                    reason=reasons.GRANTED,
-                    detail=decision.detail,
-                    client_ip=ctx.client_ip,
-                    user_agent=ctx.user_agent,
-                    latency_ms=_latency_ms(ctx),
-                    **audit_fields,
-                )
-        except IntegrityError:
-            if stage != "replay":
-                logger.exception("audit event %s could not be written", ctx.request_id)
-                raise AuditUnavailable() from None
-            raise ExchangeError(
-                "invalid_grant",
-                reasons.REPLAY,
-                f"This subject token (jti {claims['jti'][:80]!r}) was already exchanged for {rule.role_arn}.",
-            ) from None
-        except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
-            logger.exception("audit event %s could not be written", ctx.request_id)
-            raise AuditUnavailable() from None
-        return result
-    except ExchangeError as error:
-        audit_fields.pop("minted_jti", None)
-        _audit_denied(ctx, error, **audit_fields)
-        raise
-    except DatabaseError:  # the registry or issuers could not be read: nothing can be audited either
-        logger.exception("exchange %s failed on the database", ctx.request_id)
+def _record(
+    ctx: RequestContext,
+    verified: gitlab.VerifiedToken,
+    granted: _Granted,
+    token: _Minted,
+    trail: _Trail,
+    answer: Callable[[_Granted, _Minted], Grant],
+) -> Grant:
+    """Spend the subject token, build the answer and write the granted event, all or nothing:
+    a refused answer (STS) or an event that cannot be written leaves the token unspent."""
+    try:
+        with transaction.atomic():
+            _spend(verified, granted.rule, token)
+            result = answer(granted, token)
+            _audit_granted(ctx, granted, trail)
+    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
+        logger.exception("audit event %s could not be written", ctx.request_id)
         raise AuditUnavailable() from None
+    return result
+
+
+def _spend(verified: gitlab.VerifiedToken, rule: Rule, token: _Minted) -> None:
+    """The replay row: a subject token (iss + jti) is exchanged at most once for each role."""
+    claims = verified.claims
+    # Keep the row while the token could be accepted (a year at most: exp is the token's word).
+    expires = min(float(claims["exp"]) + settings.ROLEGATE_CLOCK_LEEWAY, token.issued_at + 366 * 86400)
+    try:
+        UsedToken.objects.create(
+            issuer=verified.issuer.name,
+            jti=claims["jti"],
+            role_arn=rule.role_arn,
+            expires_at=datetime.fromtimestamp(expires, tz=UTC),
+        )
+    except IntegrityError:
+        raise ExchangeError(
+            "invalid_grant",
+            reasons.REPLAY,
+            f"This subject token (jti {claims['jti'][:80]!r}) was already exchanged for {rule.role_arn}.",
+        ) from None
 
 
 def _default_duration(rule: Rule) -> int:
@@ -291,39 +386,58 @@ def _assume_role(*, rule: Rule, session_name: str, token: str, duration_seconds:
             web_identity_token=token,
             duration_seconds=duration_seconds,
         )
-    except aws_sts.StsRefused as exc:
+    except AwsPermanentError as exc:
         raise ExchangeError(
             "invalid_target",
             reasons.STS_REFUSED,
             f"AWS STS refused AssumeRoleWithWebIdentity for {rule.role_arn}: {exc.code}.",
         ) from None
-    except aws_sts.StsUnavailable as exc:
+    except AwsTransientError as exc:
         raise ExchangeError(
             "temporarily_unavailable",
             reasons.STS_UNAVAILABLE,
-            f"AWS STS could not be reached or failed ({exc}); try again shortly.",
+            f"AWS STS could not be reached or failed ({exc.code}); try again shortly.",
             status_code=503,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": AWS_RETRY_AFTER},
         ) from None
 
 
-def token_exchange(*, ctx: RequestContext, subject_token: str, audience: str | None) -> TokenGrant:
-    """CONTRACT §5: a GitLab ID token in, a Rolegate-signed token for one role out."""
-    result = _exchange(ctx=ctx, subject_token=subject_token, audience=audience, duration_seconds=None)
-    assert isinstance(result, TokenGrant)
-    return result
+def _audit_granted(ctx: RequestContext, granted: _Granted, trail: _Trail) -> None:
+    try:
+        audit_record(
+            request_id=ctx.request_id,
+            endpoint=ctx.endpoint,
+            outcome="granted",
+            reason=reasons.GRANTED,
+            detail=granted.detail,
+            client_ip=ctx.client_ip,
+            user_agent=ctx.user_agent,
+            latency_ms=_latency_ms(ctx),
+            **trail.fields(granted=True),
+        )
+    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
+        logger.exception("audit event %s could not be written", ctx.request_id)
+        raise AuditUnavailable() from None
 
 
-def credentials_exchange(
-    *, ctx: RequestContext, subject_token: str, audience: str | None, duration_seconds: int | None
-) -> aws_sts.Credentials:
-    """CONTRACT §6: a GitLab ID token in, temporary AWS credentials for one role out."""
-    result = _exchange(ctx=ctx, subject_token=subject_token, audience=audience, duration_seconds=duration_seconds)
-    assert isinstance(result, CredentialsGrant)
-    return result.credentials
+def _audit_denied(ctx: RequestContext, error: ExchangeError, trail: _Trail) -> None:
+    try:
+        with transaction.atomic():
+            audit_record(
+                request_id=ctx.request_id,
+                endpoint=ctx.endpoint,
+                outcome="denied",
+                reason=error.reason,
+                detail=error.description,
+                client_ip=ctx.client_ip,
+                user_agent=ctx.user_agent,
+                latency_ms=_latency_ms(ctx),
+                **trail.fields(granted=False),
+            )
+    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
+        logger.exception("audit event %s could not be written", ctx.request_id)
+        raise AuditUnavailable() from None
 
 
-def used_tokens_prune(*, now: datetime | None = None) -> int:
-    """Delete replay rows of tokens that have expired (they would be refused anyway)."""
-    deleted, _ = UsedToken.objects.filter(expires_at__lt=now or timezone.now()).delete()
-    return deleted
+def _latency_ms(ctx: RequestContext) -> float:
+    return round((time.perf_counter() - ctx.started) * 1000, 3)

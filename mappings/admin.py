@@ -8,13 +8,15 @@ IAM sync scheduling. The forms show the models' own validation messages.
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from mappings import services
+from mappings import lint, selectors, services
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
 from mappings.models import (
     EMPTY_PATTERN,
@@ -51,7 +53,39 @@ class LinesField(forms.CharField):
         return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-class IssuerForm(forms.ModelForm):
+class ThroughServicesForm(forms.ModelForm):
+    """After the model's own validation, the registry services' checks of what saving would leave
+    (guardrails of the account, trust-policy quotas), shown on the form before anything is saved."""
+
+    def _post_clean(self):
+        super()._post_clean()
+        if self.errors or not _related_saved(self.instance):
+            return
+        try:
+            services.registry_check(self.instance)
+        except ValidationError as exc:
+            self._update_errors(exc)
+
+
+def _related_saved(obj) -> bool:
+    """Whether the objects ``obj`` refers to exist (an inline on an add page: not yet)."""
+    for name in ("issuer", "role", "account"):
+        related_id = getattr(obj, f"{name}_id", False)
+        if related_id is None:
+            return False
+    return True
+
+
+def _sources_field(help_text: str) -> forms.MultipleChoiceField:
+    return forms.MultipleChoiceField(
+        choices=[(source, source) for source in PIPELINE_SOURCES],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=help_text,
+    )
+
+
+class IssuerForm(ThroughServicesForm):
     audiences = LinesField(help_text="aud values accepted on incoming ID tokens, one per line.")
 
     class Meta:
@@ -74,13 +108,8 @@ MAPPING_FIELDS = (
 )
 
 
-class MappingForm(forms.ModelForm):
-    pipeline_sources = forms.MultipleChoiceField(
-        choices=[(source, source) for source in PIPELINE_SOURCES],
-        required=False,
-        widget=forms.CheckboxSelectMultiple,
-        help_text="None ticked means any pipeline source.",
-    )
+class MappingForm(ThroughServicesForm):
+    pipeline_sources = _sources_field("None ticked means any pipeline source.")
 
     class Meta:
         model = Mapping
@@ -88,8 +117,45 @@ class MappingForm(forms.ModelForm):
         error_messages = {"project": {"required": EMPTY_PATTERN}, "ref": {"required": EMPTY_PATTERN}}
 
 
+GUARDRAIL_FIELDS = (
+    "require_protected",
+    "forbid_pipeline_sources",
+    "max_project_breadth",
+    "require_environment",
+    "max_session_seconds",
+)
+
+
+class AccountForm(ThroughServicesForm):
+    forbid_pipeline_sources = _sources_field(
+        "Pipeline sources no mapping may accept (for example merge_request_event: code from any contributor); "
+        "mappings must then list the sources they accept."
+    )
+
+    class Meta:
+        model = Account
+        fields = ("name", "account_id", "mode", "audience", "manager_role_arn", "trust_policy_limit", *GUARDRAIL_FIELDS)
+
+
+class RoleForm(ThroughServicesForm):
+    class Meta:
+        model = Role
+        fields = ("account", "name", "max_session_seconds", "session_tags")
+
+
 class ThroughServicesAdmin(admin.ModelAdmin):
-    """Saves and deletes through ``mappings.services`` instead of the model's save/delete."""
+    """Saves and deletes through ``mappings.services`` instead of the model's save/delete.
+
+    The forms show the services' refusals as form errors; a refusal only the combined save can
+    see (a role and its inline mappings together) rolls the save back with a message instead."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as exc:
+            for message in exc.messages:
+                self.message_user(request, f"Nothing was saved: {message}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
         services.registry_save(obj, actor=_actor(request))
@@ -162,6 +228,14 @@ class IssuerAdmin(ThroughServicesAdmin):
 
 @admin.register(Account)
 class AccountAdmin(AccountSyncAdminMixin, ThroughServicesAdmin):
+    form = AccountForm
+    fieldsets = (
+        (None, {"fields": ("name", "account_id", "mode", "audience", "manager_role_arn", "trust_policy_limit")}),
+        (
+            "Guardrails (every role and mapping of the account must keep them)",
+            {"fields": GUARDRAIL_FIELDS},
+        ),
+    )
     list_display = ("name", "account_id", "mode", "audience", "trust_policy_limit", "role_count", "provider_status")
     list_filter = ("mode", "provider_status")
     search_fields = ("name", "account_id")
@@ -193,6 +267,7 @@ class MappingInline(admin.StackedInline):
 
 @admin.register(Role)
 class RoleAdmin(RoleSyncAdminMixin, ThroughServicesAdmin):
+    form = RoleForm
     list_display = ("__str__", "arn", "max_session_seconds", "session_tags", "live_mapping_count", "sync_status")
     list_filter = ("account", "sync_status", "session_tags")
     list_select_related = ("account",)
@@ -234,6 +309,7 @@ class MappingAdmin(ThroughServicesAdmin):
         "issuer",
         "enabled",
         "expires",
+        "warnings",
     )
     list_filter = ("issuer", "role__account", ("role", RoleFilter), "enabled", ExpiredFilter, "ref_type", "protected")
     list_select_related = ("issuer", "role__account")
@@ -246,8 +322,51 @@ class MappingAdmin(ThroughServicesAdmin):
         ),
     )
 
+    readonly_fields = ("lint_warnings",)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (
+            *fieldsets,
+            (
+                "Lint warnings (risky but legal; apply --strict refuses them)",
+                {"fields": ("lint_warnings",)},
+            ),
+        )
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         return super().formfield_for_foreignkey(db_field, request, **_with_account(db_field, kwargs))
+
+    def get_changelist_instance(self, request):
+        """Lint the page's mappings among all the mappings of their roles, in one pass."""
+        changelist = super().get_changelist_instance(request)
+        found = _lint_for(mapping.role.arn for mapping in changelist.result_list)
+        for mapping in changelist.result_list:
+            mapping.lint_warnings_found = found.get(mapping.name, [])
+        return changelist
+
+    @admin.display(description="warnings")
+    def warnings(self, obj):
+        found = getattr(obj, "lint_warnings_found", [])
+        if not found:
+            return ""
+        codes = ", ".join(sorted({w.code for w in found}))
+        return format_html(
+            '<span class="lint-warning" title="{}">{}</span>', "\n".join(w.message for w in found), codes
+        )
+
+    @admin.display(description="lint warnings")
+    def lint_warnings(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        found = _lint_for([obj.role.arn]).get(obj.name, [])
+        if not found:
+            return "none"
+        return format_html_join(
+            "", '<p class="lint-warning"><code>{}</code> {}</p>', ((w.code, w.message) for w in found)
+        )
 
     @admin.display(description="role", ordering="role__name")
     def role_short(self, obj):
@@ -266,6 +385,13 @@ class MappingAdmin(ThroughServicesAdmin):
         if obj.is_expired:
             return format_html('<strong style="color:#ba2121">expired</strong> {}', when)
         return when
+
+
+def _lint_for(role_arns) -> dict[str, list[lint.Warning]]:
+    """Lint warnings by mapping name for the mappings of these roles (the registry snapshot)."""
+    registry = selectors.registry()
+    rules = [rule for arn in sorted(set(role_arns)) for rule in registry.rules_for_role(arn)]
+    return lint.by_mapping(lint.lint(rules, timezone.now()))
 
 
 @admin.register(RetiredRole)

@@ -48,6 +48,17 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class RegisteredIssuer:
+    """A GitLab instance whose tokens are accepted, detached from the ORM: what verifying a token
+    needs (``exchange.gitlab.verify_id_token``)."""
+
+    name: str
+    url: str  # equals its tokens' iss
+    audiences: tuple[str, ...]
+    jwks_url: str | None  # None: discovered from <url>/.well-known/openid-configuration
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """A condition of a mapping that the claims do not meet."""
 
@@ -135,10 +146,13 @@ def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluat
 
 
 class Registry:
-    """An immutable index of rules: issuer -> literal project prefix -> rules."""
+    """An immutable index of rules (issuer -> literal project prefix -> rules), with the
+    registered issuers of the same registry version."""
 
-    def __init__(self, rules: Iterable[Rule], version: int = 0):
+    def __init__(self, rules: Iterable[Rule], version: int = 0, issuers: Iterable[RegisteredIssuer] = ()):
         self.version = version
+        self._issuers_by_url = {issuer.url: issuer for issuer in issuers}
+        self._issuers_by_name = {issuer.name: issuer for issuer in self._issuers_by_url.values()}
         index: dict[str, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
         by_role: dict[str, list[Rule]] = defaultdict(list)
         count = 0
@@ -165,6 +179,14 @@ class Registry:
             found.extend(buckets.get(project_path[:length], ()))
         found.sort(key=lambda r: r.name)
         return found
+
+    @property
+    def issuers_by_url(self) -> Mapping[str, RegisteredIssuer]:
+        """The registered issuers by URL (their tokens' ``iss``)."""
+        return self._issuers_by_url
+
+    def issuer_named(self, name: str) -> RegisteredIssuer | None:
+        return self._issuers_by_name.get(name)
 
     def rules_for_role(self, role_arn: str) -> tuple[Rule, ...]:
         return self._by_role.get(role_arn, ())

@@ -1,4 +1,4 @@
-"""What a token minted by Rolegate says about a job (CONTRACT §5, "The minted token").
+"""What a token minted by Rolegate says about a job (docs/api.md#the-minted-token).
 
 Shared by the exchange, which mints the token, and the trust-policy generator, which must accept
 exactly it: the ``sub`` formats, the session tags and their sanitising, the role session name.
@@ -10,34 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from mappings.claims import SESSION_TAGS
+
 MAX_SUB_LENGTH = 255
-# The GitLab claims a minted token copies, with their GitLab JSON types (CONTRACT §5); the audit
-# event keeps the same ones (CONTRACT §7).
-SOURCE_CLAIMS = (
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "environment",
-    "pipeline_source",
-    "pipeline_id",
-    "job_id",
-    "user_login",
-)
 TAGS_CLAIM = "https://aws.amazon.com/tags"
-# Principal tag keys, in the order they are written (CONTRACT §5).
-PRINCIPAL_TAG_KEYS = (
-    "project_path",
-    "namespace_path",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "pipeline_source",
-    "environment",
-    "mapping",
-)
+MAPPING_CLAIM = "rolegate_mapping"
+# Principal tag keys, in the order they are written: the catalogue's session-tag claims, then the
+# mapping's name.
+PRINCIPAL_TAG_KEYS = (*SESSION_TAGS, "mapping")
 MAX_TAG_VALUE_LENGTH = 256
 # AWS tag values: Unicode letters, digits, whitespace and _ . : / = + - @
 # https://docs.aws.amazon.com/IAM/latest/UserGuide/id_session-tags.html

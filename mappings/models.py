@@ -1,4 +1,4 @@
-"""The registry: which GitLab jobs may assume which AWS roles (CONTRACT §1, §3).
+"""The registry: which GitLab jobs may assume which AWS roles (docs/configuration.md#words, docs/configuration.md).
 
 Models hold fields and field-level validation only. Writes go through ``mappings.services``
 (one place for the rules, used by the admin and by ``apply``); reads for the exchange go through
@@ -15,9 +15,10 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from mappings import patterns
+from mappings import addresses, patterns
+from mappings import guardrails as guardrail_rules
 
-# Every pipeline_source GitLab documents for CI ID tokens (shared/fixtures).
+# Every pipeline_source GitLab documents for CI ID tokens (tests/fixtures/gitlab_id_token_claims.json).
 PIPELINE_SOURCES = (
     "api",
     "chat",
@@ -54,6 +55,9 @@ def validate_issuer_url(value: str) -> None:
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValidationError("The URL must not contain a query, fragment or credentials.")
+    refusal = addresses.host_refusal(parts.hostname)
+    if refusal:
+        raise ValidationError(f"Rolegate would fetch keys from this URL, and {refusal}")
 
 
 def validate_issuer_base_url(value: str) -> None:
@@ -188,6 +192,37 @@ class Account(TimestampedModel):
         "Every job using the role then has to assume it again.",
     )
 
+    # Guardrails (mappings.guardrails): limits every role and mapping of the account must keep.
+    require_protected = models.BooleanField(
+        default=False, help_text="Every mapping must require protected: true (protected branches and tags only)."
+    )
+    forbid_pipeline_sources = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_pipeline_sources],
+        help_text="Pipeline sources no mapping may accept; mappings must then list the sources they accept.",
+    )
+    max_project_breadth = models.CharField(
+        max_length=16,
+        choices=[
+            (guardrail_rules.ANY, "any (no limit)"),
+            (guardrail_rules.NAMESPACE, "namespace (patterns inside one namespace, such as platform/*)"),
+            (guardrail_rules.PROJECT, "project (one exact project per mapping)"),
+        ],
+        default=guardrail_rules.ANY,
+        help_text="The broadest project pattern a mapping may have.",
+    )
+    require_environment = models.BooleanField(
+        default=False, help_text="Every mapping must have an environment pattern (deployment jobs only)."
+    )
+    max_session_seconds = models.PositiveIntegerField(
+        "session length cap",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(900), MaxValueValidator(43200)],
+        help_text="Optional: no role of the account may allow sessions longer than this (900 to 43200 seconds).",
+    )
+
     # OIDC provider sync state, written by the IAM sync only.
     provider_status = models.CharField(max_length=16, choices=SyncStatus.choices, default=SyncStatus.PENDING)
     provider_synced_at = models.DateTimeField(null=True, blank=True)
@@ -202,6 +237,19 @@ class Account(TimestampedModel):
     def clean(self) -> None:
         if self.audience is not None and (not self.audience.strip() or self.audience != self.audience.strip()):
             raise ValidationError({"audience": "The audience must be a non-empty value without surrounding spaces."})
+        needs_tags = guardrail_rules.Guardrails.of(self).tag_conditions
+        if self.mode == Account.Mode.DIRECT and needs_tags:
+            raise ValidationError(
+                {
+                    name: "In direct mode IAM checks only a GitLab token's project and ref, so this guardrail "
+                    "would promise a condition nothing enforces; use brokered mode or turn it off."
+                    for name in needs_tags
+                }
+            )
+
+    @property
+    def guardrails(self) -> guardrail_rules.Guardrails:
+        return guardrail_rules.Guardrails.of(self)
 
 
 class Role(TimestampedModel):
@@ -270,6 +318,31 @@ class Role(TimestampedModel):
     def arn(self) -> str:
         return role_arn(self.account.account_id, self.name)
 
+    def clean(self) -> None:
+        account = _related(self, "account")
+        if account is not None:
+            _raise_violations(
+                guardrail_rules.role_violations(
+                    account.guardrails, max_session_seconds=self.max_session_seconds, account=f"Account {account}"
+                )
+            )
+
+
+def _related(obj: models.Model, name: str):
+    """``obj.<name>``, or None while it is unset (the missing field is reported on its own)."""
+    try:
+        return getattr(obj, name)
+    except models.ObjectDoesNotExist:
+        return None
+
+
+def _raise_violations(violations: list[guardrail_rules.Violation]) -> None:
+    if violations:
+        errors: dict[str, list[str]] = {}
+        for violation in violations:
+            errors.setdefault(violation.field, []).append(violation.message[0].upper() + violation.message[1:] + ".")
+        raise ValidationError(errors)
+
 
 def role_arn(account_id: str, name: str) -> str:
     return f"arn:aws:iam::{account_id}:role/{name}"
@@ -331,10 +404,7 @@ class Mapping(TimestampedModel):
             raise ValidationError(
                 {"environment": "An empty environment pattern matches no job; leave it unset to match any job."}
             )
-        try:
-            role = self.role
-        except Role.DoesNotExist:  # reported on the field itself
-            role = None
+        role = _related(self, "role")  # a missing role is reported on the field itself
         conditioned = self.protected or self.environment is not None or bool(self.pipeline_sources)
         if (
             conditioned
@@ -347,6 +417,17 @@ class Mapping(TimestampedModel):
                 f"Role {role} does not use session tags, so IAM cannot check this mapping's protected, "
                 "environment or pipeline_sources conditions (and a token minted for another role with the "
                 "same project and ref would pass them). Turn on session_tags for the role, or drop the conditions."
+            )
+        if role is not None and role.account_id is not None:
+            _raise_violations(
+                guardrail_rules.mapping_violations(
+                    role.account.guardrails,
+                    project=self.project or None,
+                    protected=self.protected,
+                    environment=self.environment,
+                    pipeline_sources=self.pipeline_sources or (),
+                    account=f"Account {role.account}",
+                )
             )
 
     @property

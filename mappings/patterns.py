@@ -1,4 +1,4 @@
-"""IAM ``StringLike`` patterns, the one definition every part of Rolegate uses (CONTRACT §2).
+"""IAM ``StringLike`` patterns, the one definition every part of Rolegate uses (docs/configuration.md#patterns).
 
 ``*`` matches any run of characters (``/`` included, and none); ``?`` exactly one character;
 everything else matches itself, case-sensitively. The matcher, explain and the generated trust

@@ -8,8 +8,8 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
-from mappings.matching import Registry, Rule
-from mappings.models import Mapping, RegistryVersion, role_arn
+from mappings.matching import RegisteredIssuer, Registry, Rule
+from mappings.models import Issuer, Mapping, RegistryVersion, role_arn
 
 _lock = threading.Lock()
 _cached: tuple[object, Registry] | None = None
@@ -137,8 +137,17 @@ def registry_rules(mappings: QuerySet[Mapping] | None = None) -> list[Rule]:
     ]
 
 
+def registry_issuers() -> list[RegisteredIssuer]:
+    """Every registered issuer, as plain values for verifying tokens."""
+    return [
+        RegisteredIssuer(name=name, url=url, audiences=tuple(audiences or ()), jwks_url=jwks_url or None)
+        for name, url, audiences, jwks_url in Issuer.objects.values_list("name", "url", "audiences", "jwks_url")
+    ]
+
+
 def registry() -> Registry:
-    """The current registry, cached per process and rebuilt when its version moves.
+    """The current registry (rules and issuers), cached per process and rebuilt when its version
+    moves (every write to an issuer, account, role or mapping moves it).
 
     Costs one primary-key read per call; a change committed by any process is seen on the next
     call of every process.
@@ -151,5 +160,5 @@ def registry() -> Registry:
         return cached[1]
     with _lock:
         if _cached is None or _cached[0] != key:
-            _cached = (key, Registry(registry_rules(), version=version))
+            _cached = (key, Registry(registry_rules(), version=version, issuers=registry_issuers()))
         return _cached[1]

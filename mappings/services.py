@@ -7,14 +7,17 @@ roles it touches. Nothing here calls AWS directly.
 
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from django.db import models, transaction
 from django.db.models import F
 
+from mappings import write_checks
 from mappings.iam import retired, revocations, scheduling
 from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
 
@@ -51,41 +54,101 @@ def registry_changed(*, role_ids: Iterable[int]) -> None:
         scheduling.schedule_role_sync(role_ids=role_ids)
 
 
-@transaction.atomic
+@contextmanager
+def registry_batch() -> Iterator[write_checks.WriteBatch]:
+    """Group registry writes whose result is checked once, at the end (``apply`` wraps its plan).
+
+    Inside a transaction. When the outermost batch ends, the registry it leaves is checked
+    (``mappings.write_checks``): guardrails of every account or role saved, quotas of every role a
+    save touched. :class:`~mappings.write_checks.RegistryRefused` rolls the whole batch back. The
+    batch's ``policy_sizes`` then hold each touched role's policy size against its quota.
+    """
+    outer = write_checks.current()
+    if outer is not None:
+        yield outer
+        return
+    batch, token = write_checks.begin()
+    try:
+        with transaction.atomic():
+            yield batch
+            batch.check()
+    finally:
+        write_checks.end(token)
+
+
 def registry_save(obj: RegistryObject, *, actor: str) -> RegistryObject:
-    """Validate and save an issuer, account, role or mapping (create or update)."""
-    obj.full_clean()
-    touched = _touched_role_ids(obj)
-    created = obj.pk is None
-    if isinstance(obj, Mapping):
-        _mapping_trust_taken(obj, actor=actor)
-    if isinstance(obj, Role):
-        retired.role_identity_changed(obj)
-    elif isinstance(obj, Account):
-        retired.account_identity_changed(obj)
-    obj.save()
-    touched |= _touched_role_ids(obj)
-    registry_changed(role_ids=touched)
-    logger.info("%s %s %s by %s", "created" if created else "updated", type(obj).__name__.lower(), obj, actor)
+    """Validate and save an issuer, account, role or mapping (create or update).
+
+    Raises ``ValidationError`` for the object's own fields (``full_clean``) and for what the save
+    would leave behind: a guardrail of the account broken by one of its mappings or roles, or a
+    trust policy over its account's quota (``mappings.write_checks``)."""
+    return _save(obj, actor=actor, log=True)
+
+
+def _save(obj: RegistryObject, *, actor: str, log: bool) -> RegistryObject:
+    owner = write_checks.current() is None
+    try:
+        with registry_batch() as batch:
+            obj.full_clean()
+            touched = _touched_role_ids(obj)
+            batch.touching(touched)
+            created = obj.pk is None
+            if isinstance(obj, Mapping):
+                _mapping_trust_taken(obj, actor=actor)
+            if isinstance(obj, Role):
+                retired.role_identity_changed(obj)
+            elif isinstance(obj, Account):
+                retired.account_identity_changed(obj)
+            obj.save()
+            touched |= _touched_role_ids(obj)
+            batch.saved(obj, touched)
+            registry_changed(role_ids=touched)
+    except write_checks.RegistryRefused as exc:
+        if not owner:
+            raise
+        raise exc.as_validation_error(obj) from None
+    if log:
+        logger.info("%s %s %s by %s", "created" if created else "updated", type(obj).__name__.lower(), obj, actor)
     return obj
 
 
-@transaction.atomic
+class _Trial(Exception):
+    pass
+
+
+def registry_check(obj: RegistryObject) -> None:
+    """Raise the ``ValidationError`` that :func:`registry_save` would raise for ``obj``, writing
+    nothing (the save runs in a savepoint that is rolled back; ``obj`` itself is not touched).
+
+    Forms call it to show every refusal next to the fields before anything is saved."""
+    if write_checks.current() is not None:
+        return  # inside a batch the outer write decides at its end
+    try:
+        with transaction.atomic():
+            _save(copy.copy(obj), actor="", log=False)
+            raise _Trial
+    except _Trial:
+        pass
+
+
 def registry_delete(obj: RegistryObject, *, actor: str) -> None:
     """Delete an issuer, account, role or mapping. Issuers and accounts still in use are refused
-    by ``on_delete=PROTECT``; deleting a role deletes its mappings."""
-    touched = _touched_role_ids(obj)
-    if isinstance(obj, Role):
-        touched.discard(obj.pk)  # the role is gone: its IAM role's trust is emptied instead
-        retired.role_retire(
-            account_id=obj.account.account_id, role_name=obj.name, manager_role_arn=obj.account.manager_role_arn
-        )
-        scheduling.schedule_account_sync(account_id=obj.account_id)
-    if isinstance(obj, Mapping) and obj.enabled:
-        revocations.mapping_removed(obj, role_id=obj.role_id, actor=actor, why="deleted")
-    label = str(obj)
-    obj.delete()
-    registry_changed(role_ids=touched)
+    by ``on_delete=PROTECT``; deleting a role deletes its mappings. A deletion only takes trust
+    away, so neither guardrails nor quotas ever refuse it."""
+    with registry_batch() as batch:
+        touched = _touched_role_ids(obj)
+        batch.touching(touched)
+        if isinstance(obj, Role):
+            touched.discard(obj.pk)  # the role is gone: its IAM role's trust is emptied instead
+            retired.role_retire(
+                account_id=obj.account.account_id, role_name=obj.name, manager_role_arn=obj.account.manager_role_arn
+            )
+            scheduling.schedule_account_sync(account_id=obj.account_id)
+        if isinstance(obj, Mapping) and obj.enabled:
+            revocations.mapping_removed(obj, role_id=obj.role_id, actor=actor, why="deleted")
+        label = str(obj)
+        obj.delete()
+        registry_changed(role_ids=touched)
     logger.info("deleted %s %s by %s", type(obj).__name__.lower(), label, actor)
 
 

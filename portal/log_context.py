@@ -76,6 +76,8 @@ def logging_config(*, log_format: str, level: str) -> dict:
             # botocore's INFO lines ("Found credentials in environment variables") are noise on
             # every command's standard error, where a command promises one line of reason.
             "botocore": {"level": "WARNING"},
+            # django-axes greets every process at INFO ("AXES: BEGIN version ..."); lockouts are warnings.
+            "axes": {"level": "WARNING"},
             # Audit events as log lines (ROLEGATE_AUDIT_LOG): INFO whatever the root level.
             "rolegate.audit": {"level": "INFO"},
         },

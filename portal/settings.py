@@ -1,4 +1,4 @@
-"""Rolegate settings, read from the environment (see README "Configuration").
+"""Rolegate settings, read from the environment (docs/environment.md).
 
 Everything has a safe default for local development except secrets: outside explicit development
 mode (``DJANGO_DEBUG=1``) a missing ``DJANGO_SECRET_KEY`` refuses to start.
@@ -6,13 +6,16 @@ mode (``DJANGO_DEBUG=1``) a missing ``DJANGO_SECRET_KEY`` refuses to start.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
 from celery.schedules import crontab
+from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.log_context import logging_config
@@ -51,6 +54,18 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
 
 def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
+
+
+def env_networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP networks (``10.0.0.0/8,fc00::/7``); an empty value lists none."""
+    raw = os.environ.get(name, default)
+    networks = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP network such as 10.0.0.0/8") from None
+    return tuple(networks)
 
 
 def env_secret(name: str) -> str | None:
@@ -93,8 +108,8 @@ _issuer = urlsplit(ROLEGATE_ISSUER)
 if _issuer.scheme not in ("http", "https") or not _issuer.hostname:
     raise ImproperlyConfigured(f"ROLEGATE_ISSUER={ROLEGATE_ISSUER!r} is not an http(s) URL")
 ROLEGATE_ALLOW_HTTP = env_bool("ROLEGATE_ALLOW_HTTP", False)
-# CONTRACT §8: HTTPS redirects and secure-only cookies are off only with ROLEGATE_ALLOW_HTTP and
-# an http:// issuer (local development and tests); otherwise on.
+# docs/environment.md#rolegate_allow_http: HTTPS redirects and secure-only cookies are off only
+# with ROLEGATE_ALLOW_HTTP and an http:// issuer (local development and tests); otherwise on.
 _https = _issuer.scheme == "https" or not ROLEGATE_ALLOW_HTTP
 
 ALLOWED_HOSTS = [
@@ -114,6 +129,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
+    "axes",
+    "csp",
     "mappings",
     "exchange",
     "console",
@@ -124,6 +141,7 @@ MIDDLEWARE = [
     # /healthz and /readyz, answered before host validation and HTTPS redirects (portal.probes).
     "portal.probes.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -131,6 +149,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -200,6 +220,22 @@ SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
+# Content-Security-Policy on every response (django-csp): scripts only from our own static files,
+# never inline; styles may be inline (the admin's and the dashboard's style attributes and inline
+# SVG charts), which cannot run code. Nothing is loaded from another origin; no framing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF],
+        "style-src": [csp.SELF, csp.UNSAFE_INLINE],
+        "img-src": [csp.SELF, "data:"],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.NONE],
+        "form-action": [csp.SELF],
+        "frame-ancestors": [csp.NONE],
+    }
+}
+
 
 def _trusted_origins() -> list[str]:
     """The issuer's origin and one per allowed host (``.example.com`` -> ``*.example.com``), so
@@ -223,6 +259,11 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -274,6 +315,9 @@ CELERY_TIMEZONE = "UTC"
 ROLEGATE_TOKEN_LIFETIME = env_int("ROLEGATE_TOKEN_LIFETIME", 300, minimum=60, maximum=300)
 # Clock skew tolerated on incoming GitLab tokens' exp/nbf/iat.
 ROLEGATE_CLOCK_LEEWAY = env_int("ROLEGATE_CLOCK_LEEWAY", 30, minimum=0, maximum=300)
+# Seconds between two fetches of one GitLab issuer's JWKS when a token names an unknown kid: a
+# newly published GitLab key is accepted within this time (the contract promises 30 s at most).
+ROLEGATE_JWKS_MIN_REFRESH_SECONDS = env_int("ROLEGATE_JWKS_MIN_REFRESH_SECONDS", 30, minimum=1, maximum=30)
 # Seconds a new signing key is published in the JWKS before it signs (rotate_signing_key).
 ROLEGATE_KEY_OVERLAP = env_int("ROLEGATE_KEY_OVERLAP", 86400, minimum=0)
 # Exchange requests per client IP and minute (0: no limit); counted in the Django cache.
@@ -304,6 +348,30 @@ ROLEGATE_READYZ_TIMEOUT = env_int("ROLEGATE_READYZ_TIMEOUT", 2, minimum=1, maxim
 ROLEGATE_CI_COMPONENT = env_str("ROLEGATE_CI_COMPONENT", "$CI_SERVER_FQDN/platform/rolegate/aws@1.0.0")
 # How long audit events are kept (days) before the daily retention task deletes them.
 ROLEGATE_AUDIT_RETENTION_DAYS = env_int("ROLEGATE_AUDIT_RETENTION_DAYS", 400, minimum=1)
+
+# The networks an issuer URL or jwks_url may name besides public addresses (mappings.addresses):
+# by default the private ones (RFC 1918, IPv6 ULA), so a self-managed GitLab on a private network
+# works; loopback and link-local (cloud metadata) are refused unless listed here.
+ROLEGATE_ISSUER_ALLOWED_NETWORKS = env_networks(
+    "ROLEGATE_ISSUER_ALLOWED_NETWORKS", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+)
+
+# --- Login and API token throttling (docs/operations.md "Security controls") ------------------
+
+# django-axes: after ROLEGATE_LOGIN_FAILURE_LIMIT wrong passwords for one username from one
+# client address, that pair is locked out (429) for ROLEGATE_LOGIN_LOCKOUT_MINUTES, right
+# password or not. Attempts are kept in the database (every process sees them); a success resets.
+AXES_FAILURE_LIMIT = env_int("ROLEGATE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ROLEGATE_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The same client address as the exchange's audit and rate limit (trusted proxies included).
+AXES_CLIENT_IP_CALLABLE = "console.throttling.request_client_ip"
+# Failed platform-API token authentications per client address in a fixed window of
+# ROLEGATE_API_AUTH_WINDOW_SECONDS; beyond the limit every bearer request from that address is
+# 429 with Retry-After until the window ends (0: no limit). Counted in the cache (CACHES).
+ROLEGATE_API_AUTH_FAILURE_LIMIT = env_int("ROLEGATE_API_AUTH_FAILURE_LIMIT", 10, minimum=0)
+ROLEGATE_API_AUTH_WINDOW_SECONDS = env_int("ROLEGATE_API_AUTH_WINDOW_SECONDS", 900, minimum=1)
 
 # --- Signing in with GitLab (console.sso, docs/operations.md "Signing in with GitLab") ----------
 
@@ -339,7 +407,12 @@ ROLEGATE_OIDC_AUDITOR_GROUPS = env_list("ROLEGATE_OIDC_AUDITOR_GROUPS")
 # Local username/password sign-in; with 0, only superusers while ROLEGATE_BREAK_GLASS=1.
 ROLEGATE_LOCAL_LOGIN = env_bool("ROLEGATE_LOCAL_LOGIN", True)
 ROLEGATE_BREAK_GLASS = env_bool("ROLEGATE_BREAK_GLASS", False)
-AUTHENTICATION_BACKENDS = ["console.sso.backends.GitLabBackend", "console.sso.backends.LocalBackend"]
+# django-axes first: it refuses a locked-out username+address before any other backend runs.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "console.sso.backends.GitLabBackend",
+    "console.sso.backends.LocalBackend",
+]
 LOGIN_REDIRECT_URL = "/admin/"
 LOGIN_REDIRECT_URL_FAILURE = "/admin/login/"
 

@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Personas (GitLab ID token claims, from shared/fixtures/gitlab_id_token_claims.json):
+Personas (GitLab ID token claims, from tests/fixtures/gitlab_id_token_claims.json):
 - ``web_main_claims``: the web team's protected main-branch push job (platform/web, alice).
 - ``api_production_claims``: the API team's production deploy job (environment=production).
 - ``release_tag_claims``: a release-tag pipeline of platform/web.
@@ -24,14 +24,12 @@ hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if IN_CI:
     hypothesis_settings.load_profile("ci")
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "gitlab_id_token_claims.json"
-_LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab_id_token_claims.json"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab_id_token_claims.json"
 
 
 def load_claim_examples() -> dict[str, dict]:
-    """GitLab ID token payload shapes; the repo keeps a copy so a clone without shared/ runs."""
-    path = FIXTURES if FIXTURES.exists() else _LOCAL_FIXTURES
-    return json.loads(path.read_text())["examples"]
+    """GitLab ID token payload shapes, as GitLab documents them (the suite's own copy)."""
+    return json.loads(FIXTURES.read_text())["examples"]
 
 
 _EXAMPLES = load_claim_examples()
@@ -42,6 +40,17 @@ def fresh_registry_cache(monkeypatch):
     """Each test starts without the per-process registry snapshot: rows that a test creates with
     factories, or that a rolled-back test left, never move the registry stamp."""
     monkeypatch.setattr("mappings.selectors._cached", None)
+
+
+@pytest.fixture(autouse=True)
+def fresh_local_cache():
+    """Each test starts with empty counters (rate limit, failed API tokens) in the per-process
+    cache; a shared Redis cache is never flushed."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()
 
 
 @pytest.fixture

@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdefghijklmnop")
 os.environ.setdefault("ROLEGATE_ALLOW_HTTP", "1")
+# The stand-in GitLabs listen on loopback: the tests allow it besides the default private networks.
+LOOPBACK_AND_PRIVATE = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+os.environ.setdefault("ROLEGATE_ISSUER_ALLOWED_NETWORKS", LOOPBACK_AND_PRIVATE)
 # The broker CI points at (Redis) is kept for the integration tests that start a real worker;
 # every other test runs tasks in-process.
 # pytest-xdist starts its workers after this module ran in the controller (and popped the

@@ -1,4 +1,4 @@
-"""IAM StringLike semantics of the shared pattern module (CONTRACT §2)."""
+"""IAM StringLike semantics of the shared pattern module (docs/configuration.md#patterns)."""
 
 import fnmatch
 

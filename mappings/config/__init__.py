@@ -1,4 +1,4 @@
-"""Configuration as code (CONTRACT §3): parse and validate a YAML file, plan and apply it against
+"""Configuration as code (docs/configuration.md): parse and validate a YAML file, plan and apply it against
 the registry, export the registry, and turn a file into matcher rules without a database.
 
 - :func:`parse_document` — validated contents, or :class:`ConfigError` with every ``(path, message)``.

@@ -1,4 +1,4 @@
-"""Parse and validate a §3 configuration file into plain, checked field values (no database).
+"""Parse and validate a configuration file (docs/configuration.md) into plain, checked field values (no database).
 
 Every problem is collected with its path in the file (``mappings[3].ref``, indexes from 0) rather
 than stopping at the first. Field rules are the models' own validators (``full_clean`` on unsaved
@@ -16,13 +16,26 @@ from typing import Any
 import yaml
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
+from mappings import guardrails
 from mappings.models import Account, Issuer, Mapping, Role
 
 SECTIONS = ("issuers", "accounts", "roles", "mappings")
 
 REQUIRED = object()
 
-# Per section: key -> (type, default). Types: "str", "str?", "bool", "int", "list", "list?", "datetime?".
+# An account's ``guardrails:`` (mappings.guardrails; docs/configuration.md, "Guardrails"): key ->
+# (type, default), each also a field of the Account model.
+GUARDRAIL_FIELDS: dict[str, tuple[str, Any]] = {
+    "require_protected": ("bool", False),
+    "forbid_pipeline_sources": ("list?", []),
+    "max_project_breadth": ("str", guardrails.ANY),
+    "require_environment": ("bool", False),
+    "max_session_seconds": ("int?", None),
+}
+assert tuple(GUARDRAIL_FIELDS) == guardrails.NAMES
+
+# Per section: key -> (type, default). Types: "str", "str?", "bool", "int", "int?", "list", "list?",
+# "datetime?", and "guardrails" (a mapping of GUARDRAIL_FIELDS; absent keys take their defaults).
 FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
     "issuers": {
         "name": ("str", REQUIRED),
@@ -38,6 +51,7 @@ FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
         "manager_role_arn": ("str?", None),
         "trust_policy_limit": ("int", 2048),
         "revoke_sessions_on_removal": ("bool", False),
+        "guardrails": ("guardrails", {}),
     },
     "roles": {
         "account": ("str", REQUIRED),
@@ -134,6 +148,8 @@ def _type_error(kind: str, value: Any) -> str | None:
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return None
         return "must be a list of strings"
+    if base == "guardrails":
+        return None if isinstance(value, dict) else f"must be a mapping of guardrails ({', '.join(GUARDRAIL_FIELDS)})"
     if base == "datetime":
         return None if isinstance(value, datetime | str) else "must be a timestamp such as 2027-01-01T00:00:00Z"
     raise AssertionError(kind)
@@ -156,15 +172,10 @@ def _messages(error: ValidationError) -> dict[str, list[str]]:
     return {NON_FIELD_ERRORS: error.messages}
 
 
-def _check_item(section: str, index: int, raw: Any, errors: list[tuple[str, str]]) -> tuple[dict[str, Any], bool]:
-    """The object's well-typed field values, and whether it is entirely valid (problems are
-    appended to ``errors``; every field is checked even when another one is wrong)."""
-    path = f"{section}[{index}]"
-    if not isinstance(raw, dict):
-        errors.append((path, "must be a mapping of keys to values"))
-        return {}, False
-    spec = FIELDS[section]
-    count = len(errors)
+def _typed_values(
+    spec: dict[str, tuple[str, Any]], raw: dict, path: str, errors: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The well-typed values of ``raw`` by ``spec``, defaults filled in; problems go to ``errors``."""
     for key in raw:
         if key not in spec:
             errors.append((f"{path}.{key}", f"unknown key; known keys are {', '.join(spec)}"))
@@ -174,7 +185,7 @@ def _check_item(section: str, index: int, raw: Any, errors: list[tuple[str, str]
             if default is REQUIRED:
                 errors.append((f"{path}.{key}", "is required"))
             else:
-                values[key] = list(default) if isinstance(default, list) else default
+                values[key] = type(default)(default) if isinstance(default, list | dict) else default
             continue
         value = raw[key]
         problem = _type_error(kind, value)
@@ -188,20 +199,46 @@ def _check_item(section: str, index: int, raw: Any, errors: list[tuple[str, str]
                 continue
         if kind == "list?" and value is None:
             value = []
+        if kind == "guardrails":
+            value = _typed_values(GUARDRAIL_FIELDS, value, f"{path}.{key}", errors)
         values[key] = value
+    return values
+
+
+def model_values(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A section's checked values as model fields: references left out, guardrails flattened."""
     references = _REFERENCE_KEYS.get(section, set())
-    model_fields = {k: v for k, v in values.items() if k not in references}
+    fields = {k: v for k, v in values.items() if k not in references and k != "guardrails"}
+    fields.update(values.get("guardrails", {}))
+    return fields
+
+
+def _check_item(section: str, index: int, raw: Any, errors: list[tuple[str, str]]) -> tuple[dict[str, Any], bool]:
+    """The object's well-typed field values, and whether it is entirely valid (problems are
+    appended to ``errors``; every field is checked even when another one is wrong)."""
+    path = f"{section}[{index}]"
+    if not isinstance(raw, dict):
+        errors.append((path, "must be a mapping of keys to values"))
+        return {}, False
+    spec = FIELDS[section]
+    count = len(errors)
+    values = _typed_values(spec, raw, path, errors)
+    model_fields = model_values(section, values)
     instance = _MODELS[section](**model_fields)
-    unchecked = [name for name in spec if name not in model_fields]
+    unchecked = [f.name for f in instance._meta.fields if f.name not in model_fields]
     try:
         instance.full_clean(exclude=unchecked, validate_unique=False, validate_constraints=False)
     except ValidationError as exc:
         for name, messages in _messages(exc).items():
             if name == NON_FIELD_ERRORS and len(errors) != count:
                 continue  # whole-object checks of an object with a missing field say nothing new
-            where = path if name == NON_FIELD_ERRORS else f"{path}.{name}"
+            if name in GUARDRAIL_FIELDS and section == "accounts":
+                where = f"{path}.guardrails.{name}"
+                values.get("guardrails", {}).pop(name, None)
+            else:
+                where = path if name == NON_FIELD_ERRORS else f"{path}.{name}"
+                values.pop(name, None)
             errors.extend((where, message) for message in messages)
-            values.pop(name, None)
     return values, len(errors) == count
 
 
@@ -226,7 +263,7 @@ def _load(text: str, errors: list[tuple[str, str]]) -> dict | None:
 
 
 def parse_document(text: str) -> Document:
-    """The checked contents of a §3 configuration file; raises :class:`ConfigError` listing every
+    """The checked contents of a configuration file; raises :class:`ConfigError` listing every
     problem with its path. Touches no database."""
     errors: list[tuple[str, str]] = []
     data = _load(text, errors)
@@ -267,6 +304,7 @@ def parse_document(text: str) -> Document:
             if valid and key is not None:
                 items[key] = item
     _check_references(every, errors)
+    _check_guardrails(document, errors)
     if errors:
         raise ConfigError(errors)
     return document
@@ -299,3 +337,32 @@ def _check_references(every: dict[str, list[Item]], errors: list[tuple[str, str]
             errors.append((f"{item.path}.role", f"{role!r} must be <account>/<role name>, e.g. prod/deploy-web"))
         elif role not in names["roles"]:
             errors.append((f"{item.path}.role", f"no role {role!r} in this file"))
+
+
+def _check_guardrails(document: Document, errors: list[tuple[str, str]]) -> None:
+    """Every role and mapping of the file keeps its account's guardrails (the account is in the
+    file: a document is self-contained). The registry services check the same on every write."""
+    for item in document.roles.values():
+        account = document.accounts.get(item.values["account"])
+        if account is None:
+            continue
+        rails = guardrails.Guardrails.of(account.values["guardrails"])
+        for violation in guardrails.role_violations(
+            rails, max_session_seconds=item.values["max_session_seconds"], account=f"account {account.key}"
+        ):
+            errors.append((f"{item.path}.{violation.field}", violation.message))
+    for item in document.mappings.values():
+        role = document.roles.get(item.values["role"])
+        account = document.accounts.get(role.values["account"]) if role is not None else None
+        if account is None:
+            continue
+        rails = guardrails.Guardrails.of(account.values["guardrails"])
+        for violation in guardrails.mapping_violations(
+            rails,
+            project=item.values["project"],
+            protected=item.values["protected"],
+            environment=item.values["environment"],
+            pipeline_sources=item.values["pipeline_sources"],
+            account=f"account {account.key}",
+        ):
+            errors.append((f"{item.path}.{violation.field}", violation.message))

@@ -1,4 +1,5 @@
-"""The registry as a §3 configuration document (``manage.py export``); re-applying it is a no-op."""
+"""The registry as a configuration document (``manage.py export``, docs/configuration.md#export);
+re-applying it is a no-op."""
 
 from __future__ import annotations
 

@@ -9,9 +9,10 @@ from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
-from mappings import services
-from mappings.config.document import FIELDS, SECTIONS, ConfigError, Document, Item
+from mappings import lint, selectors, services, write_checks
+from mappings.config.document import FIELDS, GUARDRAIL_FIELDS, SECTIONS, ConfigError, Document, Item
 from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
@@ -36,12 +37,37 @@ class Change:
             line += ": " + ", ".join(f"{name} {show(old)} -> {show(new)}" for name, old, new in self.fields)
         return line
 
+    def as_dict(self) -> dict:
+        return {
+            "action": self.action,
+            "kind": _SINGULAR[self.section],
+            "name": self.key,
+            "path": self.path,
+            "fields": [{"name": name, "old": _json(old), "new": _json(new)} for name, old, new in self.fields],
+        }
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    """A lint warning about a mapping of the file, with its path there."""
+
+    path: str
+    warning: lint.Warning
+
+    def describe(self) -> str:
+        return f"! warning {self.path} ({self.warning.code}): {self.warning.message}"
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, **self.warning.as_dict()}
+
 
 @dataclass
 class Plan:
     changes: list[Change]
     unchanged: int
     kept: int  # objects in the database but not in the file, kept without --prune
+    policy_sizes: list[write_checks.PolicySize] = field(default_factory=list)  # each touched role's
+    warnings: list[PlanWarning] = field(default_factory=list)  # lint of the file's mappings, as applied
 
     @property
     def empty(self) -> bool:
@@ -52,15 +78,39 @@ class Plan:
 
     def lines(self) -> list[str]:
         lines = [change.describe() for change in self.changes]
+        lines += [size.describe() for size in self.policy_sizes]
         summary = (
             f"Plan: {self.count(CREATE)} to create, {self.count(UPDATE)} to update, "
             f"{self.count(DELETE)} to delete, {self.unchanged} unchanged."
         )
         if self.kept:
             summary += f" {self.kept} not in the file kept (--prune deletes them)."
+        if self.warnings:
+            summary += f" {len(self.warnings)} warning{'s' if len(self.warnings) != 1 else ''}."
         if self.empty:
             summary = "No changes. " + summary
-        return [*lines, summary]
+        return [*lines, summary, *(warning.describe() for warning in self.warnings)]
+
+    def as_dict(self) -> dict:
+        """The plan for tools (``apply --format json``; docs/commands.md)."""
+        return {
+            "changes": [change.as_dict() for change in self.changes],
+            "summary": {
+                "create": self.count(CREATE),
+                "update": self.count(UPDATE),
+                "delete": self.count(DELETE),
+                "unchanged": self.unchanged,
+                "kept": self.kept,
+            },
+            "policy_sizes": [size.as_dict() for size in self.policy_sizes],
+            "warnings": [warning.as_dict() for warning in self.warnings],
+        }
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    return value
 
 
 def show(value: Any) -> str:
@@ -89,6 +139,8 @@ def current_values(section: str, obj: Any) -> dict[str, Any]:
             values[name] = obj.issuer.name
         elif section == "mappings" and name == "role":
             values[name] = f"{obj.role.account.name}/{obj.role.name}"
+        elif name == "guardrails":
+            values[name] = {key: getattr(obj, key) for key in GUARDRAIL_FIELDS}
         else:
             values[name] = getattr(obj, name)
     return values
@@ -109,6 +161,14 @@ def load_state() -> dict[str, dict[str, Any]]:
     state = {}
     for section, queryset in querysets.items():
         state[section] = {object_key(section, obj): obj for obj in queryset}
+    # One object per row: an account updated by the plan is the one its roles' mappings are
+    # validated against (guardrails), not a stale copy.
+    accounts = {obj.pk: obj for obj in state["accounts"].values()}
+    roles = {obj.pk: obj for obj in state["roles"].values()}
+    for role in roles.values():
+        role.account = accounts[role.account_id]
+    for mapping in state["mappings"].values():
+        mapping.role = roles[mapping.role_id]
     return state
 
 
@@ -128,7 +188,12 @@ def compute_plan(document: Document, *, prune: bool, state: dict[str, dict[str, 
                 changes.append(Change(CREATE, section, key, path=item.path))
                 continue
             current = current_values(section, obj)
-            differ = [(name, current[name], value) for name, value in item.values.items() if current[name] != value]
+            differ = []
+            for name, value in item.values.items():
+                if isinstance(value, dict):  # guardrails: one entry per guardrail that changes
+                    differ += [(f"{name}.{k}", current[name][k], v) for k, v in value.items() if current[name][k] != v]
+                elif current[name] != value:
+                    differ.append((name, current[name], value))
             if differ:
                 changes.append(Change(UPDATE, section, key, path=item.path, fields=differ, obj=obj))
             else:
@@ -174,13 +239,32 @@ def _validation_errors(path: str, exc: ValidationError) -> list[tuple[str, str]]
     ]
 
 
-@transaction.atomic
-def apply_document(document: Document, *, prune: bool, actor: str) -> Plan:
+class _DryRun(Exception):
+    def __init__(self, plan: Plan):
+        self.plan = plan
+
+
+def apply_document(document: Document, *, prune: bool, actor: str, dry_run: bool = False, strict: bool = False) -> Plan:
     """Make the database match ``document`` in one transaction, through the registry services.
 
     Deletes (with ``prune``) come first, children before parents; then creates and updates,
-    parents before children. Any failure rolls everything back.
+    parents before children. The registry this leaves is checked as one batch (guardrails,
+    trust-policy quotas: ``mappings.write_checks``), then the file's mappings are linted; the plan
+    carries each touched role's policy size and the warnings. Any failure — or any warning with
+    ``strict`` — rolls everything back and raises :class:`ConfigError` with paths in the file.
+    With ``dry_run`` every step runs and is then rolled back, so a dry run refuses exactly what
+    an apply would.
     """
+    try:
+        return _apply(
+            document, prune=prune, actor=actor + (" (dry run)" if dry_run else ""), dry_run=dry_run, strict=strict
+        )
+    except _DryRun as done:
+        return done.plan
+
+
+@transaction.atomic
+def _apply(document: Document, *, prune: bool, actor: str, dry_run: bool, strict: bool) -> Plan:
     # Every registry write moves this one row: holding it serialises concurrent applies (and
     # makes admin saves wait) while the plan is computed and applied.
     RegistryVersion.objects.get_or_create(pk=1)
@@ -188,19 +272,57 @@ def apply_document(document: Document, *, prune: bool, actor: str) -> Plan:
     state = load_state()
     plan = compute_plan(document, prune=prune, state=state)
     objects = {section: dict(state[section]) for section in SECTIONS}
-    for change in plan.changes:
-        if change.action == DELETE:
-            services.registry_delete(change.obj, actor=actor)
-            continue
-        item = document.section(change.section)[change.key]
-        obj = change.obj if change.action == UPDATE else _MODEL[change.section]()
-        _assign(change.section, obj, item, objects)
-        try:
-            services.registry_save(obj, actor=actor)
-        except ValidationError as exc:
-            raise ConfigError(_validation_errors(item.path, exc)) from None
-        objects[change.section][change.key] = obj
+    try:
+        with services.registry_batch() as batch:
+            for change in plan.changes:
+                if change.action == DELETE:
+                    services.registry_delete(change.obj, actor=actor)
+                    continue
+                item = document.section(change.section)[change.key]
+                obj = change.obj if change.action == UPDATE else _MODEL[change.section]()
+                _assign(change.section, obj, item, objects)
+                try:
+                    services.registry_save(obj, actor=actor)
+                except ValidationError as exc:
+                    raise ConfigError(_validation_errors(item.path, exc)) from None
+                objects[change.section][change.key] = obj
+    except write_checks.RegistryRefused as exc:
+        raise ConfigError([_refusal_error(document, refusal) for refusal in exc.refusals]) from None
+    plan.policy_sizes = batch.policy_sizes
+    plan.warnings = _warnings(document)
+    if strict and plan.warnings:
+        raise ConfigError(
+            [(w.path, f"{w.warning.message} (warning {w.warning.code}, an error with --strict)") for w in plan.warnings]
+        )
+    if dry_run:
+        raise _DryRun(plan)
     return plan
+
+
+def _refusal_error(document: Document, refusal: write_checks.Refusal) -> tuple[str, str]:
+    """A refusal at its path in the file; an object the file does not list is named at the
+    account setting it conflicts with."""
+    item = document.section(refusal.section).get(refusal.key)
+    if item is not None:
+        return (f"{item.path}.{refusal.field}" if refusal.field else item.path, refusal.message)
+    account = document.accounts.get(refusal.account)
+    where = (
+        f"guardrails.{refusal.account_field}" if refusal.account_field in GUARDRAIL_FIELDS else refusal.account_field
+    )
+    message = f"{refusal.label} (not in this file): {refusal.message}"
+    if refusal.label in refusal.message:
+        message = f"{refusal.message} ({refusal.label} is not in this file)"
+    return (f"{account.path}.{where}" if account is not None else refusal.label, message)
+
+
+def _warnings(document: Document) -> list[PlanWarning]:
+    """Lint warnings about the file's mappings, in the registry as it now stands."""
+    if not document.mappings:
+        return []
+    rules = selectors.registry_rules()
+    roles = {rule.role_arn for rule in rules if rule.name in document.mappings}
+    warnings = lint.lint([rule for rule in rules if rule.role_arn in roles], timezone.now())
+    return [PlanWarning(document.mappings[w.mapping].path, w) for w in warnings if w.mapping in document.mappings]
 
 
 _MODEL = {"issuers": Issuer, "accounts": Account, "roles": Role, "mappings": Mapping}
@@ -208,6 +330,10 @@ _MODEL = {"issuers": Issuer, "accounts": Account, "roles": Role, "mappings": Map
 
 def _assign(section: str, obj: Any, item: Item, objects: dict[str, dict[str, Any]]) -> None:
     for name, value in item.values.items():
+        if name == "guardrails":
+            for key, rail in value.items():
+                setattr(obj, key, rail)
+            continue
         if section == "roles" and name == "account":
             obj.account = objects["accounts"][value]
         elif section == "mappings" and name == "issuer":

@@ -3,7 +3,8 @@
 Typed module-level functions, lazily built cached clients, named errors. Endpoints follow boto3's
 standard ``AWS_ENDPOINT_URL_IAM`` / ``AWS_ENDPOINT_URL_STS`` / ``AWS_ENDPOINT_URL`` (boto3 reads them
 itself). Every botocore failure leaves this module as :class:`AwsTransientError` (worth a retry)
-or :class:`AwsPermanentError` (record and stop), through :func:`classify`.
+or :class:`AwsPermanentError` (record and stop), classified by ``mappings.aws_errors``, the one
+classification the exchange's STS call shares.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
 
 import boto3
-import botocore.exceptions
 from botocore.config import Config
 
+# The errors are re-exported: the sync catches them as ``aws_iam.AwsTransientError`` and so on.
+from mappings.aws_errors import AwsError as AwsError
+from mappings.aws_errors import AwsPermanentError as AwsPermanentError
+from mappings.aws_errors import AwsTransientError as AwsTransientError
+from mappings.aws_errors import aws_errors as _aws_errors
+from mappings.aws_errors import classify as classify
 from mappings.iam.outcomes import CREATED, UNCHANGED, UPDATED
 from mappings.policies import provider_arn
 
@@ -32,81 +36,6 @@ _CONFIG = Config(
 # Credentials of an assumed manager role are refreshed this long before they expire.
 _REFRESH_MARGIN_SECONDS = 300
 _SESSION_NAME = "rolegate-iam-sync"
-
-_TRANSIENT_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "ServiceUnavailable",
-        "ServiceFailure",
-        "InternalFailure",
-        "InternalError",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "ConcurrentModification",
-        "PriorRequestNotComplete",
-        "IDPCommunicationError",
-    }
-)
-
-
-class AwsError(Exception):
-    """An IAM/STS call failed; ``code`` is AWS's error code (or the botocore failure's name)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-    def __reduce__(self):
-        # Picklable with its two arguments, so Celery keeps the error itself (not a wrapper
-        # showing its repr) when a task retries it.
-        return type(self), (self.code, self.message)
-
-
-class AwsTransientError(AwsError):
-    """Throttling, a 5xx, a timeout or a connection failure: retry later."""
-
-
-class AwsPermanentError(AwsError):
-    """Malformed policy, no such entity, access denied, a quota...: retrying will not help."""
-
-
-def classify(exc: Exception) -> AwsError:
-    """The Rolegate error for a botocore failure."""
-    if isinstance(exc, AwsError):
-        return exc
-    if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "Unknown")
-        message = str(error.get("Message") or exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return AwsTransientError(code, message)
-        return AwsPermanentError(code, message)
-    if isinstance(
-        exc,
-        botocore.exceptions.ConnectionError
-        | botocore.exceptions.HTTPClientError
-        | botocore.exceptions.ReadTimeoutError,
-    ):
-        return AwsTransientError(type(exc).__name__, str(exc))
-    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
-        return AwsPermanentError("NoCredentials", "no AWS credentials are configured for the IAM sync")
-    if isinstance(exc, botocore.exceptions.BotoCoreError):
-        return AwsPermanentError(type(exc).__name__, str(exc))
-    raise TypeError(f"not an AWS failure: {exc!r}") from exc
-
-
-@contextmanager
-def _aws_errors() -> Iterator[None]:
-    try:
-        yield
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise classify(exc) from exc
-
 
 # --- clients ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""GET /api/v1/audit-events/: newest first, cursor pagination, filters, the §7 shape."""
+"""GET /api/v1/audit-events/: newest first, cursor pagination, filters, the shape of docs/api.md#audit-event-fields."""
 
 from __future__ import annotations
 

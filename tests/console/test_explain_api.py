@@ -136,3 +136,23 @@ def test_iam_verdict_under_the_roles_generated_trust_policy(api, web_registry, w
     elsewhere = {**web_main_claims, "project_path": "other/web"}
     nothing = api.post(URL, {"issuer": "gitlab-example", "claims": elsewhere}, format="json").json()
     assert nothing["decision"] == "denied" and nothing["iam"] is None
+
+
+def test_warnings_name_the_risky_mappings_in_question(api, web_registry, web_main_claims):
+    body = api.post(URL, {"issuer": "gitlab-example", "claims": web_main_claims}, format="json").json()
+    assert body["warnings"] == []
+    web = web_registry["web"]
+    role = RoleFactory._meta.model.objects.get(name="deploy-web")
+    services.mapping_create(
+        actor="test",
+        name="web-reviews",
+        issuer=role.mappings.get().issuer,
+        role=role,
+        project="platform/web",
+        ref="*",
+        pipeline_sources=["merge_request_event"],
+    )
+    body = api.post(URL, {"issuer": "gitlab-example", "claims": web_main_claims, "role_arn": web}, format="json").json()
+    assert body["decision"] == "granted"
+    assert [(w["mapping"], w["code"]) for w in body["warnings"]] == [("web-reviews", "untrusted_pipeline_source")]
+    assert "web-main-deploy grants to protected refs" in body["warnings"][0]["message"]

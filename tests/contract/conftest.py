@@ -1,4 +1,4 @@
-"""A live Rolegate for the contract tests (shared/CONTRACT.md): black-box, over HTTP and subprocesses.
+"""A live Rolegate for the contract tests (the promises of docs/): black-box, over HTTP and subprocesses.
 
 One per test session (per xdist worker): a stand-in GitLab, a moto server standing in for STS and
 IAM, and ``gunicorn portal.wsgi`` with the *production* settings (no ``DJANGO_DEBUG``, a secret,
@@ -79,14 +79,20 @@ mappings:
     project: platform/web
 """
 
-# A staff user ("the platform lead") and a non-staff one ("a developer"), with an API token each.
+# A staff user ("the platform lead", who may view the audit log and the mappings, as the platform
+# API requires) and a non-staff one ("a developer"), with an API token each.
 USERS = """
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from console.services import api_token_create
 lead = User.objects.create_user("lead", is_staff=True)
+lead.user_permissions.set(Permission.objects.filter(codename__in=["view_auditevent", "view_mapping"]))
 dev = User.objects.create_user("dev")
 print(api_token_create(user=lead, name="contract tests")[1], api_token_create(user=dev, name="contract tests")[1])
 """
+
+# The live server refreshes a GitLab issuer's keys at most every this many seconds (30 in
+# production), so the key-rotation test waits seconds, not half a minute.
+JWKS_REFRESH_SECONDS = 2
 
 _SCRUBBED = ("DJANGO_", "ROLEGATE_", "DATABASE_URL", "CELERY_BROKER_URL", "AWS_")
 
@@ -135,8 +141,10 @@ def server_env(tmp: Path, *, port: int, moto_url: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="portal.settings",
         DJANGO_SECRET_KEY="contract-tests-secret-0123456789abcdefghijklmnopqrstuvwxyz",
         ROLEGATE_ALLOW_HTTP="1",
+        ROLEGATE_ISSUER_ALLOWED_NETWORKS="127.0.0.0/8",  # the stand-in GitLab listens on loopback
         ROLEGATE_ISSUER=f"http://127.0.0.1:{port}",
         ROLEGATE_RATE_LIMIT="0",
+        ROLEGATE_JWKS_MIN_REFRESH_SECONDS=str(JWKS_REFRESH_SECONDS),
         DATABASE_URL=f"sqlite:///{tmp / 'rolegate.sqlite3'}",
         AWS_ENDPOINT_URL=moto_url,
         AWS_ACCESS_KEY_ID="testing",

@@ -1,4 +1,4 @@
-"""CONTRACT §4 to §6 against a live server: discovery, JWKS, the token exchange and credentials."""
+"""docs/api.md against a live server: discovery, JWKS, the token exchange and credentials."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jwt
 import pytest
 import requests
 
-from tests.contract.conftest import DEPLOY_WEB, GRANT, JWT_TYPE, LEGACY_DEPLOY, READONLY, get
+from tests.contract.conftest import DEPLOY_WEB, GRANT, JWKS_REFRESH_SECONDS, JWT_TYPE, LEGACY_DEPLOY, READONLY, get
 from tests.exchange.gitlab_stand_in import GitLabKey
 
 DISCOVERY_FIELDS = {
@@ -290,15 +290,17 @@ def test_a_newly_published_gitlab_key_is_accepted_and_unknown_issuers_are_never_
     new_key = GitLabKey()
     gitlab.published = [gitlab.primary, new_key]
     try:
-        # Within 30 seconds: a refresh may have happened just before (at most one every 30 s).
-        deadline = time.monotonic() + 40
+        # Within the refresh interval (ROLEGATE_JWKS_MIN_REFRESH_SECONDS, 30 s in production and
+        # JWKS_REFRESH_SECONDS here): a refresh may have happened just before. The margin covers
+        # a loaded machine, not a longer interval.
+        started = time.monotonic()
         while True:
             token = gitlab.mint(gitlab.claims(web_main_claims), key=new_key)
             response = live.exchange("/api/v1/token", token, DEPLOY_WEB)
-            if response.status_code == 200 or time.monotonic() > deadline:
+            if response.status_code == 200 or time.monotonic() > started + JWKS_REFRESH_SECONDS + 8:
                 break
             assert audited(live, response.headers["X-Request-ID"])["reason"] == "unknown_kid"
-            time.sleep(2)
+            time.sleep(0.25)
         assert response.status_code == 200, response.text
 
         gitlab.hits.clear()

@@ -1,4 +1,5 @@
-"""CONTRACT §7, §8 and §10 against a live server: the platform-team API, request ids, hosts."""
+"""docs/api.md#audit-trail, docs/environment.md and docs/api.md#platform-api against a live server:
+the platform-team API, request ids, hosts."""
 
 from __future__ import annotations
 

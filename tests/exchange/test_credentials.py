@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import jwt
 import pytest
+from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError
 from botocore.stub import Stubber
 from moto import mock_aws
 
@@ -134,14 +135,69 @@ def test_sts_refusal_is_invalid_target_with_its_code(api, registry, stand_in, we
     assert not UsedToken.objects.exists()
 
 
-def test_sts_throttling_is_temporarily_unavailable(api, registry, stand_in, web_main_claims, monkeypatch):
+def assert_sts_unavailable(response):
+    assert response.status_code == 503, response.content
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert int(response["Retry-After"]) > 0
+    event = AuditEvent.objects.get()
+    assert (event.outcome, event.reason) == ("denied", "sts_unavailable")
+    assert not UsedToken.objects.exists()  # the job may retry with the same token
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("Throttling", 400),
+        ("ThrottlingException", 400),
+        ("TooManyRequestsException", 400),
+        ("RequestLimitExceeded", 400),
+        ("RequestTimeout", 400),
+        ("RequestTimeoutException", 408),
+        ("IDPCommunicationError", 400),
+        ("InternalFailure", 500),
+        ("ServiceUnavailable", 503),
+        ("SomethingNew", 502),  # any 5xx, whatever its code
+        ("SlowDown", 429),  # any 429
+    ],
+)
+def test_sts_throttling_and_failures_are_temporarily_unavailable(
+    api, registry, stand_in, web_main_claims, monkeypatch, code, status
+):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with Stubber(aws_sts.client()) as stubber:
-        stubber.add_client_error("assume_role_with_web_identity", service_error_code="Throttling", http_status_code=400)
+        stubber.add_client_error("assume_role_with_web_identity", service_error_code=code, http_status_code=status)
         response = post_form(api, CREDENTIALS, credentials_params(stand_in, web_main_claims))
-    assert response.status_code == 503
-    assert response.json()["error"] == "temporarily_unavailable"
-    assert AuditEvent.objects.get().reason == "sts_unavailable"
+    assert_sts_unavailable(response)
+    assert code in response.json()["error_description"]
+
+
+@pytest.mark.parametrize("failure", [ReadTimeoutError, ConnectTimeoutError, ConnectionClosedError])
+def test_sts_timeouts_are_temporarily_unavailable(api, registry, stand_in, web_main_claims, sts, failure):
+    """The failure is raised where botocore sends the request, as urllib3's would be."""
+
+    def fail(**kwargs):
+        raise failure(endpoint_url="https://sts.amazonaws.com")
+
+    aws_sts.client().meta.events.register("before-send.sts.AssumeRoleWithWebIdentity", fail)
+    response = post_form(api, CREDENTIALS, credentials_params(stand_in, web_main_claims))
+    assert_sts_unavailable(response)
+
+
+@pytest.mark.parametrize("code", ["Throttling", "TooManyRequestsException", "RequestTimeout", "AccessDenied"])
+def test_sts_and_the_iam_sync_classify_alike(api, registry, stand_in, web_main_claims, monkeypatch, code):
+    """One classification: what the IAM sync retries, the exchange answers with 503."""
+    from botocore.exceptions import ClientError
+
+    from mappings.iam import aws_iam
+
+    error = ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "Op")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with Stubber(aws_sts.client()) as stubber:
+        stubber.add_client_error("assume_role_with_web_identity", service_error_code=code, http_status_code=400)
+        response = post_form(api, CREDENTIALS, credentials_params(stand_in, web_main_claims))
+    transient = isinstance(aws_iam.classify(error), aws_iam.AwsTransientError)
+    assert response.status_code == (503 if transient else 400)
+    assert transient is (code != "AccessDenied")
 
 
 def test_sts_unreachable_is_503(api, registry, stand_in, web_main_claims, monkeypatch):
@@ -149,11 +205,7 @@ def test_sts_unreachable_is_503(api, registry, stand_in, web_main_claims, monkey
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", f"http://127.0.0.1:{free_port()}")
     aws_sts.reset_client()
     response = post_form(api, CREDENTIALS, credentials_params(stand_in, web_main_claims))
-    assert response.status_code == 503
-    assert response.json()["error"] == "temporarily_unavailable"
-    event = AuditEvent.objects.get()
-    assert (event.outcome, event.reason) == ("denied", "sts_unavailable")
-    assert not UsedToken.objects.exists()
+    assert_sts_unavailable(response)
 
 
 def test_the_token_sent_to_sts_verifies_against_our_jwks(api, registry, stand_in, web_main_claims, monkeypatch):

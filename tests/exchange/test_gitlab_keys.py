@@ -12,6 +12,7 @@ import time_machine
 
 from exchange import gitlab
 from exchange.models import AuditEvent
+from mappings.matching import RegisteredIssuer
 from tests.exchange import cases
 from tests.exchange.conftest import exchange_params, post_form
 from tests.exchange.gitlab_stand_in import GitLabKey
@@ -50,6 +51,19 @@ def test_new_gitlab_key_is_accepted_within_30_seconds(api, registry, stand_in, w
     assert stand_in.jwks_fetches() == 2
 
 
+def test_the_refresh_interval_is_a_setting(api, registry, stand_in, web_main_claims, frozen, settings):
+    settings.ROLEGATE_JWKS_MIN_REFRESH_SECONDS = 5
+    assert exchange(api, stand_in, web_main_claims) == (200, "granted")
+    new_key = GitLabKey()
+    stand_in.published = [stand_in.primary, new_key]
+    frozen.shift(4)
+    assert exchange(api, stand_in, web_main_claims, key=new_key) == (400, "unknown_kid")
+    assert stand_in.jwks_fetches() == 1
+    frozen.shift(1)
+    assert exchange(api, stand_in, web_main_claims, key=new_key) == (200, "granted")
+    assert stand_in.jwks_fetches() == 2
+
+
 def test_junk_kids_cannot_hammer_gitlab(api, registry, stand_in, web_main_claims, frozen):
     assert exchange(api, stand_in, web_main_claims) == (200, "granted")
     for _ in range(20):
@@ -83,7 +97,7 @@ def test_cached_keys_keep_serving_while_gitlab_is_down(api, registry, stand_in, 
 
 
 def test_refresh_is_single_flight(stand_in, frozen):
-    issuer = gitlab.IssuerInfo(name="gitlab-test", url=stand_in.url, audiences=("a",), jwks_url=None)
+    issuer = RegisteredIssuer(name="gitlab-test", url=stand_in.url, audiences=("a",), jwks_url=None)
     results = []
     barrier = threading.Barrier(8)
 
@@ -104,7 +118,7 @@ def test_refresh_is_single_flight(stand_in, frozen):
 
 
 def test_configured_jwks_url_skips_discovery(stand_in):
-    issuer = gitlab.IssuerInfo(
+    issuer = RegisteredIssuer(
         name="gitlab-test", url=stand_in.url, audiences=("a",), jwks_url=f"{stand_in.url}/oauth/discovery/keys"
     )
     assert gitlab.signing_key(issuer, stand_in.primary.kid).key_id == stand_in.primary.kid
@@ -112,7 +126,7 @@ def test_configured_jwks_url_skips_discovery(stand_in):
 
 
 def test_discovery_naming_another_issuer_is_refused(stand_in):
-    issuer = gitlab.IssuerInfo(name="x", url=stand_in.url + "/other", audiences=("a",), jwks_url=None)
+    issuer = RegisteredIssuer(name="x", url=stand_in.url + "/other", audiences=("a",), jwks_url=None)
     with pytest.raises(gitlab.TokenRejected) as caught:
         gitlab.signing_key(issuer, stand_in.primary.kid)
     assert caught.value.reason == "jwks_unavailable"
@@ -120,7 +134,7 @@ def test_discovery_naming_another_issuer_is_refused(stand_in):
 
 def test_plain_http_jwks_refused_without_allow_http(stand_in, settings):
     settings.ROLEGATE_ALLOW_HTTP = False
-    issuer = gitlab.IssuerInfo(name="x", url=stand_in.url, audiences=("a",), jwks_url=None)
+    issuer = RegisteredIssuer(name="x", url=stand_in.url, audiences=("a",), jwks_url=None)
     with pytest.raises(gitlab.TokenRejected) as caught:
         gitlab.signing_key(issuer, stand_in.primary.kid)
     assert caught.value.reason == "jwks_unavailable"

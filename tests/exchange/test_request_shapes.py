@@ -124,6 +124,18 @@ def test_rate_limit_per_client_ip(api, db, settings):
     cache.clear()
 
 
+def test_the_rate_limit_comes_before_the_body_is_judged(api, db, settings):
+    settings.ROLEGATE_RATE_LIMIT = 1
+    from django.core.cache import cache
+
+    cache.clear()
+    assert post_form(api, TOKEN, {"grant_type": "x"}).status_code == 400
+    response = api.post(TOKEN, data="not a form", content_type="text/plain")
+    assert_refused(response, "slow_down", "rate_limited", status=429)
+    assert AuditEvent.objects.count() == 2
+    cache.clear()
+
+
 def APIClientFrom(ip):
     from rest_framework.test import APIClient
 

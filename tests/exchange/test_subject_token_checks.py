@@ -220,18 +220,25 @@ def test_a_token_longer_than_16_kib_is_an_invalid_request(api, registry):
     assert "subject_token" in body["error_description"]
 
 
-def assert_keys_unavailable(api, token):
-    """GitLab's outage is not the token's fault: 503 with Retry-After, so CI clients retry."""
+def assert_keys_unavailable(api, token, retry_after="30"):
+    """GitLab's outage is not the token's fault: 503 with Retry-After (the JWKS refresh interval,
+    when the next fetch may be tried), so CI clients retry."""
     response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
     assert response.status_code == 503, response.content
     assert response.json()["error"] == "temporarily_unavailable"
-    assert response["Retry-After"] == "30"
+    assert response["Retry-After"] == retry_after
     assert AuditEvent.objects.get(request_id=response["X-Request-ID"]).reason == "jwks_unavailable"
 
 
 def test_issuer_down_with_nothing_cached(api, registry, stand_in, web_main_claims):
     stand_in.down = True
     assert_keys_unavailable(api, stand_in.mint(stand_in.claims(web_main_claims)))
+
+
+def test_retry_after_follows_the_jwks_refresh_interval(api, registry, stand_in, web_main_claims, settings):
+    settings.ROLEGATE_JWKS_MIN_REFRESH_SECONDS = 7
+    stand_in.down = True
+    assert_keys_unavailable(api, stand_in.mint(stand_in.claims(web_main_claims)), retry_after="7")
 
 
 @pytest.mark.parametrize("jwks_body", [b"not json", b"[]", {"keys": "nope"}, b"x" * (300 * 1024)])

@@ -163,3 +163,20 @@ def test_a_new_issuer_is_seen_by_a_running_process(api, db, stand_in, web_main_c
     services.issuer_create(actor="t", name="late", url=stand_in.url, audiences=[AUDIENCE])
     response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims))))
     assert AuditEvent.objects.get(request_id=response["X-Request-ID"]).reason == "no_matching_mapping"
+
+
+def test_an_issuer_change_is_seen_on_the_next_request(api, registry, stand_in, web_main_claims):
+    """The issuers' plain values live in the registry snapshot: an audience removed through the
+    services is refused on the very next request, and the snapshot is not reread meanwhile."""
+    from mappings import selectors, services
+    from mappings.models import Issuer
+
+    first = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
+    assert first.status_code == 200
+    snapshot = selectors.registry()
+    assert post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.READONLY))
+    assert selectors.registry() is snapshot
+    services.registry_update(Issuer.objects.get(), actor="t", audiences=["https://elsewhere.example.com"])
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
+    assert response.status_code == 400
+    assert AuditEvent.objects.get(request_id=response["X-Request-ID"]).reason == "wrong_audience"

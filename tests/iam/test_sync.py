@@ -12,7 +12,7 @@ from mappings import policies, services
 from mappings.iam import aws_iam, scheduling, selectors, tasks
 from mappings.iam import services as iam_services
 from mappings.iam.outcomes import SyncLine
-from mappings.models import Account, Role
+from mappings.models import Account, Mapping, Role
 from tests.iam.helpers import PLACEHOLDER, ROLEGATE, CallCounter, create_iam_role, live_policy, registry
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("rolegate_issuer")]
@@ -245,10 +245,9 @@ def test_policy_too_large_is_failed_and_never_written(moto_aws):
     """The full policy is never written; the shrink-only one is (here: the placeholder's EC2
     trust is not desired, and none of the mappings was live, so it trusts nobody)."""
     issuer, _, [role] = registry()
+    # Written behind the services' back: they refuse a change that leaves a policy over its quota.
     for i in range(60):
-        services.mapping_create(
-            actor="test", name=f"m{i:02d}", issuer=issuer, role=role, project=f"group-{i}/service-with-long-name"
-        )
+        Mapping.objects.create(name=f"m{i:02d}", issuer=issuer, role=role, project=f"group-{i}/service-with-long-name")
     create_iam_role("deploy-web")
     counter = CallCounter(aws_iam.iam_client())
     line = iam_services.role_sync(role_id=role.pk)

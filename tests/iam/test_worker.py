@@ -130,7 +130,7 @@ def test_a_real_worker_syncs_an_account(worker, settings):
 
 
 def test_sync_iam_with_a_broker_runs_on_the_worker(worker, worker_env, settings):
-    """CONTRACT §9: sync_iam goes through the same tasks the worker runs; with a broker set, the
+    """docs/commands.md#sync_iam: sync_iam goes through the same tasks the worker runs; with a broker set, the
     worker runs them and the command prints their results."""
     _, _, _, log = worker
     settings.ROLEGATE_ISSUER = ROLEGATE

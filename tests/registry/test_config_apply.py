@@ -1,4 +1,4 @@
-"""``apply`` and ``export`` against the database (CONTRACT §3)."""
+"""``apply`` and ``export`` against the database (docs/configuration.md#applying-a-file)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def test_apply_creates_everything_and_prints_the_plan(tmp_path):
         "+ create account prod",
         "+ create role prod/deploy-web",
         "+ create mapping web-main",
+        "policy prod/deploy-web: new -> 371 of 2048 characters",
         "Plan: 4 to create, 0 to update, 0 to delete, 0 unchanged.",
         "Applied.",
     ]
@@ -207,11 +208,15 @@ def test_export_of_an_empty_registry_applies_cleanly(tmp_path):
 
 
 def big_configuration(count: int) -> dict:
-    """``count`` mappings over 20 roles in 2 accounts: a large platform's configuration."""
+    """``count`` mappings over 40 roles in 2 accounts: a large platform's configuration."""
     data = {
         "issuers": [dict(MINIMAL["issuers"][0])],
-        "accounts": [{"name": "prod", "account_id": "123456789012"}, {"name": "staging", "account_id": "210987654321"}],
-        "roles": [{"account": account, "name": f"role-{n}"} for account in ("prod", "staging") for n in range(10)],
+        # Up to 13 mappings per role: the raised ACLSizePerRole quota holds their trust policies.
+        "accounts": [
+            {"name": "prod", "account_id": "123456789012", "trust_policy_limit": 4096},
+            {"name": "staging", "account_id": "210987654321", "trust_policy_limit": 4096},
+        ],
+        "roles": [{"account": account, "name": f"role-{n}"} for account in ("prod", "staging") for n in range(20)],
         "mappings": [],
     }
     for n in range(count):
@@ -219,7 +224,7 @@ def big_configuration(count: int) -> dict:
             {
                 "name": f"team-{n}-deploy",
                 "issuer": "gitlab-example",
-                "role": f"{'prod' if n % 2 else 'staging'}/role-{n % 10}",
+                "role": f"{'prod' if n % 2 else 'staging'}/role-{(n // 2) % 20}",
                 "project": f"group-{n % 37}/project-{n}",
                 "ref": "main" if n % 3 else "release/*",
                 "ref_type": "branch",
@@ -235,13 +240,14 @@ def test_apply_of_500_mappings_uses_a_bounded_number_of_queries(tmp_path, django
     """The 500-mapping target: a fixed number of queries per object on the first apply, and a
     constant handful (read the state, nothing to write) on the second."""
     path = write(tmp_path, big_configuration(500))
-    objects = 1 + 2 + 20 + 500
+    objects = 1 + 2 + 40 + 500
     with django_assert_max_num_queries(10 * objects):
         run("apply", path)
     assert Mapping.objects.count() == 500
-    with django_assert_max_num_queries(8):
+    # Read the state, lint the file's mappings; the batch's savepoint.
+    with django_assert_max_num_queries(11):
         out, _ = run("apply", path)
-    assert out.startswith("No changes. Plan: 0 to create, 0 to update, 0 to delete, 523 unchanged.")
+    assert out.startswith("No changes. Plan: 0 to create, 0 to update, 0 to delete, 543 unchanged.")
 
 
 @pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Parsing and validating a §3 configuration file (no database: these tests have no db mark, so
+"""Parsing and validating a configuration file (docs/configuration.md) (no database: these tests have no db mark, so
 any query would fail them)."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 
 from mappings.matching import decide
 from mappings.selectors import registry
@@ -18,6 +18,8 @@ pytestmark = pytest.mark.django_db
 
 DEMO = Path(__file__).resolve().parents[2] / "demo" / "rolegate.yaml"
 PROD = "arn:aws:iam::123456789012:role/"
+# django-axes checks every login against its request (client address + username).
+LOGIN_REQUEST = RequestFactory().post("/admin/login/")
 
 
 def demo_admin() -> str:
@@ -31,13 +33,13 @@ def test_demo_admin_creates_then_resets_a_superuser_with_a_random_password():
     first = demo_admin()
     assert "/admin/" in first
     password = re.search(r"password: (\S+)", first).group(1)
-    user = authenticate(username="admin", password=password)
+    user = authenticate(LOGIN_REQUEST, username="admin", password=password)
     assert user is not None and user.is_superuser and user.is_staff
     second = demo_admin()
     new_password = re.search(r"password: (\S+)", second).group(1)
     assert new_password != password
-    assert authenticate(username="admin", password=password) is None
-    assert authenticate(username="admin", password=new_password) is not None
+    assert authenticate(LOGIN_REQUEST, username="admin", password=password) is None
+    assert authenticate(LOGIN_REQUEST, username="admin", password=new_password) is not None
 
 
 @override_settings(DEBUG=False)

@@ -1,4 +1,4 @@
-"""Settings from the environment (CONTRACT §8), each case in a fresh interpreter with a clean env."""
+"""Settings from the environment (docs/environment.md), each case in a fresh interpreter with a clean env."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_production_without_a_secret_key_refuses_to_start():
 
 
 def test_a_command_without_a_secret_key_stops_with_one_line_of_reason():
-    """CONTRACT §9: non-zero and a one-line reason on standard error, not a traceback."""
+    """docs/commands.md#conventions: non-zero and a one-line reason on standard error, not a traceback."""
     result = python("", {"ROLEGATE_ISSUER": "https://rolegate.example.com"}, "manage.py", "export")
     assert result.returncode == 2
     assert result.stdout == ""
@@ -123,12 +123,20 @@ def test_production_defaults():
         "SESSION_COOKIE_SECURE",
         "CELERY_TASK_ALWAYS_EAGER",
         "DATABASES",
+        "ROLEGATE_JWKS_MIN_REFRESH_SECONDS",
     )
     assert values["DEBUG"] is False
+    assert values["ROLEGATE_JWKS_MIN_REFRESH_SECONDS"] == 30
     assert values["ALLOWED_HOSTS"] == ["rolegate.example.com", "127.0.0.1", "localhost"]
     assert values["SECURE_SSL_REDIRECT"] is True and values["SESSION_COOKIE_SECURE"] is True
     assert values["CELERY_TASK_ALWAYS_EAGER"] is True  # no CELERY_BROKER_URL: tasks in-process
     assert values["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
+def test_the_jwks_refresh_interval_cannot_exceed_the_promised_30_seconds():
+    result = python("import django; django.setup()", {**PRODUCTION, "ROLEGATE_JWKS_MIN_REFRESH_SECONDS": "31"})
+    assert result.returncode != 0
+    assert "ROLEGATE_JWKS_MIN_REFRESH_SECONDS=31 is outside 1..30" in result.stderr
 
 
 def test_database_url_selects_postgresql_and_a_broker_turns_off_eager_tasks():

@@ -9,7 +9,7 @@ from exchange.models import AuditEvent
 
 
 class Command(BaseCommand):
-    help = "Print audit events (CONTRACT §7), oldest first, as JSON lines or CSV."
+    help = "Print audit events (docs/api.md#audit-event-fields), oldest first, as JSON lines or CSV."
 
     def add_arguments(self, parser):
         parser.add_argument("--since", help="Only events at or after this ISO 8601 time (UTC when no offset).")

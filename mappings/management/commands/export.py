@@ -1,4 +1,4 @@
-"""``python manage.py export``: the registry as §3 YAML on standard output."""
+"""``python manage.py export``: the registry as configuration YAML (docs/commands.md#export) on standard output."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``manage.py sync_iam [--account NAME] [--check]`` (CONTRACT §9).
+"""``manage.py sync_iam [--account NAME] [--check]`` (docs/commands.md#sync_iam).
 
 Requests the worker's own ``sync_account`` task for each account through
 ``mappings.iam.scheduling.sync_request`` — on the workers when a broker is set (waiting for each
@@ -45,7 +45,7 @@ class Command(BaseCommand):
         counts: Counter[str] = Counter()
         # The task runs in this process and this command prints its outcome, line by line: the
         # worker's own log lines (celery's trace, the sync's failure warnings) would repeat them on
-        # standard error, where CONTRACT §9 promises one line of reason.
+        # standard error, where docs/commands.md#conventions promises one line of reason.
         logging.getLogger("celery.app.trace").setLevel(logging.ERROR)
         logging.getLogger("mappings.iam.services").setLevel(logging.ERROR)
         for item in accounts:

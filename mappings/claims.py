@@ -1,0 +1,165 @@
+"""The GitLab CI ID token claims Rolegate knows: the one catalogue.
+
+Each claim says its JSON type in GitLab's tokens and what Rolegate does with it: whether a token
+without it is refused, how it is checked, whether a minted token carries it (with Rolegate's own
+value or copied unchanged), whether it becomes a session tag, whether the audit event keeps it,
+whether the console's explain page shows it. Every list of claim names in Rolegate is derived
+here: the verification in ``exchange.gitlab``, the minted token and its session tags in
+``mappings.minted``, the audit event in ``exchange.audit``, discovery's ``claims_supported``,
+the console's explain page and replay. See ``docs/api.md`` ("The minted token") and
+``docs/trust-model.md``.
+
+Pure data, no Django.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class JsonType(Enum):
+    STRING = "string"
+    NUMBER = "number"
+    AUDIENCE = "string or array of strings"
+
+
+class Minted(Enum):
+    """What a token minted by Rolegate does with the claim."""
+
+    NO = "no"  # not in minted tokens
+    OWN = "own"  # present with Rolegate's own value (iss, aud, sub, ...)
+    COPIED = "copied"  # copied from the GitLab token unchanged, JSON type included
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    json_type: JsonType
+    required: bool = False  # a token without it is refused (missing_claim)
+    # Checked by PyJWT (signature-time RFC 7519 checks: iss, aud, exp, iat, nbf) rather than by
+    # Rolegate's own string checks.
+    registered: bool = False
+    max_length: int = 255  # strings checked by Rolegate: longer is invalid_claim
+    values: tuple[str, ...] = ()  # when given, the only values accepted
+    in_sub: bool = False  # part of the minted sub (and of GitLab's default sub)
+    no_colon: bool = False  # free text in the sub, where ':' would make it ambiguous
+    minted: Minted = Minted.NO
+    session_tag: bool = False  # a principal session tag of minted tokens (roles with session_tags)
+    audited: bool = False  # kept in the audit event: enough to re-decide the request later
+    audit_filter: bool = False  # an exact-match filter of the audit API
+    explained: bool = False  # shown on the console's explain page
+
+    @property
+    def checked_string(self) -> bool:
+        """A string claim that Rolegate checks itself (type, length, values) once verified."""
+        return self.json_type is JsonType.STRING and not self.registered
+
+
+_STRING = JsonType.STRING
+_NUMBER = JsonType.NUMBER
+
+# In checking order: the first failing check names the claim in the refusal.
+CATALOGUE: tuple[Claim, ...] = (
+    Claim("iss", _STRING, required=True, registered=True, minted=Minted.OWN, audited=True, explained=True),
+    Claim("exp", _NUMBER, required=True, registered=True, minted=Minted.OWN),
+    Claim("iat", _NUMBER, required=True, registered=True, minted=Minted.OWN),
+    Claim("nbf", _NUMBER, registered=True, minted=Minted.OWN),
+    Claim("aud", JsonType.AUDIENCE, required=True, registered=True, minted=Minted.OWN),
+    Claim("jti", _STRING, required=True, minted=Minted.OWN, audited=True),
+    Claim("sub", _STRING, required=True, minted=Minted.OWN, audited=True),
+    Claim(
+        "project_path",
+        _STRING,
+        required=True,
+        in_sub=True,
+        no_colon=True,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        audit_filter=True,
+        explained=True,
+    ),
+    Claim("project_id", _STRING, required=True, max_length=64, minted=Minted.COPIED, audited=True),
+    Claim(
+        "namespace_path", _STRING, required=True, minted=Minted.COPIED, session_tag=True, audited=True, explained=True
+    ),
+    Claim(
+        "ref",
+        _STRING,
+        required=True,
+        in_sub=True,
+        no_colon=True,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
+    Claim(
+        "ref_type",
+        _STRING,
+        required=True,
+        values=("branch", "tag"),
+        in_sub=True,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
+    Claim(
+        "ref_protected",
+        _STRING,
+        required=True,
+        values=("true", "false"),
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
+    Claim("environment", _STRING, minted=Minted.COPIED, session_tag=True, audited=True, explained=True),
+    Claim(
+        "pipeline_source",
+        _STRING,
+        required=True,
+        max_length=64,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
+    Claim("pipeline_id", _STRING, required=True, max_length=64, minted=Minted.COPIED, audited=True, audit_filter=True),
+    Claim(
+        "job_id",
+        _STRING,
+        required=True,
+        max_length=64,
+        minted=Minted.COPIED,
+        audited=True,
+        audit_filter=True,
+        explained=True,
+    ),
+    Claim("user_login", _STRING, minted=Minted.COPIED, audited=True, audit_filter=True, explained=True),
+)
+
+BY_NAME: dict[str, Claim] = {claim.name: claim for claim in CATALOGUE}
+
+
+def _names(*, where) -> tuple[str, ...]:
+    return tuple(claim.name for claim in CATALOGUE if where(claim))
+
+
+# Derived lists, in catalogue order. Nothing else in Rolegate spells them out.
+REQUIRED_BY_PYJWT = _names(where=lambda c: c.registered and c.required)
+NUMBERS = _names(where=lambda c: c.json_type is JsonType.NUMBER)
+# Rolegate's own string checks: the required ones first (a missing claim is named before a bad one).
+REQUIRED_STRINGS = _names(where=lambda c: c.checked_string and c.required)
+OPTIONAL_STRINGS = _names(where=lambda c: c.checked_string and not c.required)
+ENUMERATED = _names(where=lambda c: bool(c.values))
+IN_SUB = _names(where=lambda c: c.in_sub)
+NO_COLON = _names(where=lambda c: c.no_colon)
+COPIED = _names(where=lambda c: c.minted is Minted.COPIED)
+IN_MINTED_TOKENS = _names(where=lambda c: c.minted is not Minted.NO)
+SESSION_TAGS = _names(where=lambda c: c.session_tag)
+AUDITED = _names(where=lambda c: c.audited)
+AUDIT_FILTERS = _names(where=lambda c: c.audit_filter)
+EXPLAINED = _names(where=lambda c: c.explained)

@@ -1,0 +1,167 @@
+"""Guardrails per account: limits every mapping and role of an account must keep (pure, no I/O).
+
+A platform team running production accounts sets them once on the account; every write path
+(admin, ``apply``, the registry services any API uses) refuses a mapping or role that breaks
+them, with the field at fault and a sentence saying which guardrail and why. Documented in
+docs/configuration.md, "Guardrails".
+
+- ``require_protected``: every mapping requires ``protected: true``.
+- ``forbid_pipeline_sources``: every mapping lists the pipeline sources it accepts, none of them
+  forbidden (an empty list means any source, forbidden ones included).
+- ``max_project_breadth``: ``any`` (no limit), ``namespace`` (a project pattern stays inside one
+  top-level namespace: no ``*``, ``*/*`` or leading wildcard) or ``project`` (one exact project).
+- ``require_environment``: every mapping has an ``environment`` pattern.
+- ``max_session_seconds``: no role of the account allows longer sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mappings import patterns
+
+ANY, NAMESPACE, PROJECT = "any", "namespace", "project"
+BREADTHS = (ANY, NAMESPACE, PROJECT)
+_BREADTH_ORDER = {PROJECT: 0, NAMESPACE: 1, ANY: 2}
+
+# The guardrails as they appear under ``accounts[].guardrails`` (and as Account fields), in order.
+NAMES = (
+    "require_protected",
+    "forbid_pipeline_sources",
+    "max_project_breadth",
+    "require_environment",
+    "max_session_seconds",
+)
+# The guardrails IAM can enforce only through session tags (brokered accounts).
+TAG_CONDITIONS = ("require_protected", "forbid_pipeline_sources", "require_environment")
+
+
+@dataclass(frozen=True, slots=True)
+class Guardrails:
+    require_protected: bool = False
+    forbid_pipeline_sources: tuple[str, ...] = ()
+    max_project_breadth: str = ANY
+    require_environment: bool = False
+    max_session_seconds: int | None = None
+
+    @classmethod
+    def of(cls, source: object) -> Guardrails:
+        """The guardrails of an Account (or anything with the same attributes, or a dict)."""
+        get = source.get if isinstance(source, Mapping) else lambda name, default=None: getattr(source, name, default)
+        return cls(
+            require_protected=bool(get("require_protected", False)),
+            forbid_pipeline_sources=tuple(get("forbid_pipeline_sources", None) or ()),
+            max_project_breadth=get("max_project_breadth", ANY) or ANY,
+            require_environment=bool(get("require_environment", False)),
+            max_session_seconds=get("max_session_seconds", None),
+        )
+
+    @property
+    def tag_conditions(self) -> list[str]:
+        """The guardrails set here that need IAM to read session tags."""
+        return [name for name in TAG_CONDITIONS if getattr(self, name)]
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A field of a mapping or role that breaks the guardrail ``guardrail``."""
+
+    field: str
+    guardrail: str
+    message: str
+
+
+def project_breadth(pattern: str) -> str:
+    """The narrowest breadth that contains every project ``pattern`` matches.
+
+    ``project``: no wildcard, one project. ``namespace``: the characters before the first wildcard
+    include a '/', so every match lies in that one top-level namespace (and its subgroups).
+    ``any``: the pattern can match projects of several namespaces (``*``, ``*/web``, ``plat*``).
+    """
+    if not patterns.has_wildcards(pattern):
+        return PROJECT
+    return NAMESPACE if "/" in patterns.literal_prefix(pattern) else ANY
+
+
+def allows_breadth(limit: str, breadth: str) -> bool:
+    return _BREADTH_ORDER[breadth] <= _BREADTH_ORDER[limit]
+
+
+def mapping_violations(
+    guardrails: Guardrails,
+    *,
+    project: str | None,
+    protected: bool,
+    environment: str | None,
+    pipeline_sources: Sequence[str],
+    account: str = "the account",
+) -> list[Violation]:
+    """What in a mapping with these fields breaks ``guardrails`` (empty when nothing does)."""
+    found: list[Violation] = []
+    if guardrails.require_protected and not protected:
+        found.append(
+            Violation(
+                "protected",
+                "require_protected",
+                f"{account} requires protected: true on every mapping (guardrail require_protected), "
+                "so only protected branches and tags get its roles",
+            )
+        )
+    forbidden = guardrails.forbid_pipeline_sources
+    if forbidden:
+        if not pipeline_sources:
+            found.append(
+                Violation(
+                    "pipeline_sources",
+                    "forbid_pipeline_sources",
+                    f"{account} forbids the pipeline sources {', '.join(forbidden)} (guardrail "
+                    "forbid_pipeline_sources); an empty list means any source, so list the ones this mapping accepts",
+                )
+            )
+        elif bad := [source for source in pipeline_sources if source in forbidden]:
+            found.append(
+                Violation(
+                    "pipeline_sources",
+                    "forbid_pipeline_sources",
+                    f"{account} forbids the pipeline source(s) {', '.join(bad)} (guardrail forbid_pipeline_sources)",
+                )
+            )
+    if project is not None and not allows_breadth(guardrails.max_project_breadth, project_breadth(project)):
+        if guardrails.max_project_breadth == PROJECT:
+            why = "a single project without wildcards"
+        else:
+            why = "patterns inside one namespace, such as 'platform/*' (not '*', '*/*' or a leading wildcard)"
+        found.append(
+            Violation(
+                "project",
+                "max_project_breadth",
+                f"{account} allows only {why} (guardrail max_project_breadth: {guardrails.max_project_breadth})",
+            )
+        )
+    if guardrails.require_environment and environment is None:
+        found.append(
+            Violation(
+                "environment",
+                "require_environment",
+                f"{account} requires an environment pattern on every mapping (guardrail require_environment), "
+                "so only deployment jobs get its roles",
+            )
+        )
+    return found
+
+
+def role_violations(
+    guardrails: Guardrails, *, max_session_seconds: int | None, account: str = "the account"
+) -> list[Violation]:
+    cap = guardrails.max_session_seconds
+    if cap is not None and max_session_seconds is not None and max_session_seconds > cap:
+        return [
+            Violation(
+                "max_session_seconds",
+                "max_session_seconds",
+                f"{account} caps sessions at {cap} seconds (guardrail max_session_seconds); "
+                f"{max_session_seconds} is longer",
+            )
+        ]
+    return []
