@@ -29,6 +29,7 @@ from mappings.iam.selectors import (
     role_policy_input,
 )
 from mappings.models import Account, Role
+from portal import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,19 @@ def role_sync_claim(*, role_id: int, now: datetime, expiry: timedelta) -> bool:
 
 
 def role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
+    """:func:`_role_sync`, counted by outcome (``rolegate_iam_role_syncs``) unless a dry run."""
+    try:
+        line = _role_sync(role_id=role_id, dry_run=dry_run)
+    except aws_iam.AwsTransientError:
+        if not dry_run:
+            metrics.IAM_SYNCS.labels(outcome="retrying").inc()
+        raise
+    if line is not None and not dry_run:
+        metrics.IAM_SYNCS.labels(outcome=line.outcome).inc()
+    return line
+
+
+def _role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
     """Bring one role's trust policy in line with its mappings; ``None`` if the role is gone.
 
     When the full policy cannot be written (over the quota, a provider that failed, IAM refusing

@@ -292,3 +292,13 @@ def test_revoke_sessions_on_removal_applies_and_round_trips(tmp_path):
     assert "revoke_sessions_on_removal: true" in exported and "revoke_sessions_on_removal: false" in exported
     out, _ = run("apply", write(tmp_path, exported, "exported.yaml"), "--prune")
     assert out.startswith("No changes.")
+
+
+def test_apply_names_the_path_of_an_environment_pattern_no_session_tag_can_hold(tmp_path, minimal):
+    minimal["mappings"][0]["environment"] = "prod{eu}"
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="1 error; nothing was changed"):
+        call_command("apply", write(tmp_path, minimal), stdout=io.StringIO(), stderr=err)
+    [line] = err.getvalue().splitlines()
+    assert line.startswith("mappings[0].environment: The pattern holds '{}', which no AWS session tag value can")
+    assert counts() == (0, 0, 0, 0)
