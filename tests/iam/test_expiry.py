@@ -54,6 +54,7 @@ def trusted(role_name: str, project: str = "platform/temp") -> bool:
         claims=claims,
         mapping_name="m",
         session_tags=True,
+        role_name=role_name,
     )
 
 

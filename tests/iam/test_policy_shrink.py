@@ -63,7 +63,9 @@ def live_and_desired(draw):
 def requests(claims, issuer, session_tags):
     from mappings import minted
 
-    sub = minted.minted_sub(issuer, claims["project_path"], claims["ref_type"], claims["ref"])
+    sub = minted.minted_sub(
+        issuer, claims["project_path"], claims["ref_type"], claims["ref"], account_id=ACCOUNT_ID, role_name="deploy-web"
+    )
     tags = {k: v[0] for k, v in minted.principal_tags(claims, "m").items()} if session_tags else None
     return iam_eval.web_identity_requests(
         provider_url=ROLEGATE, account_id=ACCOUNT_ID, sub=sub, aud="sts.amazonaws.com", request_tags=tags

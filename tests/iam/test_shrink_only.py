@@ -40,6 +40,7 @@ def iam_lets_in(role_name: str, project: str) -> bool:
         claims=claims(project),
         mapping_name="m",
         session_tags=True,
+        role_name=role_name,
     )
 
 

@@ -224,6 +224,7 @@ def test_an_expiring_mapping_leaves_iam_on_time_through_the_eta_sync(worker, wor
             claims=claims,
             mapping_name="m",
             session_tags=True,
+            role_name=role.name,
         )
 
     wait_for(trusts_temp, process=process, log=log, timeout=30)  # the sync queued by the write
