@@ -15,6 +15,8 @@ import uuid
 from urllib.parse import parse_qsl
 
 from django.conf import settings
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -44,6 +46,7 @@ class _BadRequest(Exception):
     pass
 
 
+@sensitive_variables()
 def _no_duplicates(pairs):
     data = {}
     for key, value in pairs:
@@ -53,6 +56,7 @@ def _no_duplicates(pairs):
     return data
 
 
+@sensitive_variables()
 def parse_body(*, content_type: str, content_length: str | None, read) -> dict[str, str]:
     """The request's parameters as a dict; :class:`_BadRequest` with a sentence otherwise."""
     media_type = content_type.split(";")[0].strip().lower()
@@ -133,8 +137,11 @@ def _sentence(errors) -> str:
     return str(errors)
 
 
+@method_decorator(sensitive_post_parameters(), name="dispatch")
 class ExchangeApi(APIView):
-    """Shared plumbing: no auth, our own parsing, ``no-store``, an audit event for every refusal."""
+    """Shared plumbing: no auth, our own parsing, ``no-store``, an audit event for every refusal.
+    Its parameters and the variables holding tokens are sensitive: no error page or report
+    shows them (``portal.error_reports``)."""
 
     authentication_classes = ()
     permission_classes = ()
@@ -175,6 +182,7 @@ class ExchangeApi(APIView):
             ),
         )
 
+    @sensitive_variables()
     def exchange_request(self, request, serializer_class) -> ExchangeRequest | ExchangeError:
         """The validated request, or the refusal the service is to record and raise."""
         try:
@@ -249,6 +257,7 @@ class TokenExchangeApi(ExchangeApi):
             503: ErrorSerializer,
         },
     )
+    @sensitive_variables()
     def post(self, request):
         grant = services.token_exchange(
             ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
@@ -295,6 +304,7 @@ class CredentialsApi(ExchangeApi):
             503: ErrorSerializer,
         },
     )
+    @sensitive_variables()
     def post(self, request):
         credentials = services.credentials_exchange(
             ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)

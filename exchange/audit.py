@@ -54,8 +54,9 @@ def _fit(name: str, value: object) -> str | None:
         return None
     if not isinstance(value, str):
         value = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-    # NULs and lone surrogates ("\ud800" in a token's JSON) cannot be stored: escape, not fail.
-    value = value.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
+    # NULs (PostgreSQL text cannot hold them) and lone surrogates ("\ud800" in a token's JSON;
+    # not UTF-8) cannot be stored: written as the escapes \x00 and \ud800, never a failed write.
+    value = value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
     limit = _MAX_LENGTHS.get(name)
     return value[:limit] if limit else value
 

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from redis.exceptions import RedisError
 
 from exchange import aws_sts, gitlab, keys, reasons
@@ -72,14 +73,14 @@ class RequestContext:
 class ExchangeRequest:
     """What the client asks, as the view validated it."""
 
-    subject_token: str
+    subject_token: str = field(repr=False)  # never in a repr, a log line or an error page
     audience: str | None
     duration_seconds: int | None = None
 
 
 @dataclass(frozen=True)
 class TokenGrant:
-    access_token: str
+    access_token: str = field(repr=False)
     expires_in: int
     role_arn: str
     role_session_name: str
@@ -99,7 +100,7 @@ class _Granted:
 
 @dataclass(frozen=True)
 class _Minted:
-    token: str
+    token: str = field(repr=False)
     jti: str
     role_session_name: str
     issued_at: int
@@ -134,10 +135,12 @@ class _Trail:
 # --- the services ------------------------------------------------------------------------------
 
 
+@sensitive_variables()
 def token_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> TokenGrant:
     """A GitLab ID token in, a Rolegate-signed token for one role out (docs/api.md, "Token
     exchange"). ``request`` is what the view validated, or the refusal it found."""
 
+    @sensitive_variables()
     def answer(granted: _Granted, token: _Minted) -> TokenGrant:
         return TokenGrant(
             access_token=token.token,
@@ -149,10 +152,12 @@ def token_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeEr
     return _exchange(ctx=ctx, request=request, answer=answer)
 
 
+@sensitive_variables()
 def credentials_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> aws_sts.Credentials:
     """A GitLab ID token in, temporary AWS credentials for one role out (docs/api.md,
     "Credentials"): the minted token goes to STS ``AssumeRoleWithWebIdentity``."""
 
+    @sensitive_variables()
     def answer(granted: _Granted, token: _Minted) -> aws_sts.Credentials:
         assert isinstance(request, ExchangeRequest)
         rule = granted.rule
@@ -181,6 +186,7 @@ def used_tokens_prune(*, now: datetime | None = None) -> int:
 # --- the steps ---------------------------------------------------------------------------------
 
 
+@sensitive_variables()
 def _exchange(
     *,
     ctx: RequestContext,
@@ -243,6 +249,7 @@ def _rate_limit(ctx: RequestContext) -> None:
         )
 
 
+@sensitive_variables()
 def _verify(subject_token: str, snapshot: Registry, trail: _Trail) -> gitlab.VerifiedToken:
     """The GitLab token, verified against the issuers of ``snapshot``."""
     try:
@@ -311,6 +318,7 @@ def minted_claims(*, rule: Rule, claims: dict, sub: str, jti: str, now: int) -> 
     return payload
 
 
+@sensitive_variables()
 def _mint(ctx: RequestContext, granted: _Granted, claims: dict, trail: _Trail) -> _Minted:
     """Rolegate's token for the granted role, signed with the current key."""
     session_name = minted.role_session_name(claims["project_id"], claims["job_id"])
@@ -332,6 +340,7 @@ def _mint(ctx: RequestContext, granted: _Granted, claims: dict, trail: _Trail) -
     return _Minted(token=token, jti=jti, role_session_name=session_name, issued_at=issued_at)
 
 
+@sensitive_variables()
 def _record(
     ctx: RequestContext,
     verified: gitlab.VerifiedToken,
@@ -353,6 +362,7 @@ def _record(
     return result
 
 
+@sensitive_variables()
 def _spend(verified: gitlab.VerifiedToken, rule: Rule, token: _Minted) -> None:
     """The replay row: a subject token (iss + jti) is exchanged at most once for each role."""
     claims = verified.claims
@@ -378,6 +388,7 @@ def _default_duration(rule: Rule) -> int:
     return min(DEFAULT_DURATION_SECONDS, rule.max_session_seconds)
 
 
+@sensitive_variables()
 def _assume_role(*, rule: Rule, session_name: str, token: str, duration_seconds: int) -> aws_sts.Credentials:
     try:
         return aws_sts.assume_role_with_web_identity(

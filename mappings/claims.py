@@ -56,6 +56,15 @@ class Claim:
         return self.json_type is JsonType.STRING and not self.registered
 
 
+# The range of a NUMBER claim (a NumericDate, RFC 7519 §2): 0 up to the last second of year
+# 9999, the largest time Python's datetime and the database hold. Larger values (exp = 10**400),
+# infinities and NaN are refused as invalid_claim before any time arithmetic is done with them.
+NUMBER_RANGE = (0, 253_402_300_799)
+# Characters a string checked by Rolegate never holds: C0 controls (NUL included) and DEL. Git
+# refs, GitLab paths, logins and environment names cannot contain them, and NUL cannot be stored
+# in PostgreSQL text. Lone surrogates (a "\ud800" JSON escape) are refused too: not Unicode text.
+FORBIDDEN_IN_STRINGS = frozenset(chr(code) for code in (*range(0x20), 0x7F))
+
 _STRING = JsonType.STRING
 _NUMBER = JsonType.NUMBER
 

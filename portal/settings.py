@@ -92,6 +92,9 @@ def _dev_secret_key() -> str:
 # --- Core ------------------------------------------------------------------------------------
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# Variables and POST parameters marked sensitive (the exchange's tokens and credentials) are
+# hidden from error pages and reports with DEBUG on too.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.error_reports.AlwaysSafeExceptionReporterFilter"
 
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or (_dev_secret_key() if DEBUG else None)
 if not SECRET_KEY:
