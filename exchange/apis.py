@@ -104,29 +104,48 @@ def parse_body(*, content_type: str, content_length: str | None, read) -> dict[s
     return params
 
 
-def _ip(value: str | None) -> str | None:
+def _address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address, IPv4-mapped IPv6 (``::ffff:1.2.3.4``) as the IPv4 address it maps."""
     try:
-        return str(ipaddress.ip_address((value or "").strip()))
+        address = ipaddress.ip_address(str(value or "").strip())
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted_proxy(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(address in network for network in settings.ROLEGATE_TRUSTED_PROXY_NETWORKS)
 
 
 def client_ip(meta: dict) -> str | None:
-    """The client's address for the audit and the rate limit; ``None`` when it is not an IP (a
-    unix socket), never a failed audit write.
+    """The client's address for the audit, the rate limit and the console's throttles; ``None``
+    when it is not an IP (a unix socket), never a failed audit write. IPv4-mapped IPv6
+    addresses are given as IPv4 (docs/operations.md#reverse-proxies-and-client-addresses).
 
-    With ``ROLEGATE_TRUSTED_PROXIES = N`` the N-th address from the right of X-Forwarded-For,
-    the one the outermost trusted proxy saw (addresses left of it are the client's own word);
-    the TCP peer when the header is shorter or that entry is not an IP.
+    With ``ROLEGATE_TRUSTED_PROXIES = N`` and a TCP peer in ``ROLEGATE_TRUSTED_PROXY_NETWORKS``,
+    X-Forwarded-For is read from the right, at most N entries, while the address that handed
+    the request on is a trusted proxy: with N trusted hops, the N-th address from the right (the
+    one the outermost proxy saw). The TCP peer when it is not a trusted proxy (a client reaching
+    gunicorn directly), when the header is shorter than N or an entry is not an IP.
     """
-    trusted = settings.ROLEGATE_TRUSTED_PROXIES
-    if trusted:
-        forwarded = [part for part in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",") if part.strip()]
-        if len(forwarded) >= trusted:
-            found = _ip(forwarded[-trusted])
-            if found is not None:
-                return found
-    return _ip(meta.get("REMOTE_ADDR"))
+    peer = _address(meta.get("REMOTE_ADDR"))
+    hops = settings.ROLEGATE_TRUSTED_PROXIES
+    if peer is None or not hops or not _trusted_proxy(peer):
+        return str(peer) if peer is not None else None
+    forwarded = [part for part in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",") if part.strip()]
+    if len(forwarded) < hops:
+        return str(peer)
+    client = peer
+    for entry in reversed(forwarded[-hops:]):
+        if not _trusted_proxy(client):  # an untrusted hop: what it says about its client is its word
+            break
+        found = _address(entry)
+        if found is None:
+            break
+        client = found
+    return str(client)
 
 
 def _sentence(errors) -> str:

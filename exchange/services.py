@@ -2,8 +2,9 @@
 
 Each endpoint is one service: :func:`token_exchange` or :func:`credentials_exchange` (and
 :func:`exchange_refuse` for a request that is not even a POST). A request goes through named
-steps: admit (rate limit, the view's validation) -> verify the GitLab token -> decide with THE
-matcher -> mint -> record (replay row, the answer, the audit event in one transaction) -> answer.
+steps: admit (rate limit, the view's validation) -> verify the GitLab token (and the project's
+rate limit) -> decide with THE matcher -> mint -> record (replay row, the answer, the audit event
+in one transaction) -> answer.
 Every request ends in exactly one audit event, written before the response; if it cannot be
 written the request fails with 503 and nothing is handed out.
 """
@@ -11,6 +12,7 @@ written the request fails with 503 and nothing is handed out.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -198,6 +200,7 @@ def _exchange(
     try:
         snapshot = registry()
         verified = _verify(request.subject_token, snapshot, trail)
+        _project_rate_limit(ctx, verified)
         granted = _decide(snapshot, verified, request, trail)
         token = _mint(ctx, granted, verified.claims, trail)
         return _record(ctx, verified, granted, token, trail, answer)
@@ -217,36 +220,94 @@ def _admit(ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> Exc
     return request
 
 
-def _rate_limit(ctx: RequestContext) -> None:
-    """At most ``ROLEGATE_RATE_LIMIT`` requests per client IP and minute (0: no limit); a fixed
-    window in the cache: global with ``ROLEGATE_CACHE_URL`` (Redis), per process without it."""
-    limit = settings.ROLEGATE_RATE_LIMIT
-    if not limit:
-        return
-    window = int(time.time() // 60)
-    key = f"rolegate:rate:{ctx.client_ip}:{window}"
+def client_bucket(client_ip: str | None) -> str:
+    """Whom the rate limit counts: an IPv4 address, the ``/ROLEGATE_RATE_LIMIT_IPV6_PREFIX``
+    network of an IPv6 one (``2001:db8:1:2::/64``), ``unknown`` without an address."""
+    if client_ip is None:
+        return "unknown"
+    address = ipaddress.ip_address(client_ip)
+    if address.version == 6:
+        return str(ipaddress.ip_network((address, settings.ROLEGATE_RATE_LIMIT_IPV6_PREFIX), strict=False))
+    return str(address)
+
+
+def _window() -> int:
+    return int(time.time() // 60)
+
+
+def _retry_after() -> str:
+    return str(60 - int(time.time()) % 60)
+
+
+def _count(key: str) -> int | None:
+    """Add one to the counter ``key`` of this minute's window; ``None`` when the cache is down
+    (a shared cache that is down must not stop CI jobs: the limits fail open)."""
     try:
         cache.add(key, 0, timeout=61)
         try:
-            count = cache.incr(key)
+            return cache.incr(key)
         except ValueError:  # expired between add and incr
             cache.set(key, 1, timeout=61)
-            count = 1
-    except RedisError as exc:  # a shared cache that is down must not stop CI jobs: fail open
+            return 1
+    except RedisError as exc:
         logger.warning("rate limit not applied: the cache is unavailable (%s)", type(exc).__name__)
+        return None
+
+
+def _uncount(key: str) -> None:
+    with contextlib.suppress(RedisError, ValueError):
+        cache.decr(key)
+
+
+def _client_key(ctx: RequestContext) -> str:
+    return f"rolegate:rate:{client_bucket(ctx.client_ip)}:{_window()}"
+
+
+def _rate_limit(ctx: RequestContext) -> None:
+    """At most ``ROLEGATE_RATE_LIMIT`` requests per client (:func:`client_bucket`) and minute (0:
+    no limit); a fixed window in the cache: global with ``ROLEGATE_CACHE_URL`` (Redis), per
+    process without it. A request whose token verifies and whose project is within its own
+    limit is given back (:func:`_project_rate_limit`): the client limit holds back junk, not CI
+    jobs sharing one address."""
+    limit = settings.ROLEGATE_RATE_LIMIT
+    if not limit:
         return
-    if count > limit:
-        retry_after = str(60 - int(time.time()) % 60)
+    count = _count(_client_key(ctx))
+    if count is not None and count > limit:
+        retry_after = _retry_after()
         exchange_refuse(
             ctx=ctx,
             error=ExchangeError(
                 "slow_down",
                 reasons.RATE_LIMITED,
-                f"More than {limit} requests a minute from {ctx.client_ip}; retry after {retry_after} seconds.",
+                f"More than {limit} requests a minute from {client_bucket(ctx.client_ip)}; "
+                f"retry after {retry_after} seconds.",
                 status_code=429,
                 headers={"Retry-After": retry_after},
             ),
         )
+
+
+def _project_rate_limit(ctx: RequestContext, verified: gitlab.VerifiedToken) -> None:
+    """At most ``ROLEGATE_PROJECT_RATE_LIMIT`` verified requests per (issuer, project_id) and
+    minute (0: no limit), so a runaway pipeline cannot starve the other projects. A request
+    within it no longer counts against its client's address."""
+    limit = settings.ROLEGATE_PROJECT_RATE_LIMIT
+    if limit:
+        issuer, project_id = verified.issuer.name, verified.claims["project_id"]
+        count = _count(f"rolegate:project-rate:{issuer}:{project_id}:{_window()}")
+        if count is not None and count > limit:
+            retry_after = _retry_after()
+            raise ExchangeError(
+                "slow_down",
+                reasons.PROJECT_RATE_LIMITED,
+                f"More than {limit} requests a minute for project {project_id} of issuer {issuer}; "
+                f"retry after {retry_after} seconds.",
+                status_code=429,
+                headers={"Retry-After": retry_after},
+            )
+    if settings.ROLEGATE_RATE_LIMIT:
+        _uncount(_client_key(ctx))
 
 
 @sensitive_variables()
