@@ -3,7 +3,8 @@
 Bodies are parsed here rather than by DRF's parsers so that a duplicated parameter is refused
 (RFC 6749 §3.2) and the size is capped before anything is decoded. A request the view finds
 invalid is handed to the service as its refusal, so every refusal, including a 405 or a 429, goes
-through the service that writes the request's audit event.
+through the service that records it: in an event of its own when it presented a subject token, in
+its client's aggregate event of the minute when it did not (docs/api.md#audit-trail).
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ class ExchangeApi(APIView):
                 f"Method {request.method} is not allowed; use POST.",
                 status_code=405,
                 headers={"Allow": "POST"},
+                before_token=True,
             ),
         )
 
@@ -211,10 +213,16 @@ class ExchangeApi(APIView):
                 read=lambda: request._request.read(MAX_BODY_BYTES + 1),
             )
         except _BadRequest as exc:
-            return ExchangeError("invalid_request", reasons.INVALID_REQUEST, str(exc))
+            return ExchangeError("invalid_request", reasons.INVALID_REQUEST, str(exc), before_token=True)
         serializer = serializer_class(data=params)
         if not serializer.is_valid():
-            return ExchangeError("invalid_request", reasons.INVALID_REQUEST, _sentence(serializer.errors))
+            # A request naming no subject token at all is counted like an unreadable one.
+            return ExchangeError(
+                "invalid_request",
+                reasons.INVALID_REQUEST,
+                _sentence(serializer.errors),
+                before_token=not params.get("subject_token"),
+            )
         data = serializer.validated_data
         grant_type = data.get("grant_type")
         if grant_type is not None and grant_type != GRANT_TYPE_TOKEN_EXCHANGE:

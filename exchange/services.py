@@ -28,7 +28,7 @@ from django.views.decorators.debug import sensitive_variables
 from redis.exceptions import RedisError
 
 from exchange import aws_sts, gitlab, keys, reasons
-from exchange.audit import audit_record
+from exchange.audit import audit_count_refusal, audit_record
 from exchange.models import UsedToken
 from mappings import minted
 from mappings.aws_errors import AwsPermanentError, AwsTransientError
@@ -46,11 +46,18 @@ AWS_RETRY_AFTER = "5"
 
 
 class ExchangeError(ApiError):
-    """A refused exchange: the OAuth ``code`` for the client and the audit ``reason``."""
+    """A refused exchange: the OAuth ``code`` for the client and the audit ``reason``.
 
-    def __init__(self, code: str, reason: str, description: str, *, status_code: int = 400, headers=None):
+    ``before_token``: refused before a subject token was read (rate limited, wrong method, a body
+    that cannot be read or names no token): counted in its client's aggregate event rather than
+    an event of its own (``exchange.audit.audit_count_refusal``)."""
+
+    def __init__(
+        self, code: str, reason: str, description: str, *, status_code: int = 400, headers=None, before_token=False
+    ):
         super().__init__(code, description, status_code=status_code, headers=headers)
         self.reason = reason
+        self.before_token = before_token
 
 
 class AuditUnavailable(ApiError):
@@ -176,8 +183,12 @@ def credentials_exchange(*, ctx: RequestContext, request: ExchangeRequest | Exch
 
 
 def exchange_refuse(*, ctx: RequestContext, error: ExchangeError) -> NoReturn:
-    """Record a request refused before its token was looked at, and raise ``error``."""
-    _audit_denied(ctx, error, _Trail(requested_role_arn=None))
+    """Record a request refused before its token was looked at, and raise ``error``: in its
+    client's aggregate event when no token was read (``error.before_token``), else its own."""
+    if error.before_token:
+        _audit_counted(ctx, error)
+    else:
+        _audit_denied(ctx, error, _Trail(requested_role_arn=None))
     raise error
 
 
@@ -286,6 +297,7 @@ def _rate_limit(ctx: RequestContext) -> None:
                 f"retry after {retry_after} seconds.",
                 status_code=429,
                 headers={"Retry-After": retry_after},
+                before_token=True,
             ),
         )
 
@@ -507,6 +519,24 @@ def _audit_denied(ctx: RequestContext, error: ExchangeError, trail: _Trail) -> N
                 user_agent=ctx.user_agent,
                 latency_ms=_latency_ms(ctx),
                 **trail.fields(granted=False),
+            )
+    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
+        logger.exception("audit event %s could not be written", ctx.request_id)
+        raise AuditUnavailable() from None
+
+
+def _audit_counted(ctx: RequestContext, error: ExchangeError) -> None:
+    try:
+        with transaction.atomic():
+            audit_count_refusal(
+                client=client_bucket(ctx.client_ip),
+                request_id=ctx.request_id,
+                endpoint=ctx.endpoint,
+                reason=error.reason,
+                detail=error.description,
+                client_ip=ctx.client_ip,
+                user_agent=ctx.user_agent,
+                latency_ms=_latency_ms(ctx),
             )
     except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
         logger.exception("audit event %s could not be written", ctx.request_id)
