@@ -246,7 +246,7 @@ def _check_numbers(claims: Mapping[str, object]) -> None:
 
 
 def _is_text(value: str) -> bool:
-    """No control character, no lone surrogate: text every database and log can hold as is."""
+    """No NUL, no lone surrogate: text every database can hold as is."""
     if not FORBIDDEN_IN_STRINGS.isdisjoint(value):
         return False
     try:
@@ -272,7 +272,7 @@ def _check_claims(claims: Mapping[str, object]) -> None:
         if not _is_text(value):
             raise TokenRejected(
                 reasons.INVALID_CLAIM,
-                f"The subject token's {name} claim contains a control character or is not valid Unicode text.",
+                f"The subject token's {name} claim contains a NUL character or is not valid Unicode text.",
             )
     for name in ENUMERATED:
         allowed = BY_NAME[name].values

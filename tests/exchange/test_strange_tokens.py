@@ -68,11 +68,10 @@ def test_absurd_iat_and_nbf_are_invalid_claims(api, registry, stand_in, web_main
     [
         ("abc\x00def", "abc\\x00def"),  # NUL: PostgreSQL text cannot hold it
         ("abc\ud800", "abc\\ud800"),  # a lone surrogate: not UTF-8
-        ("abc\x1b[31m", "abc\x1b[31m"),  # a terminal escape: stored as it came, shown escaped
     ],
 )
 @pytest.mark.parametrize("path", [TOKEN, CREDENTIALS])
-def test_control_characters_and_lone_surrogates_in_jti_are_invalid_claims_with_their_event(
+def test_nuls_and_lone_surrogates_in_jti_are_invalid_claims_with_their_event(
     api, registry, stand_in, web_main_claims, jti, stored, path
 ):
     token = sign(stand_in, stand_in.claims(web_main_claims, jti=jti))
@@ -100,7 +99,7 @@ def test_the_audit_writer_escapes_nuls_rather_than_dropping_them(api, db):
 
 # --- any hostile JSON value, validly signed ----------------------------------------------------
 
-_BAD_CHARACTERS = st.sampled_from(["\x00", "\x01", "\x1b", "\x7f", "\n", "\ud800", "\udfff"])
+_BAD_CHARACTERS = st.sampled_from(["\x00", "\ud800", "\udfff", "\udbff"])
 _hostile_text = st.builds(lambda a, bad, b: a + bad + b, st.text(max_size=8), _BAD_CHARACTERS, st.text(max_size=8))
 _numbers = st.one_of(
     st.integers(),
