@@ -34,6 +34,7 @@ _.LocalBackend  # AUTHENTICATION_BACKENDS
 _.login_options  # a context processor
 _.request_client_ip  # AXES_CLIENT_IP_CALLABLE
 _.logging_config  # LOGGING
+_.AlwaysSafeExceptionReporterFilter  # DEFAULT_EXCEPTION_REPORTER_FILTER
 
 # Django: model fields and choices read by column name (admin, exports, queries by keyword).
 _.created_at

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config
+from django.views.decorators.debug import sensitive_variables
 
 from mappings.aws_errors import aws_errors
 
@@ -31,8 +32,8 @@ _client: STSClient | None = None
 @dataclass(frozen=True)
 class Credentials:
     access_key_id: str
-    secret_access_key: str
-    session_token: str
+    secret_access_key: str = field(repr=False)  # never in a repr, a log line or an error page
+    session_token: str = field(repr=False)
     expiration: datetime
 
 
@@ -63,6 +64,7 @@ def reset_client() -> None:
         _client = None
 
 
+@sensitive_variables()
 def assume_role_with_web_identity(
     *, role_arn: str, role_session_name: str, web_identity_token: str, duration_seconds: int
 ) -> Credentials:
