@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from exchange.jwks_fetch import ALLOWED_ALGORITHMS as ALLOWED_ALGORITHMS
 from exchange.jwks_fetch import JwksFetchError, fetch_deadline, fetch_jwks_document, parsed_key
+from exchange.jwks_status import jwks_fetch_recorded
 from mappings.matching import RegisteredIssuer
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,9 @@ def _attempt(issuer: RegisteredIssuer, entry: _Local, shared: _Shared | None) ->
         entries = fetch_jwks_document(issuer)
     except JwksFetchError as exc:
         logger.warning("JWKS of issuer %s unavailable: %s", issuer.name, exc)
+        jwks_fetch_recorded(issuer=issuer.name, error=str(exc))
         return
+    jwks_fetch_recorded(issuer=issuer.name, error=None)
     fetched_at = time.time()
     entry.keys, entry.fetched_at = _keys_by_kid(entries), fetched_at
     if shared is not None:
