@@ -185,3 +185,38 @@ class OwnPostgreSQL:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class GarbageServer:
+    """An HTTP server answering every request with ``status`` and a body no AWS SDK can parse
+    (an error document cut short), like a failing endpoint or a proxy's error page."""
+
+    def __init__(self, *, status: int = 500, body: bytes = b"<ErrorResponse><Error><Code>Inter"):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+        self.status, self.body, self.hits = status, body, 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                server.hits += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(server.status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
