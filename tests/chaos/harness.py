@@ -49,6 +49,7 @@ class Figures:
     statuses: Counter = field(default_factory=Counter)
     unaudited_grants: int = 0
     recovery_seconds: float | None = None
+    slowest_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -60,13 +61,13 @@ class Figures:
         recovery = "-" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f}"
         return (
             f"| {self.scenario} | {self.sent} | {statuses} | {self.server_errors} | {self.unaudited_grants} "
-            f"| {recovery} | {'; '.join(self.notes)} |"
+            f"| {self.slowest_seconds:.1f} | {recovery} | {'; '.join(self.notes)} |"
         )
 
 
 HEADER = (
-    "| scenario | requests | answers by status | 500s | grants without audit | recovery (s) | notes |\n"
-    "|---|---|---|---|---|---|---|"
+    "| scenario | requests | answers by status | 500s | grants without audit | slowest answer (s) | recovery (s) "
+    "| notes |\n|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -155,6 +156,7 @@ class Load:
     def __init__(self, url: str, mint: Callable[[], str], *, path: str = "/api/v1/token", threads: int = 3):
         self.url, self.mint, self.path = url + path, mint, path
         self.records: list[tuple[float, int, str | None]] = []
+        self.slowest = 0.0
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
@@ -163,13 +165,15 @@ class Load:
         while not self._stop.is_set():
             data = {"grant_type": GRANT, "subject_token": self.mint(), "subject_token_type": JWT_TYPE}
             data["audience"] = ROLE_ARN
+            started = time.monotonic()
             try:
-                response = session.post(self.url, data=data, timeout=20)
+                response = session.post(self.url, data=data, timeout=30)
                 status, request_id = response.status_code, response.headers.get("X-Request-ID")
             except requests.RequestException:
                 status, request_id = 0, None
                 session = requests.Session()
                 time.sleep(0.05)
+            self.slowest = max(self.slowest, time.monotonic() - started)
             self.records.append((time.monotonic(), status, request_id))
 
     def __enter__(self) -> Load:
@@ -335,7 +339,13 @@ mappings:
         return len(granted - {row[0] for row in rows})
 
     def figures(self, name: str, load: Load, recovery: float | None, *notes: str) -> Figures:
-        result = Figures(scenario=name, sent=len(load.records), recovery_seconds=recovery, notes=list(notes))
+        result = Figures(
+            scenario=name,
+            sent=len(load.records),
+            recovery_seconds=recovery,
+            slowest_seconds=load.slowest,
+            notes=list(notes),
+        )
         result.statuses.update(status for _, status, _ in load.records)
         result.unaudited_grants = self.unaudited_grants(load)
         return result
