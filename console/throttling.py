@@ -15,9 +15,12 @@ from exchange.apis import client_ip
 logger = logging.getLogger(__name__)
 
 
-def request_client_ip(request) -> str:
-    """django-axes' ``AXES_CLIENT_IP_CALLABLE``: the address the exchange audits and limits."""
-    return client_ip(request.META) or "unknown"
+def request_client_ip(request) -> str | None:
+    """django-axes' ``AXES_CLIENT_IP_CALLABLE``: the address the exchange audits and limits.
+
+    ``None`` when the request has none (``Client.force_login``, a management command): axes then
+    stores NULL; a stand-in word such as ``"unknown"`` is refused by PostgreSQL's inet column."""
+    return client_ip(request.META)
 
 
 def _window() -> tuple[int, int]:

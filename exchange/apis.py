@@ -3,7 +3,8 @@
 Bodies are parsed here rather than by DRF's parsers so that a duplicated parameter is refused
 (RFC 6749 §3.2) and the size is capped before anything is decoded. A request the view finds
 invalid is handed to the service as its refusal, so every refusal, including a 405 or a 429, goes
-through the service that writes the request's audit event.
+through the service that records it: in an event of its own when it presented a subject token, in
+its client's aggregate event of the minute when it did not (docs/api.md#audit-trail).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import uuid
 from urllib.parse import parse_qsl
 
 from django.conf import settings
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -44,6 +47,7 @@ class _BadRequest(Exception):
     pass
 
 
+@sensitive_variables()
 def _no_duplicates(pairs):
     data = {}
     for key, value in pairs:
@@ -53,6 +57,7 @@ def _no_duplicates(pairs):
     return data
 
 
+@sensitive_variables()
 def parse_body(*, content_type: str, content_length: str | None, read) -> dict[str, str]:
     """The request's parameters as a dict; :class:`_BadRequest` with a sentence otherwise."""
     media_type = content_type.split(";")[0].strip().lower()
@@ -100,29 +105,48 @@ def parse_body(*, content_type: str, content_length: str | None, read) -> dict[s
     return params
 
 
-def _ip(value: str | None) -> str | None:
+def _address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address, IPv4-mapped IPv6 (``::ffff:1.2.3.4``) as the IPv4 address it maps."""
     try:
-        return str(ipaddress.ip_address((value or "").strip()))
+        address = ipaddress.ip_address(str(value or "").strip())
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted_proxy(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(address in network for network in settings.ROLEGATE_TRUSTED_PROXY_NETWORKS)
 
 
 def client_ip(meta: dict) -> str | None:
-    """The client's address for the audit and the rate limit; ``None`` when it is not an IP (a
-    unix socket), never a failed audit write.
+    """The client's address for the audit, the rate limit and the console's throttles; ``None``
+    when it is not an IP (a unix socket), never a failed audit write. IPv4-mapped IPv6
+    addresses are given as IPv4 (docs/operations.md#reverse-proxies-and-client-addresses).
 
-    With ``ROLEGATE_TRUSTED_PROXIES = N`` the N-th address from the right of X-Forwarded-For,
-    the one the outermost trusted proxy saw (addresses left of it are the client's own word);
-    the TCP peer when the header is shorter or that entry is not an IP.
+    With ``ROLEGATE_TRUSTED_PROXIES = N`` and a TCP peer in ``ROLEGATE_TRUSTED_PROXY_NETWORKS``,
+    X-Forwarded-For is read from the right, at most N entries, while the address that handed
+    the request on is a trusted proxy: with N trusted hops, the N-th address from the right (the
+    one the outermost proxy saw). The TCP peer when it is not a trusted proxy (a client reaching
+    gunicorn directly), when the header is shorter than N or an entry is not an IP.
     """
-    trusted = settings.ROLEGATE_TRUSTED_PROXIES
-    if trusted:
-        forwarded = [part for part in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",") if part.strip()]
-        if len(forwarded) >= trusted:
-            found = _ip(forwarded[-trusted])
-            if found is not None:
-                return found
-    return _ip(meta.get("REMOTE_ADDR"))
+    peer = _address(meta.get("REMOTE_ADDR"))
+    hops = settings.ROLEGATE_TRUSTED_PROXIES
+    if peer is None or not hops or not _trusted_proxy(peer):
+        return str(peer) if peer is not None else None
+    forwarded = [part for part in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",") if part.strip()]
+    if len(forwarded) < hops:
+        return str(peer)
+    client = peer
+    for entry in reversed(forwarded[-hops:]):
+        if not _trusted_proxy(client):  # an untrusted hop: what it says about its client is its word
+            break
+        found = _address(entry)
+        if found is None:
+            break
+        client = found
+    return str(client)
 
 
 def _sentence(errors) -> str:
@@ -133,8 +157,11 @@ def _sentence(errors) -> str:
     return str(errors)
 
 
+@method_decorator(sensitive_post_parameters(), name="dispatch")
 class ExchangeApi(APIView):
-    """Shared plumbing: no auth, our own parsing, ``no-store``, an audit event for every refusal."""
+    """Shared plumbing: no auth, our own parsing, ``no-store``, an audit event for every refusal.
+    Its parameters and the variables holding tokens are sensitive: no error page or report
+    shows them (``portal.error_reports``)."""
 
     authentication_classes = ()
     permission_classes = ()
@@ -172,9 +199,11 @@ class ExchangeApi(APIView):
                 f"Method {request.method} is not allowed; use POST.",
                 status_code=405,
                 headers={"Allow": "POST"},
+                before_token=True,
             ),
         )
 
+    @sensitive_variables()
     def exchange_request(self, request, serializer_class) -> ExchangeRequest | ExchangeError:
         """The validated request, or the refusal the service is to record and raise."""
         try:
@@ -184,10 +213,16 @@ class ExchangeApi(APIView):
                 read=lambda: request._request.read(MAX_BODY_BYTES + 1),
             )
         except _BadRequest as exc:
-            return ExchangeError("invalid_request", reasons.INVALID_REQUEST, str(exc))
+            return ExchangeError("invalid_request", reasons.INVALID_REQUEST, str(exc), before_token=True)
         serializer = serializer_class(data=params)
         if not serializer.is_valid():
-            return ExchangeError("invalid_request", reasons.INVALID_REQUEST, _sentence(serializer.errors))
+            # A request naming no subject token at all is counted like an unreadable one.
+            return ExchangeError(
+                "invalid_request",
+                reasons.INVALID_REQUEST,
+                _sentence(serializer.errors),
+                before_token=not params.get("subject_token"),
+            )
         data = serializer.validated_data
         grant_type = data.get("grant_type")
         if grant_type is not None and grant_type != GRANT_TYPE_TOKEN_EXCHANGE:
@@ -249,6 +284,7 @@ class TokenExchangeApi(ExchangeApi):
             503: ErrorSerializer,
         },
     )
+    @sensitive_variables()
     def post(self, request):
         grant = services.token_exchange(
             ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
@@ -295,6 +331,7 @@ class CredentialsApi(ExchangeApi):
             503: ErrorSerializer,
         },
     )
+    @sensitive_variables()
     def post(self, request):
         credentials = services.credentials_exchange(
             ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)

@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import IO
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from exchange.models import AuditEvent
@@ -41,6 +42,7 @@ AUDIT_FIELDS = (
     "role_session_name",
     "latency_ms",
     "token_verified",
+    "count",  # 1, or how many requests an aggregate event counts
 )
 
 # ROLEGATE_AUDIT_LOG: each stored event, once committed, as one line here (docs/operations.md "Logs").
@@ -55,8 +57,9 @@ def _fit(name: str, value: object) -> str | None:
         return None
     if not isinstance(value, str):
         value = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-    # NULs and lone surrogates ("\ud800" in a token's JSON) cannot be stored: escape, not fail.
-    value = value.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
+    # NULs (PostgreSQL text cannot hold them) and lone surrogates ("\ud800" in a token's JSON;
+    # not UTF-8) cannot be stored: written as the escapes \x00 and \ud800, never a failed write.
+    value = value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
     limit = _MAX_LENGTHS.get(name)
     return value[:limit] if limit else value
 
@@ -80,6 +83,7 @@ def audit_record(
     role_session_name: str | None = None,
     latency_ms: float | None = None,
     time: datetime | None = None,
+    aggregate_key: str | None = None,
 ) -> AuditEvent:
     """Write one audit event. Raises the database's error if it cannot be written: callers fail
     the request (fail closed)."""
@@ -102,6 +106,7 @@ def audit_record(
         role_session_name=role_session_name,
         latency_ms=latency_ms,
         token_verified=token_verified,
+        aggregate_key=aggregate_key,
         **fields,
     )
     # Once the row is committed (a rolled-back event, a 503, was never recorded): logged from the
@@ -109,6 +114,54 @@ def audit_record(
     # and counted in the metrics.
     transaction.on_commit(lambda: _audit_committed(event), robust=True)
     return event
+
+
+def audit_count_refusal(
+    *,
+    client: str,
+    request_id: str,
+    endpoint: str,
+    reason: str,
+    detail: str,
+    client_ip: str | None,
+    user_agent: str = "",
+    latency_ms: float | None = None,
+) -> AuditEvent | None:
+    """Record a request refused before a subject token was read (rate limited, wrong method,
+    unreadable body) in the aggregate event of its ``client`` (the rate limit's bucket),
+    endpoint, reason and minute: the first such request writes the event (its request id,
+    address and sentence), the others add one to its ``count`` (docs/api.md#audit-trail). So one
+    client causes at most one row per endpoint and reason a minute, whatever it sends. Raises
+    the database's error if it cannot be written: callers fail the request (fail closed)."""
+    now = timezone.now()
+    key = f"{client}|{endpoint}|{reason}|{now:%Y-%m-%dT%H:%M}"
+    if not _add_one(key):
+        try:
+            with transaction.atomic():
+                return audit_record(
+                    request_id=request_id,
+                    endpoint=endpoint,
+                    outcome=AuditEvent.Outcome.DENIED,
+                    reason=reason,
+                    detail=detail,
+                    client_ip=client_ip,
+                    user_agent=user_agent,
+                    latency_ms=latency_ms,
+                    time=now,
+                    aggregate_key=key,
+                )
+        except IntegrityError:  # another process wrote it first
+            if not _add_one(key):
+                raise
+    transaction.on_commit(
+        lambda: metrics.exchange_observed(endpoint=endpoint, outcome="denied", reason=reason, latency_ms=latency_ms),
+        robust=True,
+    )
+    return None
+
+
+def _add_one(key: str) -> bool:
+    return AuditEvent.objects.filter(aggregate_key=key).update(count=F("count") + 1) == 1
 
 
 def _audit_committed(event: AuditEvent) -> None:

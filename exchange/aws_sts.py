@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config
+from django.views.decorators.debug import sensitive_variables
 
 from mappings.aws_errors import aws_errors
 
@@ -27,8 +28,8 @@ _client = None
 @dataclass(frozen=True)
 class Credentials:
     access_key_id: str
-    secret_access_key: str
-    session_token: str
+    secret_access_key: str = field(repr=False)  # never in a repr, a log line or an error page
+    session_token: str = field(repr=False)
     expiration: datetime
 
 
@@ -59,6 +60,7 @@ def reset_client() -> None:
         _client = None
 
 
+@sensitive_variables()
 def assume_role_with_web_identity(
     *, role_arn: str, role_session_name: str, web_identity_token: str, duration_seconds: int
 ) -> Credentials:

@@ -12,11 +12,13 @@ headers are ignored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import jwt
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from exchange import jwks, reasons
 from exchange.jwks import forget_cached_keys as forget_cached_keys
@@ -24,7 +26,9 @@ from exchange.jwks import refresh_interval as refresh_interval
 from mappings.claims import (
     BY_NAME,
     ENUMERATED,
+    FORBIDDEN_IN_STRINGS,
     NO_COLON,
+    NUMBER_RANGE,
     NUMBERS,
     OPTIONAL_STRINGS,
     REQUIRED_BY_PYJWT,
@@ -54,6 +58,7 @@ class VerifiedToken:
     claims: dict
 
 
+@sensitive_variables("token")
 def unverified_parts(token: str) -> tuple[dict, dict]:
     """Header and payload of a compact JWS, not verified; :class:`TokenRejected` if unreadable."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
@@ -95,11 +100,36 @@ def signing_key(issuer: RegisteredIssuer, kid: str) -> jwt.PyJWK:
     return found
 
 
+def _check_numbers(claims: Mapping[str, object]) -> None:
+    """The catalogue's NUMBER claims (exp, iat, nbf) are finite numbers in ``NUMBER_RANGE``:
+    checked before PyJWT or Rolegate do time arithmetic with them (``int(inf)`` raises
+    OverflowError, ``exp`` = 10**400 overflows a float)."""
+    low, high = NUMBER_RANGE
+    for name in NUMBERS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token's {name} claim must be a number.")
+        if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+            raise TokenRejected(
+                reasons.INVALID_CLAIM, f"The subject token's {name} claim must be a time between {low} and {high}."
+            )
+
+
+def _is_text(value: str) -> bool:
+    """No NUL, no lone surrogate: text every database can hold as is."""
+    if not FORBIDDEN_IN_STRINGS.isdisjoint(value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_claims(claims: Mapping[str, object]) -> None:
     """The catalogue's checks (``mappings.claims``) that PyJWT does not make."""
-    for name in NUMBERS:
-        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], int | float)):
-            raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token's {name} claim must be a number.")
     for name in REQUIRED_STRINGS:
         if name not in claims or claims[name] is None:
             raise TokenRejected(reasons.MISSING_CLAIM, f"The subject token has no {name} claim.")
@@ -111,6 +141,11 @@ def _check_claims(claims: Mapping[str, object]) -> None:
             raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token's {name} claim must be a non-empty string.")
         if len(value) > BY_NAME[name].max_length:
             raise TokenRejected(reasons.INVALID_CLAIM, f"The subject token's {name} claim is too long.")
+        if not _is_text(value):
+            raise TokenRejected(
+                reasons.INVALID_CLAIM,
+                f"The subject token's {name} claim contains a NUL character or is not valid Unicode text.",
+            )
     for name in ENUMERATED:
         allowed = BY_NAME[name].values
         if claims.get(name) not in allowed:
@@ -126,11 +161,17 @@ def _check_claims(claims: Mapping[str, object]) -> None:
             )
 
 
+@sensitive_variables()
 def verify_id_token(token: str, *, issuers: Mapping[str, RegisteredIssuer]) -> VerifiedToken:
     """Verify a GitLab CI ID token; raises :class:`TokenRejected` naming the failed check.
 
     ``issuers`` are the registered issuers by URL, from the registry snapshot the caller decides
     with (``mappings.selectors.registry().issuers_by_url``).
+
+    In this order: the signature (PyJWS), the catalogue's type and range checks of the time
+    claims, PyJWT's checks of the registered claims (exp, nbf, iat, aud, iss), then the
+    catalogue's string checks. A claim refused after the signature verified is the issuer's word
+    (``TokenRejected.verified``).
     """
     header, unverified = unverified_parts(token)
     issuer = _issuer_for(unverified.get("iss"), issuers)
@@ -144,6 +185,19 @@ def verify_id_token(token: str, *, issuers: Mapping[str, RegisteredIssuer]) -> V
         raise TokenRejected(reasons.UNKNOWN_KID, "The subject token's header has no kid.")
     key = signing_key(issuer, kid)
     try:
+        jwt.api_jws.decode_complete(token, key=key.key, algorithms=list(ALLOWED_ALGORITHMS))
+    except jwt.InvalidSignatureError:
+        raise TokenRejected(
+            reasons.BAD_SIGNATURE, f"The subject token's signature does not verify with issuer {issuer.name!r}'s key."
+        ) from None
+    except jwt.InvalidTokenError:
+        raise TokenRejected(reasons.MALFORMED_TOKEN, "The subject token is not a well-formed JWT.") from None
+    try:  # the payload verified above is the one unverified_parts() read
+        _check_numbers(unverified)
+    except TokenRejected as rejected:
+        rejected.verified = VerifiedToken(issuer=issuer, claims=unverified)
+        raise
+    try:  # PyJWT verifies the signature once more (one RSA verification), then the registered claims
         claims = jwt.decode(
             token,
             key=key.key,

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from exchange.models import SigningKey
 
@@ -258,6 +259,7 @@ def published_keys() -> list[dict[str, str]]:
     return [{**row.public_jwk, "kid": row.kid, "alg": ALGORITHM, "use": "sig"} for row in rows]
 
 
+@sensitive_variables()
 def sign(payload: dict) -> str:
     """``payload`` as an RS256 JWT signed with the current key, ``kid`` in the header."""
     kid, private_key = current_signing_key()

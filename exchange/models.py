@@ -52,6 +52,13 @@ class AuditEvent(models.Model):
         help_text="The subject token's signature and issuer were verified. When false, the claim fields "
         "are what an unverified token said: attacker-chosen text.",
     )
+    count = models.PositiveIntegerField(
+        default=1,
+        help_text="How many requests this event records: 1, or for an aggregate event (requests refused "
+        "before a subject token was read) how many of one client, endpoint and reason in its minute.",
+    )
+    # client|endpoint|reason|minute of an aggregate event; null for every per-request event.
+    aggregate_key = models.CharField(max_length=128, null=True, blank=True, unique=True, editable=False)
 
     class Meta:
         ordering = ["-time", "-id"]

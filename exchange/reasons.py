@@ -15,6 +15,7 @@ INVALID_REQUEST = "invalid_request"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
 RATE_LIMITED = "rate_limited"
+PROJECT_RATE_LIMITED = "project_rate_limited"
 
 # invalid_grant: the subject token.
 MALFORMED_TOKEN = "malformed_token"
@@ -56,6 +57,11 @@ REASONS: dict[str, tuple[str, int, str]] = {
     METHOD_NOT_ALLOWED: ("invalid_request", 405, "A method other than POST."),
     UNSUPPORTED_GRANT_TYPE: ("unsupported_grant_type", 400, "grant_type is not token-exchange."),
     RATE_LIMITED: ("slow_down", 429, "The client IP exceeded ROLEGATE_RATE_LIMIT requests per minute."),
+    PROJECT_RATE_LIMITED: (
+        "slow_down",
+        429,
+        "The verified token's project (issuer, project_id) exceeded ROLEGATE_PROJECT_RATE_LIMIT requests per minute.",
+    ),
     MALFORMED_TOKEN: ("invalid_grant", 400, "The subject token is not a well-formed JWS compact JWT."),
     UNKNOWN_ISSUER: ("invalid_grant", 400, "Its iss is not a registered issuer (its keys are never fetched)."),
     ALG_NOT_ALLOWED: ("invalid_grant", 400, "Its alg is not RS256 (none and HMAC are always refused)."),

@@ -2,8 +2,9 @@
 
 Each endpoint is one service: :func:`token_exchange` or :func:`credentials_exchange` (and
 :func:`exchange_refuse` for a request that is not even a POST). A request goes through named
-steps: admit (rate limit, the view's validation) -> verify the GitLab token -> decide with THE
-matcher -> mint -> record (replay row, the answer, the audit event in one transaction) -> answer.
+steps: admit (rate limit, the view's validation) -> verify the GitLab token (and the project's
+rate limit) -> decide with THE matcher -> mint -> record (replay row, the answer, the audit event
+in one transaction) -> answer.
 Every request ends in exactly one audit event, written before the response; if it cannot be
 written the request fails with 503 and nothing is handed out.
 """
@@ -11,10 +12,11 @@ written the request fails with 503 and nothing is handed out.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
@@ -22,10 +24,11 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from redis.exceptions import RedisError
 
 from exchange import aws_sts, gitlab, keys, reasons
-from exchange.audit import audit_record
+from exchange.audit import audit_count_refusal, audit_record
 from exchange.models import UsedToken
 from mappings import minted
 from mappings.aws_errors import AwsPermanentError, AwsTransientError
@@ -43,11 +46,18 @@ AWS_RETRY_AFTER = "5"
 
 
 class ExchangeError(ApiError):
-    """A refused exchange: the OAuth ``code`` for the client and the audit ``reason``."""
+    """A refused exchange: the OAuth ``code`` for the client and the audit ``reason``.
 
-    def __init__(self, code: str, reason: str, description: str, *, status_code: int = 400, headers=None):
+    ``before_token``: refused before a subject token was read (rate limited, wrong method, a body
+    that cannot be read or names no token): counted in its client's aggregate event rather than
+    an event of its own (``exchange.audit.audit_count_refusal``)."""
+
+    def __init__(
+        self, code: str, reason: str, description: str, *, status_code: int = 400, headers=None, before_token=False
+    ):
         super().__init__(code, description, status_code=status_code, headers=headers)
         self.reason = reason
+        self.before_token = before_token
 
 
 class AuditUnavailable(ApiError):
@@ -74,14 +84,14 @@ class RequestContext:
 class ExchangeRequest:
     """What the client asks, as the view validated it."""
 
-    subject_token: str
+    subject_token: str = field(repr=False)  # never in a repr, a log line or an error page
     audience: str | None
     duration_seconds: int | None = None
 
 
 @dataclass(frozen=True)
 class TokenGrant:
-    access_token: str
+    access_token: str = field(repr=False)
     expires_in: int
     role_arn: str
     role_session_name: str
@@ -101,7 +111,7 @@ class _Granted:
 
 @dataclass(frozen=True)
 class _Minted:
-    token: str
+    token: str = field(repr=False)
     jti: str
     role_session_name: str
     issued_at: int
@@ -136,10 +146,12 @@ class _Trail:
 # --- the services ------------------------------------------------------------------------------
 
 
+@sensitive_variables()
 def token_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> TokenGrant:
     """A GitLab ID token in, a Rolegate-signed token for one role out (docs/api.md, "Token
     exchange"). ``request`` is what the view validated, or the refusal it found."""
 
+    @sensitive_variables()
     def answer(granted: _Granted, token: _Minted) -> TokenGrant:
         return TokenGrant(
             access_token=token.token,
@@ -151,10 +163,12 @@ def token_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeEr
     return _exchange(ctx=ctx, request=request, answer=answer)
 
 
+@sensitive_variables()
 def credentials_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> aws_sts.Credentials:
     """A GitLab ID token in, temporary AWS credentials for one role out (docs/api.md,
     "Credentials"): the minted token goes to STS ``AssumeRoleWithWebIdentity``."""
 
+    @sensitive_variables()
     def answer(granted: _Granted, token: _Minted) -> aws_sts.Credentials:
         assert isinstance(request, ExchangeRequest)
         rule = granted.rule
@@ -169,8 +183,12 @@ def credentials_exchange(*, ctx: RequestContext, request: ExchangeRequest | Exch
 
 
 def exchange_refuse(*, ctx: RequestContext, error: ExchangeError) -> NoReturn:
-    """Record a request refused before its token was looked at, and raise ``error``."""
-    _audit_denied(ctx, error, _Trail(requested_role_arn=None))
+    """Record a request refused before its token was looked at, and raise ``error``: in its
+    client's aggregate event when no token was read (``error.before_token``), else its own."""
+    if error.before_token:
+        _audit_counted(ctx, error)
+    else:
+        _audit_denied(ctx, error, _Trail(requested_role_arn=None))
     raise error
 
 
@@ -183,6 +201,7 @@ def used_tokens_prune(*, now: datetime | None = None) -> int:
 # --- the steps ---------------------------------------------------------------------------------
 
 
+@sensitive_variables()
 def _exchange(
     *,
     ctx: RequestContext,
@@ -194,6 +213,7 @@ def _exchange(
     try:
         snapshot = registry()
         verified = _verify(request.subject_token, snapshot, trail)
+        _project_rate_limit(ctx, verified)
         granted = _decide(snapshot, verified, request, trail)
         token = _mint(ctx, granted, verified.claims, trail)
         return _record(ctx, verified, granted, token, trail, answer)
@@ -213,38 +233,98 @@ def _admit(ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> Exc
     return request
 
 
-def _rate_limit(ctx: RequestContext) -> None:
-    """At most ``ROLEGATE_RATE_LIMIT`` requests per client IP and minute (0: no limit); a fixed
-    window in the cache: global with ``ROLEGATE_CACHE_URL`` (Redis), per process without it."""
-    limit = settings.ROLEGATE_RATE_LIMIT
-    if not limit:
-        return
-    window = int(time.time() // 60)
-    key = f"rolegate:rate:{ctx.client_ip}:{window}"
+def client_bucket(client_ip: str | None) -> str:
+    """Whom the rate limit counts: an IPv4 address, the ``/ROLEGATE_RATE_LIMIT_IPV6_PREFIX``
+    network of an IPv6 one (``2001:db8:1:2::/64``), ``unknown`` without an address."""
+    if client_ip is None:
+        return "unknown"
+    address = ipaddress.ip_address(client_ip)
+    if address.version == 6:
+        return str(ipaddress.ip_network((address, settings.ROLEGATE_RATE_LIMIT_IPV6_PREFIX), strict=False))
+    return str(address)
+
+
+def _window() -> int:
+    return int(time.time() // 60)
+
+
+def _retry_after() -> str:
+    return str(60 - int(time.time()) % 60)
+
+
+def _count(key: str) -> int | None:
+    """Add one to the counter ``key`` of this minute's window; ``None`` when the cache is down
+    (a shared cache that is down must not stop CI jobs: the limits fail open)."""
     try:
         cache.add(key, 0, timeout=61)
         try:
-            count = cache.incr(key)
+            return cache.incr(key)
         except ValueError:  # expired between add and incr
             cache.set(key, 1, timeout=61)
-            count = 1
-    except RedisError as exc:  # a shared cache that is down must not stop CI jobs: fail open
+            return 1
+    except RedisError as exc:
         logger.warning("rate limit not applied: the cache is unavailable (%s)", type(exc).__name__)
+        return None
+
+
+def _uncount(key: str) -> None:
+    with contextlib.suppress(RedisError, ValueError):
+        cache.decr(key)
+
+
+def _client_key(ctx: RequestContext) -> str:
+    return f"rolegate:rate:{client_bucket(ctx.client_ip)}:{_window()}"
+
+
+def _rate_limit(ctx: RequestContext) -> None:
+    """At most ``ROLEGATE_RATE_LIMIT`` requests per client (:func:`client_bucket`) and minute (0:
+    no limit); a fixed window in the cache: global with ``ROLEGATE_CACHE_URL`` (Redis), per
+    process without it. A request whose token verifies and whose project is within its own
+    limit is given back (:func:`_project_rate_limit`): the client limit holds back junk, not CI
+    jobs sharing one address."""
+    limit = settings.ROLEGATE_RATE_LIMIT
+    if not limit:
         return
-    if count > limit:
-        retry_after = str(60 - int(time.time()) % 60)
+    count = _count(_client_key(ctx))
+    if count is not None and count > limit:
+        retry_after = _retry_after()
         exchange_refuse(
             ctx=ctx,
             error=ExchangeError(
                 "slow_down",
                 reasons.RATE_LIMITED,
-                f"More than {limit} requests a minute from {ctx.client_ip}; retry after {retry_after} seconds.",
+                f"More than {limit} requests a minute from {client_bucket(ctx.client_ip)}; "
+                f"retry after {retry_after} seconds.",
                 status_code=429,
                 headers={"Retry-After": retry_after},
+                before_token=True,
             ),
         )
 
 
+def _project_rate_limit(ctx: RequestContext, verified: gitlab.VerifiedToken) -> None:
+    """At most ``ROLEGATE_PROJECT_RATE_LIMIT`` verified requests per (issuer, project_id) and
+    minute (0: no limit), so a runaway pipeline cannot starve the other projects. A request
+    within it no longer counts against its client's address."""
+    limit = settings.ROLEGATE_PROJECT_RATE_LIMIT
+    if limit:
+        issuer, project_id = verified.issuer.name, verified.claims["project_id"]
+        count = _count(f"rolegate:project-rate:{issuer}:{project_id}:{_window()}")
+        if count is not None and count > limit:
+            retry_after = _retry_after()
+            raise ExchangeError(
+                "slow_down",
+                reasons.PROJECT_RATE_LIMITED,
+                f"More than {limit} requests a minute for project {project_id} of issuer {issuer}; "
+                f"retry after {retry_after} seconds.",
+                status_code=429,
+                headers={"Retry-After": retry_after},
+            )
+    if settings.ROLEGATE_RATE_LIMIT:
+        _uncount(_client_key(ctx))
+
+
+@sensitive_variables()
 def _verify(subject_token: str, snapshot: Registry, trail: _Trail) -> gitlab.VerifiedToken:
     """The GitLab token, verified against the issuers of ``snapshot``."""
     try:
@@ -313,6 +393,7 @@ def minted_claims(*, rule: Rule, claims: dict, sub: str, jti: str, now: int) -> 
     return payload
 
 
+@sensitive_variables()
 def _mint(ctx: RequestContext, granted: _Granted, claims: dict, trail: _Trail) -> _Minted:
     """Rolegate's token for the granted role, signed with the current key."""
     session_name = minted.role_session_name(claims["project_id"], claims["job_id"])
@@ -334,6 +415,7 @@ def _mint(ctx: RequestContext, granted: _Granted, claims: dict, trail: _Trail) -
     return _Minted(token=token, jti=jti, role_session_name=session_name, issued_at=issued_at)
 
 
+@sensitive_variables()
 def _record(
     ctx: RequestContext,
     verified: gitlab.VerifiedToken,
@@ -355,6 +437,7 @@ def _record(
     return result
 
 
+@sensitive_variables()
 def _spend(verified: gitlab.VerifiedToken, rule: Rule, token: _Minted) -> None:
     """The replay row: a subject token (iss + jti) is exchanged at most once for each role."""
     claims = verified.claims
@@ -380,6 +463,7 @@ def _default_duration(rule: Rule) -> int:
     return min(DEFAULT_DURATION_SECONDS, rule.max_session_seconds)
 
 
+@sensitive_variables()
 def _assume_role(*, rule: Rule, session_name: str, token: str, duration_seconds: int) -> aws_sts.Credentials:
     try:
         return aws_sts.assume_role_with_web_identity(
@@ -435,6 +519,24 @@ def _audit_denied(ctx: RequestContext, error: ExchangeError, trail: _Trail) -> N
                 user_agent=ctx.user_agent,
                 latency_ms=_latency_ms(ctx),
                 **trail.fields(granted=False),
+            )
+    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
+        logger.exception("audit event %s could not be written", ctx.request_id)
+        raise AuditUnavailable() from None
+
+
+def _audit_counted(ctx: RequestContext, error: ExchangeError) -> None:
+    try:
+        with transaction.atomic():
+            audit_count_refusal(
+                client=client_bucket(ctx.client_ip),
+                request_id=ctx.request_id,
+                endpoint=ctx.endpoint,
+                reason=error.reason,
+                detail=error.description,
+                client_ip=ctx.client_ip,
+                user_agent=ctx.user_agent,
+                latency_ms=_latency_ms(ctx),
             )
     except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
         logger.exception("audit event %s could not be written", ctx.request_id)

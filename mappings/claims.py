@@ -56,6 +56,16 @@ class Claim:
         return self.json_type is JsonType.STRING and not self.registered
 
 
+# The range of a NUMBER claim (a NumericDate, RFC 7519 §2): 0 up to the last second of year
+# 9999, the largest time Python's datetime and the database hold. Larger values (exp = 10**400),
+# infinities and NaN are refused as invalid_claim before any time arithmetic is done with them.
+NUMBER_RANGE = (0, 253_402_300_799)
+# Characters a string checked by Rolegate never holds: NUL, which PostgreSQL text cannot store
+# (such a jti could not be spent: a 503 without an audit event). Lone surrogates (a "\ud800" JSON
+# escape) are refused too: not Unicode text. Other control characters are kept as the issuer
+# signed them and shown escaped (exchange.safe_text).
+FORBIDDEN_IN_STRINGS = frozenset({"\x00"})
+
 _STRING = JsonType.STRING
 _NUMBER = JsonType.NUMBER
 

@@ -92,6 +92,9 @@ def _dev_secret_key() -> str:
 # --- Core ------------------------------------------------------------------------------------
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# Variables and POST parameters marked sensitive (the exchange's tokens and credentials) are
+# hidden from error pages and reports with DEBUG on too.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.error_reports.AlwaysSafeExceptionReporterFilter"
 
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or (_dev_secret_key() if DEBUG else None)
 if not SECRET_KEY:
@@ -333,6 +336,17 @@ ROLEGATE_RATE_LIMIT = env_int("ROLEGATE_RATE_LIMIT", 600, minimum=0)
 # How many reverse proxies in front of Rolegate append to X-Forwarded-For. 0 (default): the
 # client is the TCP peer. With N, the client is the address the outermost trusted proxy saw.
 ROLEGATE_TRUSTED_PROXIES = env_int("ROLEGATE_TRUSTED_PROXIES", 0, minimum=0, maximum=10)
+# Where those proxies are: X-Forwarded-For is read only from a TCP peer in these networks (and
+# through hops in them), so a client reaching gunicorn directly cannot choose its own address.
+ROLEGATE_TRUSTED_PROXY_NETWORKS = env_networks(
+    "ROLEGATE_TRUSTED_PROXY_NETWORKS", "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+)
+# IPv6 clients are counted by network: one bucket per /ROLEGATE_RATE_LIMIT_IPV6_PREFIX (a site
+# usually gets a /64 or more, so per address would be 2**64 buckets).
+ROLEGATE_RATE_LIMIT_IPV6_PREFIX = env_int("ROLEGATE_RATE_LIMIT_IPV6_PREFIX", 64, minimum=32, maximum=128)
+# Exchange requests per (issuer, project_id) and minute once the token is verified (0: no
+# limit), so a runaway pipeline cannot use up what other projects need.
+ROLEGATE_PROJECT_RATE_LIMIT = env_int("ROLEGATE_PROJECT_RATE_LIMIT", 300, minimum=0)
 # A cache shared by every process (Redis), so the rate limit is global; without it each process
 # counts on its own.
 ROLEGATE_CACHE_URL = env_str("ROLEGATE_CACHE_URL")

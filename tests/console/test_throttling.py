@@ -103,3 +103,15 @@ def test_saving_the_user_without_a_password_change_keeps_its_tokens(staff, staff
     staff.first_name = "Pat"
     staff.save()
     assert bearer(staff_token).status_code == 200
+
+
+def test_a_login_without_a_client_address_is_logged_with_none_not_a_stand_in_word(staff):
+    """force_login (and any request without REMOTE_ADDR) signs in: axes stores a NULL address,
+    never a word such as "unknown" that PostgreSQL's inet column refuses."""
+    from axes.models import AccessLog
+
+    from console.throttling import request_client_ip
+
+    assert request_client_ip(type("Request", (), {"META": {}})()) is None
+    Client().force_login(staff)
+    assert AccessLog.objects.get(username=staff.get_username()).ip_address is None

@@ -142,3 +142,9 @@ def test_the_image_writes_nothing_to_the_app_folder_at_run_time():
     assert "--chown" not in dockerfile and "chown" not in dockerfile
     settings = (ROOT / "portal" / "settings.py").read_text()
     assert "(_dev_secret_key() if DEBUG else None)" in settings
+
+
+def test_the_ingress_controller_is_the_one_trusted_proxy(production):
+    config = find(production, "ConfigMap", "rolegate")["data"]
+    assert config["ROLEGATE_TRUSTED_PROXIES"] == "1"
+    assert config["ROLEGATE_TRUSTED_PROXY_NETWORKS"]

@@ -91,3 +91,22 @@ def test_readme_keeps_the_two_commands_and_the_performance_heading():
     readme = (ROOT / "README.md").read_text()
     assert "`make run`" in readme and "`make test`" in readme
     assert "\n## Performance\n" in readme
+
+
+def test_compose_trusts_exactly_the_proxy_it_documents():
+    """The compose file puts one reverse proxy in front (web is published on loopback only): the
+    default must read X-Forwarded-For from it, and only from it (issue 12: a default of 0 proxies
+    made every client the proxy's address, one rate-limit bucket for all)."""
+    import ipaddress
+    import re
+
+    data = compose()
+    env = data["services"]["web"]["environment"]
+    default = lambda value: re.fullmatch(r"\$\{\w+:-(.*)\}", value).group(1)  # noqa: E731
+    assert default(env["ROLEGATE_TRUSTED_PROXIES"]) == "1"
+    trusted = [ipaddress.ip_network(item) for item in default(env["ROLEGATE_TRUSTED_PROXY_NETWORKS"]).split(",")]
+    (ipam,) = data["networks"]["default"]["ipam"]["config"]
+    gateway = ipaddress.ip_address(ipam["gateway"])
+    assert gateway in ipaddress.ip_network(ipam["subnet"])
+    assert trusted == [ipaddress.ip_network(f"{gateway}/32")]
+    assert data["services"]["web"]["ports"] == ["127.0.0.1:8000:8000"]
