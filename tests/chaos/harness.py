@@ -248,6 +248,7 @@ class Stack:
             "ROLEGATE_ISSUER": "http://127.0.0.1:8000",
             "ROLEGATE_ISSUER_ALLOWED_NETWORKS": "127.0.0.0/8",
             "ROLEGATE_RATE_LIMIT": "0",
+            "ROLEGATE_PROJECT_RATE_LIMIT": "0",
             "ROLEGATE_LOG_LEVEL": "CRITICAL",
             "ROLEGATE_JWKS_MIN_REFRESH_SECONDS": "2",
             "ROLEGATE_JWKS_FETCH_SECONDS": "2",
@@ -388,7 +389,9 @@ def postgresql_restarted(stack: Stack, timing: Timing) -> Figures:
 
 def redis_stopped(stack: Stack, timing: Timing) -> Figures:
     redis = OwnRedis().start()
-    server = stack.serve(ROLEGATE_CACHE_URL=redis.url, ROLEGATE_RATE_LIMIT="1000000")
+    server = stack.serve(
+        ROLEGATE_CACHE_URL=redis.url, ROLEGATE_RATE_LIMIT="1000000", ROLEGATE_PROJECT_RATE_LIMIT="1000000"
+    )
     try:
         with Load(server.url, stack.mint) as load:
             time.sleep(timing.before)
