@@ -147,25 +147,107 @@ def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluat
 
 class Registry:
     """An immutable index of rules (issuer -> literal project prefix -> rules), with the
-    registered issuers of the same registry version."""
+    registered issuers of the same registry version.
+
+    :meth:`patched` makes the next version from this one by touching only the buckets of the
+    rules that changed (the rest is shared between the two snapshots, never mutated)."""
 
     def __init__(self, rules: Iterable[Rule], version: int = 0, issuers: Iterable[RegisteredIssuer] = ()):
         self.version = version
-        self._issuers_by_url = {issuer.url: issuer for issuer in issuers}
-        self._issuers_by_name = {issuer.name: issuer for issuer in self._issuers_by_url.values()}
+        self._set_issuers(issuers)
         index: dict[str, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
         by_role: dict[str, list[Rule]] = defaultdict(list)
-        count = 0
+        by_id: dict[int, Rule] = {}
         for rule in sorted(rules, key=lambda r: r.name):
             index[rule.issuer][patterns.literal_prefix(rule.project)].append(rule)
             by_role[rule.role_arn].append(rule)
-            count += 1
+            by_id[rule.id] = rule
         self._index = {issuer: {p: tuple(rs) for p, rs in buckets.items()} for issuer, buckets in index.items()}
         self._prefix_lengths = {
             issuer: tuple(sorted({len(p) for p in buckets})) for issuer, buckets in self._index.items()
         }
         self._by_role = {arn: tuple(rs) for arn, rs in by_role.items()}
-        self.size = count
+        self._by_id = by_id
+        self.size = len(by_id)
+
+    def _set_issuers(self, issuers: Iterable[RegisteredIssuer]) -> None:
+        self._issuers_by_url = {issuer.url: issuer for issuer in issuers}
+        self._issuers_by_name = {issuer.name: issuer for issuer in self._issuers_by_url.values()}
+
+    def patched(
+        self,
+        *,
+        version: int,
+        removed: Iterable[int] = (),
+        rules: Iterable[Rule] = (),
+        issuers: Iterable[RegisteredIssuer] | None = None,
+    ) -> Registry:
+        """A new snapshot: this one without the rules of ids ``removed`` and with ``rules`` (new
+        or replacing the rule of the same id); ``issuers`` replaces the issuers when given. Equal
+        to ``Registry(<the resulting rules>, version, issuers)``."""
+        new = object.__new__(Registry)
+        new.version = version
+        if issuers is None:
+            new._issuers_by_url, new._issuers_by_name = self._issuers_by_url, self._issuers_by_name
+        else:
+            new._set_issuers(issuers)
+        by_id = dict(self._by_id)
+        gone: set[int] = set()
+        buckets: set[tuple[str, str]] = set()
+        roles: set[str] = set()
+        added = {rule.id: rule for rule in rules}
+        for pk in {*removed, *added}:
+            old = by_id.pop(pk, None)
+            if old is not None:
+                gone.add(pk)
+                buckets.add((old.issuer, patterns.literal_prefix(old.project)))
+                roles.add(old.role_arn)
+        fresh: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+        fresh_by_role: dict[str, list[Rule]] = defaultdict(list)
+        for rule in added.values():
+            by_id[rule.id] = rule
+            bucket = (rule.issuer, patterns.literal_prefix(rule.project))
+            buckets.add(bucket)
+            fresh[bucket].append(rule)
+            roles.add(rule.role_arn)
+            fresh_by_role[rule.role_arn].append(rule)
+        new._by_id = by_id
+        new.size = len(by_id)
+        index = dict(self._index)
+        copied: set[str] = set()
+        for issuer, prefix in buckets:
+            if issuer not in copied:
+                index[issuer] = dict(index.get(issuer, {}))
+                copied.add(issuer)
+            kept = [rule for rule in index[issuer].get(prefix, ()) if rule.id not in gone]
+            merged = sorted(kept + fresh.get((issuer, prefix), []), key=lambda r: r.name)
+            if merged:
+                index[issuer][prefix] = tuple(merged)
+            else:
+                index[issuer].pop(prefix, None)
+        for issuer in copied:
+            if not index[issuer]:
+                del index[issuer]
+        new._index = index
+        new._prefix_lengths = dict(self._prefix_lengths)
+        for issuer in copied:
+            new._prefix_lengths.pop(issuer, None)
+            if issuer in index:
+                new._prefix_lengths[issuer] = tuple(sorted({len(p) for p in index[issuer]}))
+        by_role = dict(self._by_role)
+        for arn in roles:
+            kept = [rule for rule in by_role.get(arn, ()) if rule.id not in gone]
+            merged = sorted(kept + fresh_by_role.get(arn, []), key=lambda r: r.name)
+            if merged:
+                by_role[arn] = tuple(merged)
+            else:
+                by_role.pop(arn, None)
+        new._by_role = by_role
+        return new
+
+    def rules(self) -> Iterable[Rule]:
+        """Every rule, in no particular order."""
+        return self._by_id.values()
 
     def candidates(self, issuer: str, project_path: str | None) -> list[Rule]:
         """Rules of ``issuer`` whose project pattern could match ``project_path``, by name."""

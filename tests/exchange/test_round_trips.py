@@ -40,7 +40,9 @@ def round_trips(monkeypatch):
     counted.extend(query["sql"][:60] for query in queries.captured_queries)
 
 
-def test_a_granted_token_exchange_costs_at_most_three_round_trips(api, registry, stand_in, web_main_claims, monkeypatch):
+def test_a_granted_token_exchange_costs_at_most_three_round_trips(
+    api, registry, stand_in, web_main_claims, monkeypatch
+):
     require_postgresql()
     warm = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
     assert warm.status_code == 200  # the registry snapshot, JWKS and signing key are cached now
