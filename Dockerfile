@@ -19,4 +19,4 @@ RUN DJANGO_SECRET_KEY=collectstatic-build-only python manage.py collectstatic --
 
 USER rolegate
 EXPOSE 8000
-CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "portal.wsgi:application", "--config", "gunicorn.conf.py", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]

@@ -68,6 +68,7 @@ def iam_verdict(rule: Rule, *, issuer: Issuer, claims: Mapping[str, object]) -> 
                 claims=claims,
                 mapping_name=rule.name,
                 session_tags=rule.session_tags,
+                role_name=rule.role_name,
             )
             how = "the token Rolegate would mint"
     except iam_eval.UnsupportedPolicy as exc:

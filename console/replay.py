@@ -20,7 +20,13 @@ from mappings.matching import Registry, decide
 
 # Decisions the matcher made; events refused before it (bad signature, expired, ...) do not
 # depend on the configuration.
-MATCHER_REASONS = ("granted", matching.NO_MATCHING_MAPPING, matching.AMBIGUOUS_ROLE, matching.DIRECT_MODE_ACCOUNT)
+MATCHER_REASONS = (
+    "granted",
+    matching.NO_MATCHING_MAPPING,
+    matching.AMBIGUOUS_ROLE,
+    matching.DIRECT_MODE_ACCOUNT,
+    matching.CLAIM_NOT_TAGGABLE,
+)
 
 
 @dataclass(frozen=True)

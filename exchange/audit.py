@@ -23,6 +23,7 @@ from django.utils import timezone
 from exchange.models import AuditEvent, UsedToken
 from exchange.safe_text import csv_cell
 from mappings.claims import AUDITED
+from portal import metrics
 
 # The public shape of an audit event: exports, the audit API and the admin's downloads.
 AUDIT_FIELDS = (
@@ -190,10 +191,18 @@ def _spend_and_record_sql(used: UsedToken, event: AuditEvent) -> tuple[str, list
 
 
 def _log_after_commit(event: AuditEvent) -> None:
+    # Once the row is committed (a rolled-back event, a 503, was never recorded): logged from the
+    # stored row (the same fields, cut the same way, as the audit API and exports; never a token)
+    # and counted in the metrics. In autocommit (the token endpoint's one statement): at once.
+    transaction.on_commit(lambda: _audit_committed(event), robust=True)
+
+
+def _audit_committed(event: AuditEvent) -> None:
     if settings.ROLEGATE_AUDIT_LOG:
-        # After the row is committed (a rolled-back event was never recorded), from the stored
-        # row: the same fields, cut the same way, as the audit API and exports; never a token.
-        transaction.on_commit(lambda: _audit_log(event), robust=True)
+        _audit_log(event)
+    metrics.exchange_observed(
+        endpoint=event.endpoint, outcome=event.outcome, reason=event.reason, latency_ms=event.latency_ms
+    )
 
 
 def _audit_log(event: AuditEvent) -> None:

@@ -24,6 +24,7 @@ import requests
 from django.conf import settings
 
 from exchange import reasons
+from exchange.jwks_status import jwks_fetch_recorded
 from mappings.claims import (
     BY_NAME,
     ENUMERATED,
@@ -206,6 +207,9 @@ def signing_key(issuer: RegisteredIssuer, kid: str) -> jwt.PyJWK:
                 entry.fetched_at = time.time()
             except JwksFetchError as exc:
                 logger.warning("JWKS of issuer %s unavailable: %s", issuer.name, exc)
+                jwks_fetch_recorded(issuer=issuer.name, error=str(exc))
+            else:
+                jwks_fetch_recorded(issuer=issuer.name, error=None)
         found = entry.keys.get(kid)
         if found is not None:
             return found

@@ -266,3 +266,16 @@ def sign(payload: dict) -> str:
 
 def new_jti() -> str:
     return uuid.uuid4().hex
+
+
+def signing_key_problems() -> list[str]:
+    """Why a key that signs now or will sign next cannot be used (it does not decrypt with
+    ``DJANGO_SECRET_KEY`` or its fallbacks); empty when every one can (or none exists yet: the
+    first exchange creates one). Decrypts afresh, ignoring this process's cache."""
+    problems = []
+    for row in SigningKey.objects.filter(state__in=[SigningKey.State.CURRENT, SigningKey.State.NEXT]).order_by("id"):
+        try:
+            _decrypt(row.private_key_encrypted, row.kid)
+        except (SigningKeyError, ValueError) as exc:
+            problems.append(str(exc))
+    return problems

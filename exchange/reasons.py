@@ -35,6 +35,7 @@ NO_MATCHING_MAPPING = matching.NO_MATCHING_MAPPING
 AMBIGUOUS_ROLE = matching.AMBIGUOUS_ROLE
 DIRECT_MODE_ACCOUNT = matching.DIRECT_MODE_ACCOUNT
 SUB_TOO_LONG = matching.SUB_TOO_LONG
+CLAIM_NOT_TAGGABLE = matching.CLAIM_NOT_TAGGABLE
 INVALID_DURATION = "invalid_duration"
 STS_REFUSED = "sts_refused"
 
@@ -79,6 +80,12 @@ REASONS: dict[str, tuple[str, int, str]] = {
     AMBIGUOUS_ROLE: ("invalid_target", 400, "No audience given and several roles match."),
     DIRECT_MODE_ACCOUNT: ("invalid_target", 400, "The role's account is in direct mode."),
     SUB_TOO_LONG: ("invalid_target", 400, "The minted sub would exceed 255 characters."),
+    CLAIM_NOT_TAGGABLE: (
+        "invalid_target",
+        400,
+        "A mapping would grant the role, but a claim it conditions on through a session tag cannot be a tag value "
+        "exactly (characters outside AWS's tag set, or over 256), so IAM would refuse the token.",
+    ),
     INVALID_DURATION: ("invalid_target", 400, "duration_seconds is above the role's max_session_seconds."),
     STS_REFUSED: ("invalid_target", 400, "STS refused AssumeRoleWithWebIdentity (its error code is in the detail)."),
     STS_UNAVAILABLE: (

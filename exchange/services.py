@@ -32,6 +32,7 @@ from mappings.aws_errors import AwsPermanentError, AwsTransientError
 from mappings.claims import COPIED
 from mappings.matching import Registry, Rule, decide
 from mappings.selectors import registry
+from portal import metrics
 from portal.api_errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class ExchangeError(ApiError):
 
 class AuditUnavailable(ApiError):
     def __init__(self):
+        metrics.AUDIT_WRITE_FAILURES.inc()
         super().__init__(
             "temporarily_unavailable",
             "The exchange could not record its audit event, so it refuses to answer; try again shortly.",

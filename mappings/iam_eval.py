@@ -120,16 +120,41 @@ def minted_token_allowed(
     claims: Mapping[str, object],
     mapping_name: str,
     session_tags: bool,
+    role_name: str,
 ) -> bool:
-    """Whether IAM would accept a token Rolegate minted for ``claims`` (brokered mode)."""
-    sub = minted.minted_sub(issuer_name, str(claims["project_path"]), str(claims["ref_type"]), str(claims["ref"]))
+    """Whether IAM would accept a token Rolegate minted for ``claims`` and the role ``role_name``
+    in ``account_id`` (brokered mode), under that role's trust policy ``policy``."""
+    sub = minted.minted_sub(
+        issuer_name,
+        str(claims["project_path"]),
+        str(claims["ref_type"]),
+        str(claims["ref"]),
+        account_id=account_id,
+        role_name=role_name,
+    )
     tags = (
         {key: values[0] for key, values in minted.principal_tags(claims, mapping_name).items()}
         if session_tags
         else None
     )
+    return minted_sub_allowed(
+        policy, rolegate_issuer=rolegate_issuer, account_id=account_id, sub=sub, aud=audience, request_tags=tags
+    )
+
+
+def minted_sub_allowed(
+    policy: Mapping,
+    *,
+    rolegate_issuer: str,
+    account_id: str,
+    sub: str,
+    aud: str,
+    request_tags: Mapping[str, str] | None,
+) -> bool:
+    """Whether IAM would accept, in ``account_id``, a token from Rolegate with this ``sub``,
+    ``aud`` and session tags (``None``: a token without the tags claim)."""
     requests = web_identity_requests(
-        provider_url=rolegate_issuer, account_id=account_id, sub=sub, aud=audience, request_tags=tags
+        provider_url=rolegate_issuer, account_id=account_id, sub=sub, aud=aud, request_tags=request_tags
     )
     return all(allows(policy, request) for request in requests)
 

@@ -20,6 +20,14 @@ NO_MATCHING_MAPPING = "no_matching_mapping"
 AMBIGUOUS_ROLE = "ambiguous_role"
 DIRECT_MODE_ACCOUNT = "direct_mode_account"
 SUB_TOO_LONG = "sub_too_long"
+CLAIM_NOT_TAGGABLE = "claim_not_taggable"
+
+# Why a check failed (``Failure.why``): the value does not match the pattern; the value matches
+# but no session tag can carry it exactly, so IAM could not check it; the mapping's pattern holds
+# characters no session tag can, so IAM cannot compare it as written.
+MISMATCH = "mismatch"
+NOT_TAGGABLE = "not_taggable"
+PATTERN_NOT_TAGGABLE = "pattern_not_taggable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +73,21 @@ class Failure:
     field: str
     pattern: str
     value: str | None
+    why: str = MISMATCH
 
     def sentence(self) -> str:
+        if self.why == NOT_TAGGABLE:
+            return (
+                f"{self.field} {self.pattern!r} matches {self.value!r}, but no AWS session tag can carry that value "
+                f"exactly (at most {minted.MAX_TAG_VALUE_LENGTH} letters, digits, spaces and _ . : / = + - @), "
+                "so IAM could not check it"
+            )
+        if self.why == PATTERN_NOT_TAGGABLE:
+            return (
+                f"{self.field} pattern {self.pattern!r} holds {minted.untaggable_pattern_chars(self.pattern)!r}, "
+                "which no AWS session tag value can, so IAM cannot check it and the mapping grants nothing; "
+                "change the pattern"
+            )
         return f"{self.field} {self.pattern!r} does not match {self.value!r}"
 
 
@@ -99,16 +120,54 @@ def _claim(claims: Mapping[str, object], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@dataclass(frozen=True, slots=True)
+class TagCheck:
+    """A condition of a mapping that IAM checks through a session tag (brokered roles with tags)."""
+
+    field: str  # the mapping's field
+    claim: str  # the claim, and the session tag (same name) that carries its value
+    patterns: tuple[str, ...]  # what IAM compares the tag with (any of them)
+
+
+def tag_checks(rule: Rule) -> tuple[TagCheck, ...]:
+    """``rule``'s conditions that IAM can check only through session tags."""
+    checks = []
+    if rule.protected:
+        checks.append(TagCheck("protected", "ref_protected", ("true",)))
+    if rule.environment is not None:
+        checks.append(TagCheck("environment", "environment", (rule.environment,)))
+    if rule.pipeline_sources:
+        checks.append(TagCheck("pipeline_sources", "pipeline_source", tuple(rule.pipeline_sources)))
+    return tuple(checks)
+
+
 def has_tag_conditions(rule: Rule) -> bool:
     """Whether ``rule`` has conditions that IAM can check only through session tags."""
     return rule.protected or rule.environment is not None or bool(rule.pipeline_sources)
 
 
+def tags_enforced(rule: Rule) -> bool:
+    """Whether IAM checks ``rule``'s tag conditions: a brokered role with session tags."""
+    return rule.account_mode == "brokered" and rule.session_tags
+
+
+def lossy_tag_patterns(rule: Rule) -> tuple[tuple[TagCheck, str], ...]:
+    """Patterns of ``rule``'s tag conditions holding characters no tag value can (wildcards
+    aside): IAM could not compare them as written, so on a role with session tags such a mapping
+    grants nothing and is left out of the trust policy (refused when written since)."""
+    return tuple(
+        (check, pattern)
+        for check in tag_checks(rule)
+        for pattern in check.patterns
+        if minted.untaggable_pattern_chars(pattern)
+    )
+
+
 def unenforceable(rule: Rule) -> bool:
     """A brokered role without session tags cannot make IAM check ``protected``, ``environment``
-    or ``pipeline_sources``; and since a minted token is not bound to one role, a token minted for
-    another role with the same project and ref would pass this role's trust policy. Such a
-    mapping grants nothing (and is left out of the trust policy)."""
+    or ``pipeline_sources``: its policy could hold only the ``sub``. Such a mapping grants nothing
+    (and is left out of the trust policy), so that IAM always checks every condition Rolegate
+    does where it can see them (docs/trust-model.md)."""
     return rule.account_mode == "brokered" and not rule.session_tags and has_tag_conditions(rule)
 
 
@@ -142,7 +201,24 @@ def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluat
         source = _claim(claims, "pipeline_source")
         if source not in rule.pipeline_sources:
             failed.append(Failure("pipeline_sources", ",".join(rule.pipeline_sources), source))
+    if tags_enforced(rule):
+        failed.extend(_tag_failures(rule, claims, {f.field for f in failed}))
     return Evaluation(rule=rule, failed=tuple(failed))
+
+
+def _tag_failures(rule: Rule, claims: Mapping[str, object], failed_fields: set[str]) -> list[Failure]:
+    """IAM checks these conditions on the session tags alone: a pattern it cannot compare as
+    written fails, and so does a claim that met the condition but cannot be a tag exactly (the
+    token carries no tag for it, so IAM would refuse the token Rolegate minted)."""
+    failures = []
+    for check in tag_checks(rule):
+        shown = ",".join(check.patterns)
+        value = _claim(claims, check.claim)
+        if any(minted.untaggable_pattern_chars(p) for p in check.patterns):
+            failures.append(Failure(check.field, shown, value, why=PATTERN_NOT_TAGGABLE))
+        elif check.field not in failed_fields and not minted.taggable(value):
+            failures.append(Failure(check.field, shown, value, why=NOT_TAGGABLE))
+    return failures
 
 
 class Registry:
@@ -293,6 +369,9 @@ def decide(
     if role_arn is not None:
         matched = [rule for rule in matched if rule.role_arn == role_arn]
         if not matched:
+            untaggable = _only_untaggable(e for e in evaluations if e.rule.role_arn == role_arn)
+            if untaggable is not None:
+                return _claim_not_taggable(untaggable, evaluations)
             return Decision(
                 False,
                 NO_MATCHING_MAPPING,
@@ -304,6 +383,9 @@ def decide(
     else:
         roles = sorted({rule.role_arn for rule in matched})
         if not roles:
+            untaggable = _only_untaggable(evaluations)
+            if untaggable is not None:
+                return _claim_not_taggable(untaggable, evaluations)
             return Decision(
                 False,
                 NO_MATCHING_MAPPING,
@@ -329,16 +411,41 @@ def decide(
             evaluations=evaluations,
         )
     sub = minted.minted_sub(
-        issuer, str(claims.get("project_path")), str(claims.get("ref_type")), str(claims.get("ref"))
+        issuer,
+        str(claims.get("project_path")),
+        str(claims.get("ref_type")),
+        str(claims.get("ref")),
+        account_id=rule.account_id,
+        role_name=rule.role_name,
     )
     if len(sub) > minted.MAX_SUB_LENGTH:
         return Decision(
             False,
             SUB_TOO_LONG,
             f"The minted sub would be {len(sub)} characters, more than AWS's {minted.MAX_SUB_LENGTH}; "
-            "shorten the issuer name, project path or ref.",
+            "shorten the issuer name, project path, ref or role name.",
             evaluations=evaluations,
         )
     return Decision(
         True, "granted", f"Mapping {rule.name!r} grants {rule.role_arn}.", rule=rule, evaluations=evaluations, sub=sub
+    )
+
+
+def _only_untaggable(evaluations: Iterable[Evaluation]) -> Evaluation | None:
+    """The first evaluation that failed only because a claim cannot be a session tag exactly."""
+    return next(
+        (e for e in evaluations if e.failed and all(f.why == NOT_TAGGABLE for f in e.failed)),
+        None,
+    )
+
+
+def _claim_not_taggable(evaluation: Evaluation, evaluations: tuple[Evaluation, ...]) -> Decision:
+    rule = evaluation.rule
+    return Decision(
+        False,
+        CLAIM_NOT_TAGGABLE,
+        f"Mapping {rule.name!r} would grant {rule.role_arn}, but IAM checks its conditions on session tags and "
+        + "; ".join(f.sentence() for f in evaluation.failed)
+        + ". Rolegate refuses rather than mint a token IAM would refuse or misread.",
+        evaluations=evaluations,
     )

@@ -1,13 +1,15 @@
-"""What a token minted by Rolegate says about a job (docs/api.md#the-minted-token).
+"""What a token minted by Rolegate says about a job and the role it is for (docs/api.md#the-minted-token,
+docs/trust-model.md#one-token-one-role).
 
 Shared by the exchange, which mints the token, and the trust-policy generator, which must accept
-exactly it: the ``sub`` formats, the session tags and their sanitising, the role session name.
+exactly it: the ``sub`` formats, the session tags (exact values or none), the role session name.
 Pure functions, no Django.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 
 from mappings.claims import SESSION_TAGS
@@ -19,15 +21,31 @@ MAPPING_CLAIM = "rolegate_mapping"
 # mapping's name.
 PRINCIPAL_TAG_KEYS = (*SESSION_TAGS, "mapping")
 MAX_TAG_VALUE_LENGTH = 256
-# AWS tag values: Unicode letters, digits, whitespace and _ . : / = + - @
+# AWS tag values: [\p{L}\p{Z}\p{N}_.:/=+\-@]*, at most 256 characters. Unicode letters, separators
+# (spaces) and numbers, by general category: NOT Python's \s, which also holds TAB, LF, VT, FF, CR,
+# U+001C-U+001F and U+0085 (category Cc), all of which STS refuses.
 # https://docs.aws.amazon.com/IAM/latest/UserGuide/id_session-tags.html
-_TAG_VALUE_DISALLOWED = re.compile(r"[^\w\s.:/=+\-@]", re.UNICODE)
+# https://docs.aws.amazon.com/STS/latest/APIReference/API_Tag.html
+TAG_VALUE_SYMBOLS = frozenset("_.:/=+-@")
+_TAG_VALUE_CATEGORIES = frozenset("LZN")
 _SESSION_NAME_DISALLOWED = re.compile(r"[^\w+=,.@-]")
+ROLE_MARKER = ":role:"
 
 
-def minted_sub(issuer_name: str, project_path: str, ref_type: str, ref: str) -> str:
-    """``sub`` of a token Rolegate mints; trust policies of brokered accounts match on it."""
-    return f"{issuer_name}:project_path:{project_path}:ref_type:{ref_type}:ref:{ref}"
+def role_binding(account_id: str, role_name: str) -> str:
+    r"""The last field of a minted ``sub``: the one role the token is for. Neither an account id
+    (12 digits) nor an IAM role name (``[\w+=,.@-]``) holds ``:``, ``*`` or ``?``, so a trust
+    policy pattern ending in ``:role:<this>`` admits no token minted for another role, whatever
+    wildcards come before it (docs/trust-model.md, "Role-bound tokens and session tags")."""
+    return f"{ROLE_MARKER}{account_id}/{role_name}"
+
+
+def minted_sub(issuer_name: str, project_path: str, ref_type: str, ref: str, *, account_id: str, role_name: str) -> str:
+    """``sub`` of a token Rolegate mints for the role ``role_name`` in ``account_id``; trust
+    policies of brokered accounts match on it. The role is always the last field."""
+    return (
+        f"{issuer_name}:project_path:{project_path}:ref_type:{ref_type}:ref:{ref}{role_binding(account_id, role_name)}"
+    )
 
 
 def gitlab_sub(project_path: str, ref_type: str, ref: str) -> str:
@@ -35,17 +53,34 @@ def gitlab_sub(project_path: str, ref_type: str, ref: str) -> str:
     return f"project_path:{project_path}:ref_type:{ref_type}:ref:{ref}"
 
 
-def sanitize_tag_value(value: str) -> str:
-    """A claim value made acceptable as an AWS tag value: other characters become ``_``, and the
-    value is cut to 256 characters. The policy generator applies the same to literal patterns."""
-    return _TAG_VALUE_DISALLOWED.sub("_", value)[:MAX_TAG_VALUE_LENGTH]
+def tag_char(char: str) -> bool:
+    """Whether ``char`` may appear in an AWS tag value."""
+    return char in TAG_VALUE_SYMBOLS or unicodedata.category(char)[0] in _TAG_VALUE_CATEGORIES
+
+
+def taggable(value: object) -> bool:
+    """Whether ``value`` can be an AWS tag value exactly as it is: a string of at most 256
+    characters, each in the tag character set. Anything else is carried as no tag at all: a
+    rewritten stand-in could equal another job's value (``prod{eu`` and ``prod_eu``)."""
+    return isinstance(value, str) and len(value) <= MAX_TAG_VALUE_LENGTH and all(tag_char(c) for c in value)
+
+
+def untaggable_pattern_chars(pattern: str) -> str:
+    """The characters of a pattern on a tagged claim that no tag value can hold (wildcards
+    aside), each once, in order; empty when IAM can compare the pattern with the tag as written."""
+    seen: dict[str, None] = {}
+    for char in pattern:
+        if char not in "*?" and not tag_char(char):
+            seen.setdefault(char)
+    return "".join(seen)
 
 
 def principal_tags(claims: Mapping[str, object], mapping_name: str) -> dict[str, list[str]]:
-    """The ``principal_tags`` of the session-tags claim: each a single-element string array."""
+    """The ``principal_tags`` of the session-tags claim: each a single-element string array
+    holding the claim's exact value; a claim that is absent or not :func:`taggable` has no tag."""
     values: dict[str, object] = {key: claims.get(key) for key in PRINCIPAL_TAG_KEYS if key != "mapping"}
     values["mapping"] = mapping_name
-    return {key: [sanitize_tag_value(value)] for key, value in values.items() if isinstance(value, str)}
+    return {key: [value] for key, value in values.items() if isinstance(value, str) and taggable(value)}
 
 
 def session_tags_claim(claims: Mapping[str, object], mapping_name: str) -> dict[str, object]:

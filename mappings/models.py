@@ -15,7 +15,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from mappings import addresses, patterns
+from mappings import addresses, minted, patterns
 from mappings import guardrails as guardrail_rules
 
 # Every pipeline_source GitLab documents for CI ID tokens (tests/fixtures/gitlab_id_token_claims.json).
@@ -380,17 +380,23 @@ class Mapping(TimestampedModel):
             )
         role = _related(self, "role")  # a missing role is reported on the field itself
         conditioned = self.protected or self.environment is not None or bool(self.pipeline_sources)
-        if (
-            conditioned
-            and role is not None
-            and role.account_id is not None
-            and role.account.mode == Account.Mode.BROKERED
-            and not role.session_tags
-        ):
+        brokered = role is not None and role.account_id is not None and role.account.mode == Account.Mode.BROKERED
+        if conditioned and brokered and not role.session_tags:
             raise ValidationError(
                 f"Role {role} does not use session tags, so IAM cannot check this mapping's protected, "
-                "environment or pipeline_sources conditions (and a token minted for another role with the "
-                "same project and ref would pass them). Turn on session_tags for the role, or drop the conditions."
+                "environment or pipeline_sources conditions: its trust policy could hold only the project "
+                "and ref. Turn on session_tags for the role, or drop the conditions."
+            )
+        untaggable = minted.untaggable_pattern_chars(self.environment) if isinstance(self.environment, str) else ""
+        if brokered and role.session_tags and untaggable:
+            # IAM compares this pattern with the environment session tag, whose values hold only
+            # letters, digits, spaces and _ . : / = + - @ (docs/trust-model.md).
+            raise ValidationError(
+                {
+                    "environment": f"The pattern holds {untaggable!r}, which no AWS session tag value can: IAM checks "
+                    "it against the job's environment tag, so it could never be met as written (and a rewritten "
+                    "pattern would let in other environments). Use '?' or '*' in its place."
+                }
             )
         if role is not None and role.account_id is not None:
             _raise_violations(

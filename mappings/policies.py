@@ -3,9 +3,11 @@
 A role's trust policy makes IAM itself enforce what the role's mappings say, as far as IAM can:
 
 - *brokered* accounts trust Rolegate's OIDC provider and match the minted token's ``sub``
-  (``mappings.minted.minted_sub``); where the role has session tags, the conditions IAM can read
-  from them (``aws:RequestTag/ref_protected``, ``/environment``, ``/pipeline_source``) are added, so
-  IAM refuses what the mapping refuses.
+  (``mappings.minted.minted_sub``), which ends with the role it was minted for, so no other role's
+  policy admits it; where the role has session tags, the conditions IAM can read from them
+  (``aws:RequestTag/ref_protected``, ``/environment``, ``/pipeline_source``) are added, compared
+  with the claims' exact values (a claim no tag can carry exactly has no tag), so IAM refuses what
+  the mapping refuses.
 - *direct* accounts trust each GitLab issuer's own provider and match GitLab's ``sub``
   (``mappings.minted.gitlab_sub``); conditions IAM cannot check on a GitLab token become warnings.
 
@@ -28,7 +30,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from mappings import minted, patterns
-from mappings.matching import Rule, has_tag_conditions
+from mappings.matching import Rule, has_tag_conditions, lossy_tag_patterns
 
 POLICY_VERSION = "2012-10-17"
 ASSUME_ACTION = "sts:AssumeRoleWithWebIdentity"
@@ -129,16 +131,15 @@ def live_rules(rules: Iterable[Rule], now: datetime) -> list[Rule]:
     return [r for r in rules if r.enabled and (r.expires_at is None or r.expires_at > now)]
 
 
-def tag_pattern(pattern: str) -> str:
-    """A pattern on a claim value made comparable with the sanitised session tag value: literal
-    parts go through ``minted.sanitize_tag_value``, wildcards stay."""
-    return "".join(c if c in patterns.WILDCARDS else minted.sanitize_tag_value(c) for c in pattern)
-
-
 def unchecked_conditions(rule: Rule, *, mode: str, session_tags: bool) -> tuple[str, ...]:
     """Warnings for the conditions of ``rule`` that IAM cannot check in this account."""
     if mode == BROKERED and session_tags:
-        return ()
+        return tuple(
+            f"mapping {rule.name} grants nothing: its {check.field} pattern {pattern!r} holds "
+            f"{minted.untaggable_pattern_chars(pattern)!r}, which no session tag value can, so IAM cannot "
+            "check it as written; change the pattern"
+            for check, pattern in lossy_tag_patterns(rule)
+        )
     if mode == BROKERED and has_tag_conditions(rule):
         return (
             f"mapping {rule.name} grants nothing: IAM can check its protected/environment/pipeline_sources "
@@ -246,13 +247,18 @@ def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
     for rule in rules:
         if not data.session_tags and has_tag_conditions(rule):
             continue  # grants nothing (mappings.matching.unenforceable): IAM could not check it
+        if data.session_tags and lossy_tag_patterns(rule):
+            continue  # grants nothing (mappings.matching, PATTERN_NOT_TAGGABLE): never a lossy stand-in
         signature = (
             _Signature(rule.protected, rule.environment, tuple(sorted(rule.pipeline_sources)))
             if data.session_tags
             else _NO_CONDITIONS
         )
         ref_type = "*" if rule.ref_type == "any" else rule.ref_type
-        groups.setdefault(signature, []).append(minted.minted_sub(rule.issuer, rule.project, ref_type, rule.ref))
+        sub = minted.minted_sub(
+            rule.issuer, rule.project, ref_type, rule.ref, account_id=rule.account_id, role_name=rule.role_name
+        )
+        groups.setdefault(signature, []).append(sub)
     compacted = {signature: compact(subs) for signature, subs in groups.items()}
     # A pattern is also redundant when a statement with weaker conditions already covers it.
     kept: dict[_Signature, list[str]] = {}
@@ -280,7 +286,7 @@ def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
         if signature.pipeline_sources:
             equals["aws:RequestTag/pipeline_source"] = _one_or_list(signature.pipeline_sources)
         if signature.environment is not None:
-            like["aws:RequestTag/environment"] = tag_pattern(signature.environment)
+            like["aws:RequestTag/environment"] = signature.environment  # tag values are exact
         statements.append(_statement(federated=federated, actions=actions, equals=equals, like=like))
     return statements
 

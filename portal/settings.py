@@ -134,12 +134,15 @@ INSTALLED_APPS = [
     "mappings",
     "exchange",
     "console",
+    "console.alerts",
 ]
 
 MIDDLEWARE = [
     "portal.middleware.RequestIdMiddleware",
     # /healthz and /readyz, answered before host validation and HTTPS redirects (portal.probes).
     "portal.probes.ProbeMiddleware",
+    # GET /metrics, protected by ROLEGATE_METRICS_TOKEN / _ALLOWED_NETWORKS (console.metrics).
+    "console.metrics.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -304,6 +307,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "exchange-used-tokens-prune": {"task": "exchange.tasks.used_tokens_prune_task", "schedule": 3600.0},
     # console: delete audit events older than ROLEGATE_AUDIT_RETENTION_DAYS, daily.
     "audit-retention": {"task": "console.audit_retention", "schedule": crontab(hour=3, minute=17)},
+    # Open and clear alert problems, and tell the webhooks (console/alerts/, docs/operations.md "Alerts").
+    "alerts-evaluate": {"task": "console.alerts.evaluate", "schedule": 60.0},
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -413,6 +418,45 @@ AUTHENTICATION_BACKENDS = [
 ]
 LOGIN_REDIRECT_URL = "/admin/"
 LOGIN_REDIRECT_URL_FAILURE = "/admin/login/"
+
+# --- Metrics and alerts (docs/operations.md "Metrics", "Alerts") ------------------------------
+
+
+def _networks(name: str) -> list:
+    import ipaddress
+
+    networks = []
+    for item in env_list(name):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+    return networks
+
+
+# GET /metrics needs this bearer token and/or a TCP peer in these networks; with neither, 404.
+ROLEGATE_METRICS_TOKEN = env_secret("ROLEGATE_METRICS_TOKEN")
+ROLEGATE_METRICS_ALLOWED_NETWORKS = _networks("ROLEGATE_METRICS_ALLOWED_NETWORKS")
+
+
+def _alert_webhooks(name: str) -> list[tuple[str, str]]:
+    """``kind:url`` entries, comma-separated: ``slack:https://hooks.slack.com/…,json:https://…``."""
+    hooks = []
+    for item in (env_secret(name) or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        kind, _, url = item.partition(":")
+        parts = urlsplit(url)
+        if kind not in ("json", "slack") or parts.scheme not in ("http", "https") or not parts.hostname:
+            # Never echo the entry: a Slack webhook URL is a secret.
+            raise ImproperlyConfigured(f"{name}: entry {len(hooks) + 1} is not json:<https URL> or slack:<https URL>")
+        hooks.append((kind, url))
+    return hooks
+
+
+# Alert webhooks besides those of the admin (also ROLEGATE_ALERT_WEBHOOKS_FILE).
+ROLEGATE_ALERT_WEBHOOKS = _alert_webhooks("ROLEGATE_ALERT_WEBHOOKS")
 
 # Log lines: "plain" text (the development default) or "json", one object per line with the
 # request id and the Celery task id (portal.log_context).

@@ -1,5 +1,6 @@
 """The matcher (mappings.matching) on the registry personas."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,7 +46,9 @@ def test_grants_the_web_teams_main_branch_job(web_main_claims):
     assert decision.granted
     assert decision.rule.name == "web-main"
     assert decision.role_arn == DEPLOY_WEB
-    assert decision.sub == "gitlab-example:project_path:platform/web:ref_type:branch:ref:main"
+    assert (
+        decision.sub == "gitlab-example:project_path:platform/web:ref_type:branch:ref:main:role:123456789012/deploy-web"
+    )
 
 
 def test_feature_branch_merge_request_is_refused_with_every_failing_condition(feature_mr_claims):
@@ -131,11 +134,83 @@ def test_index_finds_rules_by_literal_prefix_only():
 
 
 def test_a_conditioned_mapping_of_a_brokered_role_without_session_tags_grants_nothing(web_main_claims):
-    """IAM could check its condition only through session tags, and a token minted for another
-    role with the same project and ref would pass the role's sub-only trust policy."""
+    """IAM could check its condition only through session tags: the role's trust policy would
+    hold only the project and ref."""
     registry = Registry([rule("web-main", session_tags=False, protected=True)])
     decision = decide(registry, issuer="gitlab-example", claims=web_main_claims, now=NOW)
     assert not decision.granted
     assert [f.field for f in decision.evaluations[0].failed] == ["session_tags"]
     plain = Registry([rule("web-main", session_tags=False, protected=False)])
     assert decide(plain, issuer="gitlab-example", claims=web_main_claims, now=NOW).granted
+
+
+def test_a_claim_no_session_tag_can_carry_is_refused_where_iam_checks_it_by_tag(api_production_claims):
+    """The token would carry no environment tag, so IAM would refuse it: refused with its own
+    reason, naming the mapping and the value, rather than minted."""
+    registry = Registry([rule("api-prod", role_arn=DEPLOY_API, project="platform/*", environment="prod*")])
+    claims = {**api_production_claims, "environment": "prod{eu"}
+    for role_arn in (None, DEPLOY_API):
+        decision = decide(registry, issuer="gitlab-example", claims=claims, now=NOW, role_arn=role_arn)
+        assert not decision.granted
+        assert decision.reason == matching.CLAIM_NOT_TAGGABLE
+        assert "'api-prod'" in decision.detail and "'prod{eu'" in decision.detail
+        [failure] = decision.evaluations[0].failed
+        assert (failure.field, failure.why) == ("environment", matching.NOT_TAGGABLE)
+    # Another mapping of the role that does not condition on it still grants (the token then has no
+    # environment tag, and that mapping's statement needs none).
+    plain = rule("api-any", role_arn=DEPLOY_API, project="platform/*")
+    both = Registry([rule("api-prod", role_arn=DEPLOY_API, project="platform/*", environment="prod*"), plain])
+    assert decide(both, issuer="gitlab-example", claims=claims, now=NOW).rule == plain
+
+
+@pytest.mark.parametrize("environment", ["prod\teu", "prod\x85", "p" * 257])
+def test_every_untaggable_environment_is_refused_by_tag_checking_mappings(api_production_claims, environment):
+    registry = Registry([rule("api-prod", role_arn=DEPLOY_API, project="platform/*", environment="p*")])
+    claims = {**api_production_claims, "environment": environment}
+    assert decide(registry, issuer="gitlab-example", claims=claims, now=NOW).reason == matching.CLAIM_NOT_TAGGABLE
+
+
+def test_a_mismatch_is_no_matching_mapping_even_when_the_value_is_untaggable(api_production_claims):
+    registry = Registry([rule("api-prod", role_arn=DEPLOY_API, project="platform/*", environment="staging")])
+    claims = {**api_production_claims, "environment": "prod{eu"}
+    decision = decide(registry, issuer="gitlab-example", claims=claims, now=NOW)
+    assert decision.reason == matching.NO_MATCHING_MAPPING
+    assert [f.why for f in decision.evaluations[0].failed] == [matching.MISMATCH]
+
+
+def test_direct_mode_has_no_tag_checks(api_production_claims):
+    registry = Registry([rule("api-prod", role_arn=DEPLOY_API, project="platform/*", environment="prod*{")])
+    claims = {**api_production_claims, "environment": "prod{eu{"}
+    direct = Registry([replace(r, account_mode="direct") for r in registry.rules_for_role(DEPLOY_API)])
+    decision = decide(direct, issuer="gitlab-example", claims=claims, now=NOW)
+    assert decision.reason == matching.DIRECT_MODE_ACCOUNT
+    assert decision.evaluations[0].matched
+
+
+def test_an_environment_pattern_no_tag_can_hold_grants_nothing_on_a_role_with_tags(api_production_claims):
+    """A row written before such patterns were refused: IAM cannot compare it as written (the
+    generator leaves it out), so the matcher fails it too and explain and the exchange agree."""
+    registry = Registry([rule("api-prod", role_arn=DEPLOY_API, project="platform/*", environment="prod{eu}")])
+    for environment in ("prod{eu}", "prod_eu_"):
+        claims = {**api_production_claims, "environment": environment}
+        decision = decide(registry, issuer="gitlab-example", claims=claims, now=NOW)
+        assert not decision.granted
+        whys = [f.why for f in decision.evaluations[0].failed]
+        assert matching.PATTERN_NOT_TAGGABLE in whys
+        assert decision.reason == matching.NO_MATCHING_MAPPING
+    [failure] = [f for f in decision.evaluations[0].failed if f.why == matching.PATTERN_NOT_TAGGABLE]
+    assert "'{}'" in failure.sentence() and "grants nothing" in failure.sentence()
+
+
+def test_the_role_in_the_sub_counts_towards_its_255_characters(web_main_claims):
+    """Fits without the role suffix, not with it."""
+    suffix = len(":role:123456789012/deploy-web")
+    base = len("gitlab-example:project_path:platform/web:ref_type:branch:ref:")
+    claims = {**web_main_claims, "ref": "r" * (255 - base - suffix + 1)}
+    registry = Registry([rule("web-main", ref="r*")])
+    decision = decide(registry, issuer="gitlab-example", claims=claims, now=NOW)
+    assert decision.reason == matching.SUB_TOO_LONG
+    assert "256 characters" in decision.detail and "role name" in decision.detail
+    claims["ref"] = claims["ref"][:-1]
+    decision = decide(registry, issuer="gitlab-example", claims=claims, now=NOW)
+    assert decision.granted and len(decision.sub) == 255

@@ -18,6 +18,7 @@ from mappings.iam import aws_iam, retired
 from mappings.iam.outcomes import DIFFERS, FAILED, UNCHANGED, UPDATED, SyncLine
 from mappings.iam.selectors import account_providers, policy_diff, provider_stale, role_desired_policy, role_label
 from mappings.models import Account, Role
+from portal import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,19 @@ def role_lock_key(role_id: int) -> int:
 
 
 def role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
+    """:func:`_role_sync`, counted by outcome (``rolegate_iam_role_syncs``) unless a dry run."""
+    try:
+        line = _role_sync(role_id=role_id, dry_run=dry_run)
+    except aws_iam.AwsTransientError:
+        if not dry_run:
+            metrics.IAM_SYNCS.labels(outcome="retrying").inc()
+        raise
+    if line is not None and not dry_run:
+        metrics.IAM_SYNCS.labels(outcome=line.outcome).inc()
+    return line
+
+
+def _role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
     """Bring one role's trust policy in line with its mappings; ``None`` if the role is gone.
 
     With ``dry_run`` nothing is written (neither IAM nor the database) and the line says

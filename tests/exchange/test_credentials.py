@@ -224,5 +224,7 @@ def test_the_token_sent_to_sts_verifies_against_our_jwks(api, registry, stand_in
         stubber.add_client_error("assume_role_with_web_identity", service_error_code="AccessDenied")
         post_form(api, CREDENTIALS, credentials_params(stand_in, web_main_claims))
     claims = verify_like_aws(api, sent["WebIdentityToken"], audience=cases.STS_AUDIENCE)
-    assert claims["sub"] == "gitlab-test:project_path:platform/web:ref_type:branch:ref:main"
+    assert (
+        claims["sub"] == f"gitlab-test:project_path:platform/web:ref_type:branch:ref:main:role:{cases.PROD}/deploy-web"
+    )
     assert jwt.get_unverified_header(sent["WebIdentityToken"])["alg"] == "RS256"

@@ -30,7 +30,9 @@ def test_web_main_gets_a_token_aws_accepts(api, registry, stand_in, web_main_cla
     minted = verify_like_aws(api, body["access_token"], audience=cases.STS_AUDIENCE)
     assert minted["iss"] == settings.ROLEGATE_ISSUER
     assert minted["aud"] == "sts.amazonaws.com"
-    assert minted["sub"] == "gitlab-test:project_path:platform/web:ref_type:branch:ref:main"
+    assert (
+        minted["sub"] == f"gitlab-test:project_path:platform/web:ref_type:branch:ref:main:role:{cases.PROD}/deploy-web"
+    )
     assert minted["exp"] - minted["iat"] == settings.ROLEGATE_TOKEN_LIFETIME <= 300
     assert minted["nbf"] == minted["iat"]
     assert minted["jti"] != claims["jti"]
@@ -144,6 +146,34 @@ def test_a_sub_longer_than_255_characters_is_refused(api, db, stand_in, web_main
     assert response.json()["error"] == "invalid_target"
     assert "255" in response.json()["error_description"]
     assert AuditEvent.objects.get().reason == "sub_too_long"
+
+
+def test_a_conditioned_claim_no_session_tag_can_carry_is_refused_and_audited(api, db, stand_in, api_production_claims):
+    """The token would carry no environment tag, so IAM would refuse it: claim_not_taggable,
+    before anything is minted (docs/reasons.md)."""
+    from mappings import services
+
+    issuer = cases.build_registry(stand_in.url)
+    role = services.role_create(actor="t", account=issuer.mappings.first().role.account, name="review")
+    services.mapping_create(
+        actor="t", name="review-apps", issuer=issuer, role=role, project="platform/*", environment="review/*"
+    )
+    claims = stand_in.claims(api_production_claims, environment="review/a{b}")
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(claims), role.arn))
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid_target"
+    assert "'review-apps'" in body["error_description"] and "session tag" in body["error_description"]
+    event = AuditEvent.objects.get()
+    assert (event.outcome, event.reason, event.detail) == ("denied", "claim_not_taggable", body["error_description"])
+    assert event.minted_jti is None and not UsedToken.objects.exists()
+    # Exactly representable: granted, the tag carries the value as it is.
+    claims = stand_in.claims(api_production_claims, environment="review/a b")
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(claims), role.arn))
+    assert response.status_code == 200, response.content
+    minted = verify_like_aws(api, response.json()["access_token"], audience=cases.STS_AUDIENCE)
+    assert minted["https://aws.amazon.com/tags"]["principal_tags"]["environment"] == ["review/a b"]
+    assert minted["sub"].endswith(f":role:{cases.PROD}/review")
 
 
 def test_request_id_header_on_every_response(api, db):

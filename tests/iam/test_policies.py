@@ -13,6 +13,7 @@ from tests.iam.conftest import ACCOUNT_ID, GITLAB, NOW, make_input, make_rule
 
 HOST = "rolegate.example.com"
 FEDERATED = f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{HOST}"
+ROLE = f":role:{ACCOUNT_ID}/deploy-web"  # every minted sub ends with the role it is for
 
 
 def statements(result) -> list[dict]:
@@ -28,7 +29,7 @@ def test_brokered_policy_trusts_rolegate_provider_with_minted_sub_and_aud():
         "Action": ["sts:AssumeRoleWithWebIdentity", "sts:TagSession"],
         "Condition": {
             "StringEquals": {f"{HOST}:aud": "sts.amazonaws.com"},
-            "StringLike": {f"{HOST}:sub": "gitlab-com:project_path:platform/web:ref_type:branch:ref:main"},
+            "StringLike": {f"{HOST}:sub": "gitlab-com:project_path:platform/web:ref_type:branch:ref:main" + ROLE},
         },
     }
 
@@ -36,14 +37,18 @@ def test_brokered_policy_trusts_rolegate_provider_with_minted_sub_and_aud():
 @pytest.mark.parametrize(
     ("overrides", "equals", "like"),
     [
-        ({"ref_type": "any"}, {}, {"sub": "gitlab-com:project_path:platform/web:ref_type:*:ref:main"}),
-        ({"ref_type": "tag", "ref": "v*"}, {}, {"sub": "gitlab-com:project_path:platform/web:ref_type:tag:ref:v*"}),
-        ({"project": "platform/*"}, {}, {"sub": "gitlab-com:project_path:platform/*:ref_type:branch:ref:main"}),
+        ({"ref_type": "any"}, {}, {"sub": "gitlab-com:project_path:platform/web:ref_type:*:ref:main" + ROLE}),
+        (
+            {"ref_type": "tag", "ref": "v*"},
+            {},
+            {"sub": "gitlab-com:project_path:platform/web:ref_type:tag:ref:v*" + ROLE},
+        ),
+        ({"project": "platform/*"}, {}, {"sub": "gitlab-com:project_path:platform/*:ref_type:branch:ref:main" + ROLE}),
         ({"protected": True}, {"aws:RequestTag/ref_protected": "true"}, {}),
         ({"environment": "production"}, {}, {"aws:RequestTag/environment": "production"}),
         ({"environment": "review/*"}, {}, {"aws:RequestTag/environment": "review/*"}),
-        # Literal parts are sanitised like the tag value; wildcards stay.
-        ({"environment": "prod#?"}, {}, {"aws:RequestTag/environment": "prod_?"}),
+        # Tag values are the claims' exact values, so the pattern is written as it is.
+        ({"environment": "prod eu/ü?"}, {}, {"aws:RequestTag/environment": "prod eu/ü?"}),
         ({"pipeline_sources": ("web",)}, {"aws:RequestTag/pipeline_source": "web"}, {}),
         ({"pipeline_sources": ("web", "push")}, {"aws:RequestTag/pipeline_source": ["push", "web"]}, {}),
     ],
@@ -88,8 +93,8 @@ def test_mappings_with_different_extra_conditions_get_separate_statements():
     assert len(found) == 2
     protected = next(s for s in found if "aws:RequestTag/ref_protected" in s["Condition"].get("StringEquals", {}))
     assert protected["Condition"]["StringLike"][f"{HOST}:sub"] == [
-        "gitlab-com:project_path:platform/a:ref_type:branch:ref:main",
-        "gitlab-com:project_path:platform/b:ref_type:branch:ref:main",
+        "gitlab-com:project_path:platform/a:ref_type:branch:ref:main" + ROLE,
+        "gitlab-com:project_path:platform/b:ref_type:branch:ref:main" + ROLE,
     ]
 
 
@@ -168,7 +173,7 @@ def test_subsumed_patterns_are_removed_within_and_across_statements():
     found = statements(policies.generate(make_input(rules)))
     text = json.dumps(found)
     assert "platform/web" not in text
-    assert "gitlab-com:project_path:platform/*:ref_type:*:ref:*" in text
+    assert "gitlab-com:project_path:platform/*:ref_type:*:ref:*" + ROLE in text
     assert "other/*" in text
 
 

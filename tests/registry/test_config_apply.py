@@ -282,3 +282,13 @@ def test_concurrent_applies_are_serialised():
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(results, key=repr) == [0, 1 + 2 + 20 + 50], results
+
+
+def test_apply_names_the_path_of_an_environment_pattern_no_session_tag_can_hold(tmp_path, minimal):
+    minimal["mappings"][0]["environment"] = "prod{eu}"
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="1 error; nothing was changed"):
+        call_command("apply", write(tmp_path, minimal), stdout=io.StringIO(), stderr=err)
+    [line] = err.getvalue().splitlines()
+    assert line.startswith("mappings[0].environment: The pattern holds '{}', which no AWS session tag value can")
+    assert counts() == (0, 0, 0, 0)

@@ -32,6 +32,7 @@ def test_compose_runs_every_process_rolegate_needs():
     services = compose()["services"]
     assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat"}
     assert services["web"]["command"][:2] == ["gunicorn", "portal.wsgi:application"]
+    assert services["web"]["command"][2:4] == ["--config", "gunicorn.conf.py"]  # metrics of every worker
     assert services["worker"]["command"][:4] == ["celery", "-A", "portal", "worker"]
     assert services["beat"]["command"][:4] == ["celery", "-A", "portal", "beat"]
     assert services["migrate"]["command"] == ["python", "manage.py", "migrate", "--no-input"]
@@ -81,7 +82,7 @@ def test_dockerfile_builds_a_non_root_gunicorn_image():
     user = [line for line in instructions if line.startswith("USER ")]
     assert user and user[-1] not in ("USER root", "USER 0")
     assert any("collectstatic --no-input" in line for line in instructions)
-    assert instructions[-1].startswith('CMD ["gunicorn", "portal.wsgi:application"')
+    assert instructions[-1].startswith('CMD ["gunicorn", "portal.wsgi:application", "--config", "gunicorn.conf.py"')
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".env", "secrets/", ".dev-secret-key", "db.sqlite3"} <= set(ignored)
 

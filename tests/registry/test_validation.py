@@ -237,3 +237,41 @@ def test_a_conditioned_mapping_needs_session_tags_on_a_brokered_role():
     services.mapping_create(  # direct mode: IAM sees GitLab's own token; warned about, not refused
         actor="test", name="direct-guarded", issuer=IssuerFactory(), role=direct, project="platform/web", protected=True
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("pattern", ["prod{eu}", "prod#*", "prod!?", "a~b", "stage,prod", "x\u00a7"])
+def test_an_environment_pattern_no_session_tag_can_hold_is_refused_on_a_role_with_tags(pattern):
+    """IAM compares it with the environment tag, whose values hold only letters, digits, spaces
+    and _ . : / = + - @: it was written as a lossy stand-in ('prod{eu}' became 'prod_eu_')."""
+    from django.core.exceptions import ValidationError
+
+    from mappings import services
+    from tests.factories import AccountFactory, IssuerFactory, RoleFactory
+
+    role = RoleFactory(account=AccountFactory(name="tagged", mode="brokered"), session_tags=True)
+    with pytest.raises(ValidationError) as caught:
+        services.mapping_create(
+            actor="test", name="env", issuer=IssuerFactory(), role=role, project="platform/web", environment=pattern
+        )
+    [message] = caught.value.message_dict["environment"]
+    assert "no AWS session tag value can" in message
+    # Letters of any script, digits, the tag symbols and wildcards are fine.
+    services.mapping_create(
+        actor="test",
+        name="ok",
+        issuer=IssuerFactory(),
+        role=role,
+        project="platform/web",
+        environment="prod-ü/1.a_b@c=d+?*",
+    )
+    # Direct mode: IAM never sees the environment (it is a warning), so the pattern is allowed.
+    direct = RoleFactory(account=AccountFactory(name="gitlab-direct", mode="direct"), session_tags=True)
+    services.mapping_create(
+        actor="test",
+        name="direct-env",
+        issuer=IssuerFactory(),
+        role=direct,
+        project="platform/web",
+        environment=pattern,
+    )

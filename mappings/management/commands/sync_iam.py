@@ -48,6 +48,7 @@ class Command(BaseCommand):
         # standard error, where docs/commands.md#conventions promises one line of reason.
         logging.getLogger("celery.app.trace").setLevel(logging.ERROR)
         logging.getLogger("mappings.iam.services").setLevel(logging.ERROR)
+        logging.getLogger("console.alerts.services").setLevel(logging.ERROR)  # alerts evaluated after the sync
         for item in accounts:
             try:
                 lines = scheduling.sync_request(item, dry_run=check, wait=True, timeout=timeout)

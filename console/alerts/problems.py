@@ -1,0 +1,88 @@
+"""What is wrong right now, read from the database and the shared cache: one :class:`Found` per
+problem, keyed stably so that the same problem seen twice is the same key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from console.alerts.models import Problem
+from exchange import keys
+from exchange.jwks_status import jwks_status
+from mappings.models import Issuer, Role
+
+# A policy above this fraction of its account's quota is a problem (IAM refuses it past 1.0).
+QUOTA_RATIO = 0.9
+# The sync state a parallel change may add: policies that may only lose trust until fixed.
+SHRINK_ONLY = "shrink_only"
+
+
+@dataclass(frozen=True)
+class Found:
+    key: str
+    kind: str
+    subject: str
+    summary: str
+
+
+def current_problems() -> list[Found]:
+    return [*_roles(), *_issuers(), *_signing_keys()]
+
+
+def _roles() -> Iterator[Found]:
+    roles = Role.objects.select_related("account").order_by("account__name", "name")
+    for role in roles:
+        label = f"{role.account.name}/{role.name}"
+        if role.sync_status == Role.SyncStatus.FAILED:
+            yield Found(
+                f"role-sync-failed:{role.pk}",
+                Problem.Kind.ROLE_SYNC_FAILED,
+                label,
+                f"The IAM sync of role {label} failed: {role.last_error or 'no reason recorded'}",
+            )
+        if role.sync_status == SHRINK_ONLY:
+            yield Found(
+                f"role-shrink-only:{role.pk}",
+                Problem.Kind.ROLE_SHRINK_ONLY,
+                label,
+                f"Role {label} is in shrink-only state: its trust policy may only lose trust until fixed",
+            )
+        limit = role.account.trust_policy_limit
+        if role.policy_size is not None and limit and role.policy_size / limit > QUOTA_RATIO:
+            yield Found(
+                f"policy-near-quota:{role.pk}",
+                Problem.Kind.POLICY_NEAR_QUOTA,
+                label,
+                f"The trust policy of role {label} is {role.policy_size} of {limit} characters "
+                f"({role.policy_size / limit:.0%} of the account's quota)",
+            )
+        if role.drift and role.sync_status == Role.SyncStatus.IN_SYNC:
+            yield Found(
+                f"drift-repaired:{role.pk}",
+                Problem.Kind.DRIFT_REPAIRED,
+                label,
+                f"The trust policy of role {label} had been changed in IAM by hand; Rolegate wrote it back",
+            )
+
+
+def _issuers() -> Iterator[Found]:
+    for name in Issuer.objects.order_by("name").values_list("name", flat=True):
+        status = jwks_status(name)
+        if status is not None and not status.get("ok"):
+            yield Found(
+                f"jwks-unreachable:{name}",
+                Problem.Kind.JWKS_UNREACHABLE,
+                name,
+                f"The signing keys (JWKS) of issuer {name} could not be fetched: {status.get('error')}",
+            )
+
+
+def _signing_keys() -> Iterator[Found]:
+    problems = keys.signing_key_problems()
+    if problems:
+        yield Found(
+            "signing-key-unusable",
+            Problem.Kind.SIGNING_KEY_UNUSABLE,
+            "signing key",
+            "Rolegate cannot use its signing key: " + "; ".join(problems),
+        )
