@@ -8,10 +8,11 @@ project pattern's literal prefix is a prefix of the token's ``project_path``.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from mappings import minted, patterns
 
@@ -221,29 +222,82 @@ def _tag_failures(rule: Rule, claims: Mapping[str, object], failed_fields: set[s
     return failures
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+_SHARDS = 64
+
+
+class Shards(Generic[K, V]):
+    """An immutable dict split in 64 parts by the key's hash: :meth:`changed` copies only the
+    parts a change touches, so a new version of a 100,000-entry map costs a few small copies and
+    shares everything else with the old one."""
+
+    __slots__ = ("_parts", "_size")
+
+    def __init__(self, items: Iterable[tuple[K, V]] = ()):
+        parts: list[dict[K, V]] = [{} for _ in range(_SHARDS)]
+        for key, value in items:
+            parts[hash(key) % _SHARDS][key] = value
+        self._parts = tuple(parts)
+        self._size = sum(len(part) for part in parts)
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        return self._parts[hash(key) % _SHARDS].get(key, default)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def values(self) -> Iterator[V]:
+        for part in self._parts:
+            yield from part.values()
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        for part in self._parts:
+            yield from part.items()
+
+    def changed(self, *, put: Mapping[K, V] | None = None, drop: Iterable[K] = ()) -> Shards[K, V]:
+        """A new map: ``drop`` removed, then ``put`` set."""
+        parts = list(self._parts)
+        copied: set[int] = set()
+
+        def part(key: K) -> dict[K, V]:
+            index = hash(key) % _SHARDS
+            if index not in copied:
+                parts[index] = dict(parts[index])
+                copied.add(index)
+            return parts[index]
+
+        for key in drop:
+            part(key).pop(key, None)
+        for key, value in (put or {}).items():
+            part(key)[key] = value
+        new: Shards[K, V] = object.__new__(Shards)
+        new._parts = tuple(parts)
+        new._size = sum(len(p) for p in parts)
+        return new
+
+
 class Registry:
     """An immutable index of rules (issuer -> literal project prefix -> rules), with the
     registered issuers of the same registry version.
 
-    :meth:`patched` makes the next version from this one by touching only the buckets of the
-    rules that changed (the rest is shared between the two snapshots, never mutated)."""
+    :meth:`patched` makes the next version from this one by copying only what the changed rules
+    touch (:class:`Shards`); the rest is shared between the two snapshots, never mutated."""
 
     def __init__(self, rules: Iterable[Rule], version: int = 0, issuers: Iterable[RegisteredIssuer] = ()):
         self.version = version
         self._set_issuers(issuers)
         index: dict[str, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
-        by_role: dict[str, list[Rule]] = defaultdict(list)
         by_id: dict[int, Rule] = {}
         for rule in sorted(rules, key=lambda r: r.name):
             index[rule.issuer][patterns.literal_prefix(rule.project)].append(rule)
-            by_role[rule.role_arn].append(rule)
             by_id[rule.id] = rule
-        self._index = {issuer: {p: tuple(rs) for p, rs in buckets.items()} for issuer, buckets in index.items()}
-        self._prefix_lengths = {
-            issuer: tuple(sorted({len(p) for p in buckets})) for issuer, buckets in self._index.items()
-        }
-        self._by_role = {arn: tuple(rs) for arn, rs in by_role.items()}
-        self._by_id = by_id
+        self._index = {issuer: Shards((p, tuple(rs)) for p, rs in buckets.items()) for issuer, buckets in index.items()}
+        # issuer -> {prefix length: how many buckets have it}; candidates() walks the lengths.
+        self._length_counts = {issuer: Counter(len(p) for p in buckets) for issuer, buckets in index.items()}
+        self._prefix_lengths = {issuer: tuple(sorted(c)) for issuer, c in self._length_counts.items()}
+        self._by_id = Shards(by_id.items())
+        self._by_role: dict[str, tuple[Rule, ...]] | None = None
         self.size = len(by_id)
 
     def _set_issuers(self, issuers: Iterable[RegisteredIssuer]) -> None:
@@ -267,58 +321,48 @@ class Registry:
             new._issuers_by_url, new._issuers_by_name = self._issuers_by_url, self._issuers_by_name
         else:
             new._set_issuers(issuers)
-        by_id = dict(self._by_id)
-        gone: set[int] = set()
-        buckets: set[tuple[str, str]] = set()
-        roles: set[str] = set()
         added = {rule.id: rule for rule in rules}
+        gone: set[int] = set()
+        buckets: dict[str, set[str]] = defaultdict(set)
         for pk in {*removed, *added}:
-            old = by_id.pop(pk, None)
+            old = self._by_id.get(pk)
             if old is not None:
                 gone.add(pk)
-                buckets.add((old.issuer, patterns.literal_prefix(old.project)))
-                roles.add(old.role_arn)
+                buckets[old.issuer].add(patterns.literal_prefix(old.project))
         fresh: dict[tuple[str, str], list[Rule]] = defaultdict(list)
-        fresh_by_role: dict[str, list[Rule]] = defaultdict(list)
         for rule in added.values():
-            by_id[rule.id] = rule
-            bucket = (rule.issuer, patterns.literal_prefix(rule.project))
-            buckets.add(bucket)
-            fresh[bucket].append(rule)
-            roles.add(rule.role_arn)
-            fresh_by_role[rule.role_arn].append(rule)
-        new._by_id = by_id
-        new.size = len(by_id)
+            prefix = patterns.literal_prefix(rule.project)
+            buckets[rule.issuer].add(prefix)
+            fresh[(rule.issuer, prefix)].append(rule)
+        new._by_id = self._by_id.changed(put=added, drop=gone)
+        new.size = len(new._by_id)
         index = dict(self._index)
-        copied: set[str] = set()
-        for issuer, prefix in buckets:
-            if issuer not in copied:
-                index[issuer] = dict(index.get(issuer, {}))
-                copied.add(issuer)
-            kept = [rule for rule in index[issuer].get(prefix, ()) if rule.id not in gone]
-            merged = sorted(kept + fresh.get((issuer, prefix), []), key=lambda r: r.name)
-            if merged:
-                index[issuer][prefix] = tuple(merged)
+        length_counts = dict(self._length_counts)
+        prefix_lengths = dict(self._prefix_lengths)
+        for issuer, prefixes in buckets.items():
+            old_buckets = index.get(issuer) or Shards()
+            counts = Counter(length_counts.get(issuer, {}))
+            put: dict[str, tuple[Rule, ...]] = {}
+            drop: list[str] = []
+            for prefix in prefixes:
+                before = old_buckets.get(prefix) or ()
+                kept = [rule for rule in before if rule.id not in gone]
+                merged = sorted(kept + fresh.get((issuer, prefix), []), key=lambda r: r.name)
+                if merged:
+                    put[prefix] = tuple(merged)
+                else:
+                    drop.append(prefix)
+                counts[len(prefix)] += bool(merged) - bool(before)
+            counts = Counter({length: n for length, n in counts.items() if n > 0})
+            if counts:
+                index[issuer] = old_buckets.changed(put=put, drop=drop)
+                length_counts[issuer] = counts
+                prefix_lengths[issuer] = tuple(sorted(counts))
             else:
-                index[issuer].pop(prefix, None)
-        for issuer in copied:
-            if not index[issuer]:
-                del index[issuer]
-        new._index = index
-        new._prefix_lengths = dict(self._prefix_lengths)
-        for issuer in copied:
-            new._prefix_lengths.pop(issuer, None)
-            if issuer in index:
-                new._prefix_lengths[issuer] = tuple(sorted({len(p) for p in index[issuer]}))
-        by_role = dict(self._by_role)
-        for arn in roles:
-            kept = [rule for rule in by_role.get(arn, ()) if rule.id not in gone]
-            merged = sorted(kept + fresh_by_role.get(arn, []), key=lambda r: r.name)
-            if merged:
-                by_role[arn] = tuple(merged)
-            else:
-                by_role.pop(arn, None)
-        new._by_role = by_role
+                for table in (index, length_counts, prefix_lengths):
+                    table.pop(issuer, None)
+        new._index, new._length_counts, new._prefix_lengths = index, length_counts, prefix_lengths
+        new._by_role = None
         return new
 
     def rules(self) -> Iterable[Rule]:
@@ -347,6 +391,12 @@ class Registry:
         return self._issuers_by_name.get(name)
 
     def rules_for_role(self, role_arn: str) -> tuple[Rule, ...]:
+        """The rules of one role, by name (the console's pages; built on first use)."""
+        if self._by_role is None:
+            by_role: dict[str, list[Rule]] = defaultdict(list)
+            for rule in sorted(self._by_id.values(), key=lambda r: r.name):
+                by_role[rule.role_arn].append(rule)
+            self._by_role = {arn: tuple(rs) for arn, rs in by_role.items()}
         return self._by_role.get(role_arn, ())
 
 

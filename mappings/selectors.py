@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q, QuerySet
 
-from mappings.matching import RegisteredIssuer, Registry, Rule
+from mappings.matching import RegisteredIssuer, Registry, Rule, Shards
 from mappings.models import Issuer, Mapping, RegistryChange, RegistryVersion, role_arn
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class _Snapshot:
     registry: Registry
     version: int
     stamp: object
-    refs: dict[int, tuple[int, int, int]]
+    refs: Shards[int, tuple[int, int, int]]
 
 
 _cached: _Snapshot | None = None
@@ -234,7 +234,7 @@ def _built(version: int, stamp: object) -> _Snapshot:
         registry=Registry([_rule(row) for row in rows], version=version, issuers=registry_issuers()),
         version=version,
         stamp=stamp,
-        refs={row[0]: row[n:] for row in rows},
+        refs=Shards((row[0], row[n:]) for row in rows),
     )
 
 
@@ -260,10 +260,7 @@ def _patched(cached: _Snapshot, changes: list[tuple], version: int, stamp: objec
     reach = Q(id__in=mapping_ids) | Q(role_id__in=role_ids) | Q(role__account_id__in=account_ids)
     rows = list(Mapping.objects.filter(reach | Q(issuer_id__in=issuer_ids)).values_list(*_RULE_COLUMNS, *_REF_COLUMNS))
     n = len(_RULE_COLUMNS)
-    refs = dict(cached.refs)
-    for pk in removed:
-        refs.pop(pk, None)
-    refs.update((row[0], row[n:]) for row in rows)
+    refs = cached.refs.changed(put={row[0]: row[n:] for row in rows}, drop=removed)
     return _Snapshot(
         registry=cached.registry.patched(
             version=version,

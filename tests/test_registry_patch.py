@@ -18,10 +18,13 @@ from tests.factories import AccountFactory, IssuerFactory, RoleFactory
 def same(a: Registry, b: Registry) -> None:
     assert a.version == b.version
     assert a.size == b.size
-    assert a._index == b._index
+    assert {i: dict(shards.items()) for i, shards in a._index.items()} == {
+        i: dict(shards.items()) for i, shards in b._index.items()
+    }
     assert a._prefix_lengths == b._prefix_lengths
-    assert a._by_role == b._by_role
-    assert a._by_id == b._by_id
+    assert dict(a._by_id.items()) == dict(b._by_id.items())
+    arns = {rule.role_arn for rule in [*a.rules(), *b.rules()]}
+    assert {arn: a.rules_for_role(arn) for arn in arns} == {arn: b.rules_for_role(arn) for arn in arns}
     assert a.issuers_by_url == b.issuers_by_url
 
 
