@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Iterable
@@ -230,12 +231,18 @@ _REF_COLUMNS = ("role_id", "role__account_id", "issuer_id")
 def _built(version: int, stamp: object) -> _Snapshot:
     rows = list(Mapping.objects.values_list(*_RULE_COLUMNS, *_REF_COLUMNS))
     n = len(_RULE_COLUMNS)
-    return _Snapshot(
+    snapshot = _Snapshot(
         registry=Registry([_rule(row) for row in rows], version=version, issuers=registry_issuers()),
         version=version,
         stamp=stamp,
         refs=Shards((row[0], row[n:]) for row in rows),
     )
+    # The snapshot's objects (several per mapping) live until the next full build: keep them out
+    # of the garbage collector's full passes, which would otherwise walk them all, during
+    # whichever request triggers one.
+    del rows
+    gc.freeze()
+    return snapshot
 
 
 def _patched(cached: _Snapshot, changes: list[tuple], version: int, stamp: object) -> _Snapshot:

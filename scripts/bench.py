@@ -80,9 +80,9 @@ def ensure_database() -> None:
 
 def reset_data() -> None:
     from exchange.models import AuditEvent, SigningKey, UsedToken
-    from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
+    from mappings.models import Account, Issuer, Mapping, RegistryChange, RegistryVersion, Role
 
-    for model in (AuditEvent, UsedToken, SigningKey, Mapping, Role, Account, Issuer, RegistryVersion):
+    for model in (AuditEvent, UsedToken, SigningKey, Mapping, Role, Account, Issuer, RegistryVersion, RegistryChange):
         model.objects.all().delete()
 
 
