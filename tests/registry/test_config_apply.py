@@ -41,7 +41,7 @@ def test_apply_creates_everything_and_prints_the_plan(tmp_path):
         "+ create account prod",
         "+ create role prod/deploy-web",
         "+ create mapping web-main",
-        "policy prod/deploy-web: new -> 371 of 2048 characters",
+        "policy prod/deploy-web: new -> 400 of 2048 characters",
         "Plan: 4 to create, 0 to update, 0 to delete, 0 unchanged.",
         "Applied.",
     ]
