@@ -75,26 +75,32 @@ def build_rule(
     )
 
 
-_RULE_COLUMNS = (
-    "id",
-    "name",
-    "issuer__name",
-    "role__account__account_id",
-    "role__name",
-    "role__account__name",
-    "role__account__mode",
-    "role__account__audience",
-    "role__max_session_seconds",
-    "role__session_tags",
-    "project",
-    "ref",
-    "ref_type",
-    "protected",
-    "environment",
-    "pipeline_sources",
-    "expires_at",
-    "enabled",
-)
+def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet:
+    """The columns :func:`_rule` reads, in its order, then ``more``."""
+    return mappings.values_list(
+        "id",
+        "name",
+        "issuer__name",
+        "role__account__account_id",
+        "role__name",
+        "role__account__name",
+        "role__account__mode",
+        "role__account__audience",
+        "role__max_session_seconds",
+        "role__session_tags",
+        "project",
+        "ref",
+        "ref_type",
+        "protected",
+        "environment",
+        "pipeline_sources",
+        "expires_at",
+        "enabled",
+        *more,
+    )
+
+
+_RULE_WIDTH = 18  # the columns of _rule_rows before ``more``
 
 
 def _rule(row: tuple) -> Rule:
@@ -117,7 +123,7 @@ def _rule(row: tuple) -> Rule:
         sources,
         expires_at,
         enabled,
-    ) = row[: len(_RULE_COLUMNS)]
+    ) = row[:_RULE_WIDTH]
     return build_rule(
         id=pk,
         name=name,
@@ -142,7 +148,7 @@ def _rule(row: tuple) -> Rule:
 
 def registry_rules(mappings: QuerySet[Mapping] | None = None) -> list[Rule]:
     """Every mapping (live or not), or only ``mappings``, as matcher :class:`Rule` objects."""
-    return [_rule(row) for row in (Mapping.objects.all() if mappings is None else mappings).values_list(*_RULE_COLUMNS)]
+    return [_rule(row) for row in _rule_rows(Mapping.objects.all() if mappings is None else mappings)]
 
 
 def registry_issuers() -> list[RegisteredIssuer]:
@@ -229,8 +235,8 @@ _REF_COLUMNS = ("role_id", "role__account_id", "issuer_id")
 
 
 def _built(version: int, stamp: object) -> _Snapshot:
-    rows = list(Mapping.objects.values_list(*_RULE_COLUMNS, *_REF_COLUMNS))
-    n = len(_RULE_COLUMNS)
+    rows = list(_rule_rows(Mapping.objects.all(), *_REF_COLUMNS))
+    n = _RULE_WIDTH
     snapshot = _Snapshot(
         registry=Registry([_rule(row) for row in rows], version=version, issuers=registry_issuers()),
         version=version,
@@ -265,8 +271,8 @@ def _patched(cached: _Snapshot, changes: list[tuple], version: int, stamp: objec
             if role in role_ids or account in account_ids or issuer in issuer_ids
         )
     reach = Q(id__in=mapping_ids) | Q(role_id__in=role_ids) | Q(role__account_id__in=account_ids)
-    rows = list(Mapping.objects.filter(reach | Q(issuer_id__in=issuer_ids)).values_list(*_RULE_COLUMNS, *_REF_COLUMNS))
-    n = len(_RULE_COLUMNS)
+    rows = list(_rule_rows(Mapping.objects.filter(reach | Q(issuer_id__in=issuer_ids)), *_REF_COLUMNS))
+    n = _RULE_WIDTH
     refs = cached.refs.changed(put={row[0]: row[n:] for row in rows}, drop=removed)
     return _Snapshot(
         registry=cached.registry.patched(
