@@ -18,7 +18,16 @@ from django.utils.html import format_html, format_html_join
 
 from mappings import lint, selectors, services
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
-from mappings.models import EMPTY_PATTERN, PIPELINE_SOURCES, Account, Issuer, Mapping, RetiredRole, Role
+from mappings.models import (
+    EMPTY_PATTERN,
+    PIPELINE_SOURCES,
+    Account,
+    Issuer,
+    Mapping,
+    RetiredRole,
+    Role,
+    SessionRevocation,
+)
 from portal.admin import ReadOnlyAdmin
 
 ROLE_SYNC_FIELDS = ("sync_status", "synced_at", "live_policy_sha256", "drift", "last_error")
@@ -391,3 +400,12 @@ class RetiredRoleAdmin(ReadOnlyAdmin):
 
     list_display = ("account_id", "role_name", "created_at", "last_error")
     search_fields = ("account_id", "role_name")
+
+
+@admin.register(SessionRevocation)
+class SessionRevocationAdmin(ReadOnlyAdmin):
+    """Every revocation of a role's live sessions: who, when, which role, the cut-off, why."""
+
+    list_display = ("requested_at", "role_label", "cutoff", "actor", "reason", "applied_at", "last_error")
+    list_filter = ("applied_at",)
+    search_fields = ("role_label", "actor", "reason")
