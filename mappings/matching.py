@@ -8,10 +8,11 @@ project pattern's literal prefix is a prefix of the token's ``project_path``.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from mappings import minted, patterns
 
@@ -221,27 +222,152 @@ def _tag_failures(rule: Rule, claims: Mapping[str, object], failed_fields: set[s
     return failures
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+_SHARDS = 64
+
+
+class Shards(Generic[K, V]):
+    """An immutable dict split in 64 parts by the key's hash: :meth:`changed` copies only the
+    parts a change touches, so a new version of a 100,000-entry map costs a few small copies and
+    shares everything else with the old one."""
+
+    __slots__ = ("_parts", "_size")
+
+    def __init__(self, items: Iterable[tuple[K, V]] = ()):
+        parts: list[dict[K, V]] = [{} for _ in range(_SHARDS)]
+        for key, value in items:
+            parts[hash(key) % _SHARDS][key] = value
+        self._parts = tuple(parts)
+        self._size = sum(len(part) for part in parts)
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        return self._parts[hash(key) % _SHARDS].get(key, default)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def values(self) -> Iterator[V]:
+        for part in self._parts:
+            yield from part.values()
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        for part in self._parts:
+            yield from part.items()
+
+    def changed(self, *, put: Mapping[K, V] | None = None, drop: Iterable[K] = ()) -> Shards[K, V]:
+        """A new map: ``drop`` removed, then ``put`` set."""
+        parts = list(self._parts)
+        copied: set[int] = set()
+
+        def part(key: K) -> dict[K, V]:
+            index = hash(key) % _SHARDS
+            if index not in copied:
+                parts[index] = dict(parts[index])
+                copied.add(index)
+            return parts[index]
+
+        for key in drop:
+            part(key).pop(key, None)
+        for key, value in (put or {}).items():
+            part(key)[key] = value
+        new: Shards[K, V] = object.__new__(Shards)
+        new._parts = tuple(parts)
+        new._size = sum(len(p) for p in parts)
+        return new
+
+
 class Registry:
     """An immutable index of rules (issuer -> literal project prefix -> rules), with the
-    registered issuers of the same registry version."""
+    registered issuers of the same registry version.
+
+    :meth:`patched` makes the next version from this one by copying only what the changed rules
+    touch (:class:`Shards`); the rest is shared between the two snapshots, never mutated."""
 
     def __init__(self, rules: Iterable[Rule], version: int = 0, issuers: Iterable[RegisteredIssuer] = ()):
         self.version = version
-        self._issuers_by_url = {issuer.url: issuer for issuer in issuers}
-        self._issuers_by_name = {issuer.name: issuer for issuer in self._issuers_by_url.values()}
+        self._set_issuers(issuers)
         index: dict[str, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
-        by_role: dict[str, list[Rule]] = defaultdict(list)
-        count = 0
+        by_id: dict[int, Rule] = {}
         for rule in sorted(rules, key=lambda r: r.name):
             index[rule.issuer][patterns.literal_prefix(rule.project)].append(rule)
-            by_role[rule.role_arn].append(rule)
-            count += 1
-        self._index = {issuer: {p: tuple(rs) for p, rs in buckets.items()} for issuer, buckets in index.items()}
-        self._prefix_lengths = {
-            issuer: tuple(sorted({len(p) for p in buckets})) for issuer, buckets in self._index.items()
-        }
-        self._by_role = {arn: tuple(rs) for arn, rs in by_role.items()}
-        self.size = count
+            by_id[rule.id] = rule
+        self._index = {issuer: Shards((p, tuple(rs)) for p, rs in buckets.items()) for issuer, buckets in index.items()}
+        # issuer -> {prefix length: how many buckets have it}; candidates() walks the lengths.
+        self._length_counts = {issuer: Counter(len(p) for p in buckets) for issuer, buckets in index.items()}
+        self._prefix_lengths = {issuer: tuple(sorted(c)) for issuer, c in self._length_counts.items()}
+        self._by_id = Shards(by_id.items())
+        self._by_role: dict[str, tuple[Rule, ...]] | None = None
+        self.size = len(by_id)
+
+    def _set_issuers(self, issuers: Iterable[RegisteredIssuer]) -> None:
+        self._issuers_by_url = {issuer.url: issuer for issuer in issuers}
+        self._issuers_by_name = {issuer.name: issuer for issuer in self._issuers_by_url.values()}
+
+    def patched(
+        self,
+        *,
+        version: int,
+        removed: Iterable[int] = (),
+        rules: Iterable[Rule] = (),
+        issuers: Iterable[RegisteredIssuer] | None = None,
+    ) -> Registry:
+        """A new snapshot: this one without the rules of ids ``removed`` and with ``rules`` (new
+        or replacing the rule of the same id); ``issuers`` replaces the issuers when given. Equal
+        to ``Registry(<the resulting rules>, version, issuers)``."""
+        new = object.__new__(Registry)
+        new.version = version
+        if issuers is None:
+            new._issuers_by_url, new._issuers_by_name = self._issuers_by_url, self._issuers_by_name
+        else:
+            new._set_issuers(issuers)
+        added = {rule.id: rule for rule in rules}
+        gone: set[int] = set()
+        buckets: dict[str, set[str]] = defaultdict(set)
+        for pk in {*removed, *added}:
+            old = self._by_id.get(pk)
+            if old is not None:
+                gone.add(pk)
+                buckets[old.issuer].add(patterns.literal_prefix(old.project))
+        fresh: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+        for rule in added.values():
+            prefix = patterns.literal_prefix(rule.project)
+            buckets[rule.issuer].add(prefix)
+            fresh[(rule.issuer, prefix)].append(rule)
+        new._by_id = self._by_id.changed(put=added, drop=gone)
+        new.size = len(new._by_id)
+        index = dict(self._index)
+        length_counts = dict(self._length_counts)
+        prefix_lengths = dict(self._prefix_lengths)
+        for issuer, prefixes in buckets.items():
+            old_buckets = index.get(issuer) or Shards()
+            counts = Counter(length_counts.get(issuer, {}))
+            put: dict[str, tuple[Rule, ...]] = {}
+            drop: list[str] = []
+            for prefix in prefixes:
+                before = old_buckets.get(prefix) or ()
+                kept = [rule for rule in before if rule.id not in gone]
+                merged = sorted(kept + fresh.get((issuer, prefix), []), key=lambda r: r.name)
+                if merged:
+                    put[prefix] = tuple(merged)
+                else:
+                    drop.append(prefix)
+                counts[len(prefix)] += bool(merged) - bool(before)
+            counts = Counter({length: n for length, n in counts.items() if n > 0})
+            if counts:
+                index[issuer] = old_buckets.changed(put=put, drop=drop)
+                length_counts[issuer] = counts
+                prefix_lengths[issuer] = tuple(sorted(counts))
+            else:
+                for table in (index, length_counts, prefix_lengths):
+                    table.pop(issuer, None)
+        new._index, new._length_counts, new._prefix_lengths = index, length_counts, prefix_lengths
+        new._by_role = None
+        return new
+
+    def rules(self) -> Iterable[Rule]:
+        """Every rule, in no particular order."""
+        return self._by_id.values()
 
     def candidates(self, issuer: str, project_path: str | None) -> list[Rule]:
         """Rules of ``issuer`` whose project pattern could match ``project_path``, by name."""
@@ -265,6 +391,12 @@ class Registry:
         return self._issuers_by_name.get(name)
 
     def rules_for_role(self, role_arn: str) -> tuple[Rule, ...]:
+        """The rules of one role, by name (the console's pages; built on first use)."""
+        if self._by_role is None:
+            by_role: dict[str, list[Rule]] = defaultdict(list)
+            for rule in sorted(self._by_id.values(), key=lambda r: r.name):
+                by_role[rule.role_arn].append(rule)
+            self._by_role = {arn: tuple(rs) for arn, rs in by_role.items()}
         return self._by_role.get(role_arn, ())
 
 

@@ -501,3 +501,31 @@ class RegistryVersion(models.Model):
 
     def __str__(self) -> str:
         return f"registry version {self.version}"
+
+
+class RegistryChange(models.Model):
+    """What one registry version changed: an issuer, account, role or mapping (by id), written in
+    the same transaction as the version bump (``mappings.services.registry_changed``).
+
+    A process whose snapshot is at version ``v`` reads the changes after ``v`` and patches its
+    snapshot instead of rebuilding it (``mappings.selectors.registry``). ``stamp`` is the
+    version's stamp: a process checks that the log holds its own version with its own stamp
+    (same history). ``all`` means "anything may have changed" (a bulk write): a full rebuild.
+    Old versions are pruned; a process that is further behind rebuilds.
+    """
+
+    class Kind(models.TextChoices):
+        ISSUER = "issuer", "issuer"
+        ACCOUNT = "account", "account"
+        ROLE = "role", "role"
+        MAPPING = "mapping", "mapping"
+        ALL = "all", "all"
+
+    id = models.BigAutoField(primary_key=True)
+    version = models.BigIntegerField(db_index=True)
+    stamp = models.UUIDField()
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    object_id = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"version {self.version}: {self.kind} {self.object_id}"
