@@ -45,6 +45,11 @@ def build_rule(
     pipeline_sources: Iterable[str] | None,
     expires_at: datetime | None,
     enabled: bool,
+    ci_config_ref_uri: str | None = None,
+    environment_protected: bool = False,
+    deployment_tiers: Iterable[str] | None = None,
+    runner_environment: str | None = None,
+    account_source_identity: bool = False,
 ) -> Rule:
     """The one builder of the matcher's :class:`Rule`, for the registry, a role's IAM sync and a
     proposed configuration file alike: the role ARN is derived from the account id and role name."""
@@ -68,6 +73,11 @@ def build_rule(
         pipeline_sources=tuple(pipeline_sources or ()),
         expires_at=expires_at,
         enabled=enabled,
+        ci_config_ref_uri=ci_config_ref_uri,
+        environment_protected=environment_protected,
+        deployment_tiers=tuple(deployment_tiers or ()),
+        runner_environment=runner_environment or None,
+        account_source_identity=account_source_identity,
     )
 
 
@@ -92,6 +102,11 @@ def registry_rules(mappings: QuerySet[Mapping] | None = None) -> list[Rule]:
         "pipeline_sources",
         "expires_at",
         "enabled",
+        "ci_config_ref_uri",
+        "environment_protected",
+        "deployment_tiers",
+        "runner_environment",
+        "role__account__source_identity",
     )
     return [
         build_rule(
@@ -113,6 +128,11 @@ def registry_rules(mappings: QuerySet[Mapping] | None = None) -> list[Rule]:
             pipeline_sources=sources,
             expires_at=expires_at,
             enabled=enabled,
+            ci_config_ref_uri=ci_config_ref_uri,
+            environment_protected=environment_protected,
+            deployment_tiers=tiers,
+            runner_environment=runner_environment,
+            account_source_identity=source_identity,
         )
         for (
             pk,
@@ -133,6 +153,11 @@ def registry_rules(mappings: QuerySet[Mapping] | None = None) -> list[Rule]:
             sources,
             expires_at,
             enabled,
+            ci_config_ref_uri,
+            environment_protected,
+            tiers,
+            runner_environment,
+            source_identity,
         ) in rows
     ]
 
