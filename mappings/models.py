@@ -444,7 +444,7 @@ class Mapping(TimestampedModel):
             )
         if self.ci_config_ref_uri == "":
             raise ValidationError(
-                {"ci_config_ref_uri": "An empty pattern matches no job; leave it unset to match any pipeline definition."}
+                {"ci_config_ref_uri": "An empty pattern matches no job; leave it unset to match any pipeline."}
             )
         if self.runner_environment == "":
             self.runner_environment = None
