@@ -27,6 +27,7 @@ from mappings.models import (
     Mapping,
     RetiredRole,
     Role,
+    SessionRevocation,
 )
 from portal.admin import ReadOnlyAdmin
 
@@ -437,3 +438,12 @@ class RetiredRoleAdmin(ReadOnlyAdmin):
 
     list_display = ("account_id", "role_name", "created_at", "last_error")
     search_fields = ("account_id", "role_name")
+
+
+@admin.register(SessionRevocation)
+class SessionRevocationAdmin(ReadOnlyAdmin):
+    """Every revocation of a role's live sessions: who, when, which role, the cut-off, why."""
+
+    list_display = ("requested_at", "role_label", "cutoff", "actor", "reason", "applied_at", "last_error")
+    list_filter = ("applied_at",)
+    search_fields = ("role_label", "actor", "reason")

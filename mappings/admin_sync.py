@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from mappings import policies
-from mappings.iam import outcomes, scheduling
+from mappings.iam import outcomes, revocations, scheduling
 from mappings.iam.selectors import account_providers, policy_diff, role_desired_policy, role_label
 
 SECTION = "IAM sync"
@@ -77,15 +78,75 @@ class RoleSyncAdminMixin(_SyncAdminMixin):
         "sync_status",
         "synced_at",
         "drift_state",
+        "shrink_only_state",
         "last_error",
         "live_policy_sha256",
         "policy_size_vs_quota",
         "iam_warnings",
         "desired_policy",
         "policy_diff",
+        "session_revocation",
     )
     sync_help = SECTION_HELP["role"]
-    shown_as = ("drift",)
+    shown_as = ("drift", "missing_mappings", "sessions_revoked_before")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if self.has_change_permission(request):
+            actions["revoke_sessions_now"] = (
+                type(self).revoke_sessions_now,
+                "revoke_sessions_now",
+                "Revoke live sessions now (deny every session issued before now)",
+            )
+        return actions
+
+    def revoke_sessions_now(self, request, queryset):
+        """Record a revocation of every session issued before now on the selected roles, then
+        queue (with a broker) or run (without) their sync, which writes it to IAM."""
+        now = timezone.now()
+        for role in queryset.select_related("account"):
+            revocations.session_revoke(role=role, actor=request.user.get_username(), reason="admin action", cutoff=now)
+            self._request_sync(request, role)
+
+    @admin.display(description="shrink-only")
+    def shrink_only_state(self, obj):
+        if obj.sync_status != obj.SyncStatus.SHRINK_ONLY:
+            return "no"
+        missing = ", ".join(obj.missing_mappings) or "nothing"
+        return format_html(
+            "<strong>yes</strong>: IAM holds the live trust minus every trust no longer desired; "
+            "missing: {}. Why the full policy could not be written: see the last error. Every sync "
+            "(registry change, drift scan, 'Sync IAM now') tries the full policy again.",
+            missing,
+        )
+
+    @admin.display(description="live session revocation")
+    def session_revocation(self, obj):
+        if obj.pk is None:
+            return "—"
+        rows = [
+            (
+                r.requested_at.strftime("%Y-%m-%d %H:%M:%S"),
+                r.actor,
+                r.reason,
+                r.cutoff.strftime("%Y-%m-%dT%H:%M:%SZ") if r.cutoff else "the next trust-policy write",
+                "in IAM" if r.applied_at else f"pending {r.last_error}".strip(),
+            )
+            for r in obj.revocations.all()[:10]
+        ]
+        head = (
+            f"Sessions issued before {obj.sessions_revoked_before:%Y-%m-%dT%H:%M:%SZ} are denied everything "
+            "(inline policy RolegateRevokeOlderSessions)."
+            if obj.sessions_revoked_before
+            else "No revocation in IAM."
+        )
+        if not rows:
+            return head
+        return format_html(
+            "{}<ul>{}</ul>",
+            head,
+            format_html_join("", "<li>{} by {} ({}): sessions before {}, {}</li>", rows),
+        )
 
     def sync_iam_now(self, request, queryset):
         """Queue (with a broker) or run (without) the trust-policy sync of the selected roles."""

@@ -2,7 +2,10 @@
 
 It covers what Rolegate's trust policies use: ``Effect`` Allow/Deny (an explicit Deny wins, no
 Allow means no), ``Principal`` (``Federated``/``AWS``/``"*"``), ``Action`` with wildcards, and the
-``StringEquals``/``StringNotEquals``/``StringLike``/``StringNotLike`` operators with ``...IfExists``.
+``StringEquals``/``StringNotEquals``/``StringLike``/``StringNotLike`` operators with ``...IfExists``;
+and, for the revoke-older-sessions permission policy (``mappings.session_policy``), statements
+without a ``Principal`` (identity policies: they apply to the session), ``Resource`` with
+wildcards and the ``Date...`` operators (ISO 8601 or epoch seconds), through :func:`session_allows`.
 A condition on a key the request does not carry is false (true for the ``Not`` operators and
 ``IfExists``), the values of one key are ORed, keys and operators are ANDed. An operator it does
 not know is an error, never a silent pass.
@@ -13,12 +16,21 @@ and https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from mappings import minted, patterns, policies
 
 _OPERATORS = {"StringEquals", "StringNotEquals", "StringLike", "StringNotLike"}
+_DATE_OPERATORS = {
+    "DateEquals": lambda a, b: a == b,
+    "DateNotEquals": lambda a, b: a != b,
+    "DateLessThan": lambda a, b: a < b,
+    "DateLessThanEquals": lambda a, b: a <= b,
+    "DateGreaterThan": lambda a, b: a > b,
+    "DateGreaterThanEquals": lambda a, b: a >= b,
+}
 
 
 class UnsupportedPolicy(ValueError):
@@ -32,6 +44,7 @@ class Request:
     action: str
     federated: str
     context: Mapping[str, str] = field(default_factory=dict)
+    resource: str = "*"
 
 
 def _as_list(value: object) -> list:
@@ -52,12 +65,27 @@ def _action_matches(actions: object, action: str) -> bool:
     return any(patterns.matches(a.lower(), action.lower()) for a in _as_list(actions))
 
 
+def _date(value: object) -> datetime:
+    text = str(value)
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text), tz=UTC)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise UnsupportedPolicy(f"date without a time zone: {text!r}")
+    return moment
+
+
 def _condition_holds(operator: str, key: str, expected: object, context: Mapping[str, str]) -> bool:
     if_exists = operator.endswith("IfExists")
     base = operator.removesuffix("IfExists")
-    if base not in _OPERATORS:
+    if base not in _OPERATORS and base not in _DATE_OPERATORS:
         raise UnsupportedPolicy(f"condition operator {operator!r}")
     value = next((v for k, v in context.items() if k.lower() == key.lower()), None)
+    if base in _DATE_OPERATORS:
+        if value is None:
+            return if_exists
+        compare = _DATE_OPERATORS[base]
+        return any(compare(_date(value), _date(e)) for e in _as_list(expected))
     negated = "Not" in base
     if value is None:
         return if_exists or negated
@@ -67,11 +95,16 @@ def _condition_holds(operator: str, key: str, expected: object, context: Mapping
 
 
 def _statement_applies(statement: Mapping, request: Request) -> bool:
-    if "NotPrincipal" in statement or "NotAction" in statement:
-        raise UnsupportedPolicy("NotPrincipal/NotAction")
-    if not _principal_matches(statement.get("Principal"), request.federated):
+    if "NotPrincipal" in statement or "NotAction" in statement or "NotResource" in statement:
+        raise UnsupportedPolicy("NotPrincipal/NotAction/NotResource")
+    # No Principal: an identity (permission) policy, which applies to the session it is on.
+    if "Principal" in statement and not _principal_matches(statement["Principal"], request.federated):
         return False
     if not _action_matches(statement.get("Action", []), request.action):
+        return False
+    if "Resource" in statement and not any(
+        patterns.matches(r, request.resource) for r in _as_list(statement["Resource"])
+    ):
         return False
     for operator, block in statement.get("Condition", {}).items():
         for key, expected in block.items():
@@ -92,6 +125,13 @@ def allows(policy: Mapping, request: Request) -> bool:
                 return False
             allowed = True
     return allowed
+
+
+def session_allows(permission_policies: Sequence[Mapping], request: Request) -> bool:
+    """Whether a role session may make ``request`` under the role's permission policies (one
+    ``Statement`` list each, evaluated together): some Allow applies and no Deny does. The
+    session's ``aws:TokenIssueTime`` goes in the request's context."""
+    return allows({"Statement": [s for p in permission_policies for s in _as_list(p.get("Statement", []))]}, request)
 
 
 def web_identity_requests(

@@ -200,6 +200,13 @@ class Account(TimestampedModel):
         validators=[MinValueValidator(2048), MaxValueValidator(4096)],
         help_text="The account's ACLSizePerRole quota in characters: 2048 by default, up to 4096 on request.",
     )
+    revoke_sessions_on_removal = models.BooleanField(
+        "revoke sessions on removal",
+        default=False,
+        help_text="Removing or disabling a mapping also revokes the role's live sessions issued before the "
+        "narrowed trust policy reached IAM (an inline deny policy on the role; needs iam:PutRolePolicy). "
+        "Every job using the role then has to assume it again.",
+    )
 
     # Guardrails (mappings.guardrails): limits every role and mapping of the account must keep.
     require_protected = models.BooleanField(
@@ -292,6 +299,8 @@ class Role(TimestampedModel):
         IN_SYNC = "in_sync", "in sync"
         DRIFT = "drift", "drift detected"
         FAILED = "failed", "failed"
+        # The full policy could not be written; the live trust minus what is no longer desired was.
+        SHRINK_ONLY = "shrink_only", "shrink-only (trust removed, additions missing)"
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="roles")
     name = models.CharField(max_length=64, validators=[validate_role_name], help_text="The IAM role name.")
@@ -322,6 +331,19 @@ class Role(TimestampedModel):
     )
     sync_queued_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="A sync task is queued (coalescing)."
+    )
+    missing_mappings = models.JSONField(
+        default=list,
+        blank=True,
+        editable=False,
+        help_text="Shrink-only: the mappings whose trust is not in IAM yet (the sync keeps retrying).",
+    )
+    sessions_revoked_before = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Sessions of this role issued before this moment are denied everything "
+        "(the RolegateRevokeOlderSessions inline policy, as last written or read).",
     )
 
     class Meta:
@@ -432,7 +454,11 @@ class Mapping(TimestampedModel):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(fields=["issuer", "enabled"], name="mapping_issuer_enabled")]
+        indexes = [
+            models.Index(fields=["issuer", "enabled"], name="mapping_issuer_enabled"),
+            # The expiry scan (mappings.iam.selectors.expiries_between) runs every minute.
+            models.Index(fields=["expires_at"], name="mapping_expires_at"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -499,6 +525,29 @@ class Mapping(TimestampedModel):
     @property
     def is_live(self) -> bool:
         return self.enabled and not self.is_expired
+
+
+class SessionRevocation(models.Model):
+    """One revocation of a role's live sessions: who asked, when, why, and the cut-off IAM got.
+
+    Append-only. The cut-off of a revocation that follows a mapping's removal is the moment the
+    sync wrote the narrowed trust policy (``cutoff`` is empty until then); an explicit one
+    (admin, ``revoke_sessions``) carries its own."""
+
+    role = models.ForeignKey(Role, on_delete=models.SET_NULL, null=True, blank=True, related_name="revocations")
+    role_label = models.CharField("role", max_length=200, help_text="<account>/<role name> when it was asked for.")
+    cutoff = models.DateTimeField(null=True, blank=True, help_text="Sessions issued before this are denied.")
+    actor = models.CharField(max_length=150)
+    reason = models.CharField(max_length=500)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    applied_at = models.DateTimeField(null=True, blank=True, help_text="When the sync wrote it to IAM.")
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.role_label} before {self.cutoff.isoformat() if self.cutoff else '(the next sync)'}"
 
 
 class RetiredRole(models.Model):

@@ -18,7 +18,7 @@ from django.db import models, transaction
 from django.db.models import F
 
 from mappings import write_checks
-from mappings.iam import retired, scheduling
+from mappings.iam import retired, revocations, scheduling
 from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def _save(obj: RegistryObject, *, actor: str, log: bool) -> RegistryObject:
             touched = _touched_role_ids(obj)
             batch.touching(touched)
             created = obj.pk is None
+            if isinstance(obj, Mapping):
+                _mapping_trust_taken(obj, actor=actor)
             if isinstance(obj, Role):
                 retired.role_identity_changed(obj)
             elif isinstance(obj, Account):
@@ -142,10 +144,24 @@ def registry_delete(obj: RegistryObject, *, actor: str) -> None:
                 account_id=obj.account.account_id, role_name=obj.name, manager_role_arn=obj.account.manager_role_arn
             )
             scheduling.schedule_account_sync(account_id=obj.account_id)
+        if isinstance(obj, Mapping) and obj.enabled:
+            revocations.mapping_removed(obj, role_id=obj.role_id, actor=actor, why="deleted")
         label = str(obj)
         obj.delete()
         registry_changed(role_ids=touched)
     logger.info("deleted %s %s by %s", type(obj).__name__.lower(), label, actor)
+
+
+def _mapping_trust_taken(mapping: Mapping, *, actor: str) -> None:
+    """Before saving ``mapping``: a live session revocation where it stops granting its role
+    (disabled, or moved to another role) on an account that opted in."""
+    before = Mapping.objects.filter(pk=mapping.pk).values("enabled", "role_id").first() if mapping.pk else None
+    if before is None or not before["enabled"]:
+        return
+    if not mapping.enabled:
+        revocations.mapping_removed(mapping, role_id=before["role_id"], actor=actor, why="disabled")
+    elif mapping.role_id != before["role_id"]:
+        revocations.mapping_removed(mapping, role_id=before["role_id"], actor=actor, why="moved to another role")
 
 
 def issuer_create(*, actor: str, **fields) -> Issuer:

@@ -303,6 +303,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict = {
     # Repairs hand edits of trust policies in IAM and retries failed syncs (mappings/iam/tasks.py).
     "iam-drift-scan": {"task": "mappings.tasks.scan_drift", "schedule": 15 * 60},
+    # Takes expired mappings out of IAM within a minute, ETA tasks or not (mappings/iam/tasks.py).
+    "iam-expiries": {"task": "mappings.tasks.sync_expiries", "schedule": 60.0},
     "exchange-signing-keys-promote": {"task": "exchange.tasks.signing_keys_promote_task", "schedule": 60.0},
     "exchange-used-tokens-prune": {"task": "exchange.tasks.used_tokens_prune_task", "schedule": 3600.0},
     # console: delete audit events older than ROLEGATE_AUDIT_RETENTION_DAYS, daily.

@@ -13,8 +13,6 @@ from mappings.models import Issuer, Role
 
 # A policy above this fraction of its account's quota is a problem (IAM refuses it past 1.0).
 QUOTA_RATIO = 0.9
-# The sync state a parallel change may add: policies that may only lose trust until fixed.
-SHRINK_ONLY = "shrink_only"
 
 
 @dataclass(frozen=True)
@@ -40,12 +38,14 @@ def _roles() -> Iterator[Found]:
                 label,
                 f"The IAM sync of role {label} failed: {role.last_error or 'no reason recorded'}",
             )
-        if role.sync_status == SHRINK_ONLY:
+        if role.sync_status == Role.SyncStatus.SHRINK_ONLY:
+            missing = ", ".join(role.missing_mappings) or "nothing"
             yield Found(
                 f"role-shrink-only:{role.pk}",
                 Problem.Kind.ROLE_SHRINK_ONLY,
                 label,
-                f"Role {label} is in shrink-only state: its trust policy may only lose trust until fixed",
+                f"Role {label} is shrink-only: IAM lost the trust no longer desired, but its full trust policy "
+                f"cannot be written (missing {missing}): {role.last_error or 'no reason recorded'}",
             )
         limit = role.account.trust_policy_limit
         if role.policy_size is not None and limit and role.policy_size / limit > QUOTA_RATIO:

@@ -52,6 +52,7 @@ FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
         "audience": ("str", "sts.amazonaws.com"),
         "manager_role_arn": ("str?", None),
         "trust_policy_limit": ("int", 2048),
+        "revoke_sessions_on_removal": ("bool", False),
         "guardrails": ("guardrails", {}),
         "source_identity": ("bool", False),
     },

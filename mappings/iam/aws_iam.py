@@ -179,3 +179,34 @@ def update_role_trust_policy(role_name: str, policy_text: str, *, manager_role_a
     """
     with _aws_errors():
         iam_client(manager_role_arn).update_assume_role_policy(RoleName=role_name, PolicyDocument=policy_text)
+
+
+# --- the revoke-older-sessions inline policy (the one permission policy Rolegate writes) -------
+
+
+def get_role_inline_policy(role_name: str, policy_name: str, *, manager_role_arn: str | None = None) -> dict | None:
+    """One inline policy of the role (URL-decoded JSON), or ``None`` when it has none so named.
+
+    https://docs.aws.amazon.com/IAM/latest/APIReference/API_GetRolePolicy.html
+    """
+    try:
+        with _aws_errors():
+            response = iam_client(manager_role_arn).get_role_policy(RoleName=role_name, PolicyName=policy_name)
+    except AwsPermanentError as exc:
+        if exc.code == "NoSuchEntity":
+            return None
+        raise
+    return _decode_policy(response.get("PolicyDocument", "{}"))
+
+
+def put_role_inline_policy(
+    role_name: str, policy_name: str, policy_text: str, *, manager_role_arn: str | None = None
+) -> None:
+    """Create or replace one inline policy of the role; the role's other policies are untouched.
+
+    https://docs.aws.amazon.com/IAM/latest/APIReference/API_PutRolePolicy.html
+    """
+    with _aws_errors():
+        iam_client(manager_role_arn).put_role_policy(
+            RoleName=role_name, PolicyName=policy_name, PolicyDocument=policy_text
+        )

@@ -22,9 +22,9 @@ from datetime import timedelta
 from celery.exceptions import Retry
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import Q
 from django.utils import timezone
 
+from mappings.iam import selectors, services, tasks
 from mappings.iam.aws_iam import AwsError
 from mappings.iam.outcomes import ALREADY_QUEUED, FAILED, QUEUED, SyncLine
 from mappings.iam.selectors import role_label
@@ -32,7 +32,11 @@ from mappings.iam.tasks import sync_account, sync_role
 from mappings.models import Account, Role
 
 # A queued task not started after this long is presumed lost and may be queued again.
-QUEUED_EXPIRY = timedelta(minutes=10)
+QUEUED_EXPIRY = tasks.QUEUED_EXPIRY
+# Expiries closer than this get a sync queued for their moment when the mapping is written;
+# later ones are queued by the beat's ``sync_expiries`` shortly before (a task with an ETA waits
+# in the worker's memory, and Redis redelivers it after its visibility timeout, one hour).
+EXPIRY_HORIZON = timedelta(minutes=30)
 # Seconds a queued sync waits, so writes in quick succession land in one sync.
 COALESCE_COUNTDOWN = 2
 # How long ``sync_request(..., wait=True)`` waits for a worker by default.
@@ -71,17 +75,23 @@ def _enqueue_pending() -> None:
     pending.clear()
     for role_id in ids:
         role_sync_enqueue(role_id=role_id)
+    expiry_syncs_enqueue(role_ids=ids)
+
+
+def expiry_syncs_enqueue(*, role_ids: Iterable[int]) -> int:
+    """Queue a sync of each role for the moment each of its enabled mappings expires, within
+    :data:`EXPIRY_HORIZON` (Celery ``eta``); returns how many were queued."""
+    now = timezone.now()
+    moments = selectors.expiries_between(now, now + EXPIRY_HORIZON, role_ids=role_ids)
+    for role_id, moment in moments:
+        sync_role.apply_async(kwargs={"role_id": role_id}, eta=moment)
+    return len(moments)
 
 
 def role_sync_enqueue(*, role_id: int) -> bool:
     """Queue ``sync_role`` unless one is already queued and not yet started; True if queued."""
     now = timezone.now()
-    claimed = (
-        Role.objects.filter(pk=role_id)
-        .filter(Q(sync_queued_at__isnull=True) | Q(sync_queued_at__lt=now - QUEUED_EXPIRY))
-        .update(sync_queued_at=now)
-    )
-    if not claimed:
+    if not services.role_sync_claim(role_id=role_id, now=now, expiry=QUEUED_EXPIRY):
         return False
     try:
         sync_role.apply_async(kwargs={"role_id": role_id}, countdown=COALESCE_COUNTDOWN)

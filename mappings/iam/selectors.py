@@ -7,8 +7,11 @@ from the cached registry snapshot: a sync must see the committed state, and cost
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
+from datetime import datetime
 
 from django.conf import settings
+from django.db.models import F, Q
 from django.utils import timezone
 
 from mappings import policies
@@ -89,3 +92,22 @@ def orphan_account_ids() -> list[str]:
     """AWS accounts with retired roles that Rolegate no longer manages at all."""
     managed = set(Account.objects.values_list("account_id", flat=True))
     return sorted({a for a in RetiredRole.objects.values_list("account_id", flat=True) if a not in managed})
+
+
+def expiries_between(
+    start: datetime, end: datetime, *, role_ids: Iterable[int] | None = None
+) -> list[tuple[int, datetime]]:
+    """``(role id, moment)`` for every enabled mapping that expires in ``(start, end]``, by moment."""
+    mappings = Mapping.objects.filter(enabled=True, expires_at__gt=start, expires_at__lte=end)
+    if role_ids is not None:
+        mappings = mappings.filter(role_id__in=list(role_ids))
+    return sorted(set(mappings.values_list("role_id", "expires_at")), key=lambda item: (item[1], item[0]))
+
+
+def roles_expired_since_sync(now: datetime) -> list[int]:
+    """Roles with an enabled mapping that expired after the role's last sync (or before its
+    first): IAM may still trust that mapping. One indexed query."""
+    expired = Q(mappings__enabled=True, mappings__expires_at__lte=now) & (
+        Q(synced_at__isnull=True) | Q(mappings__expires_at__gt=F("synced_at"))
+    )
+    return sorted(set(Role.objects.filter(expired).values_list("id", flat=True)))

@@ -11,7 +11,10 @@ module by name.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.utils import timezone
 
 from mappings.iam import selectors, services
 from mappings.iam.aws_iam import AwsTransientError
@@ -46,3 +49,30 @@ def scan_drift() -> int:
     for account_id in account_ids:
         sync_account.delay(account_id=account_id)
     return len(account_ids)
+
+
+# A queued task not started after this long is presumed lost and may be queued again.
+QUEUED_EXPIRY = timedelta(minutes=10)
+# How far ahead ``sync_expiries`` queues a sync for the moment a mapping expires: more than its
+# beat period (60 s), so a late beat run still leaves no gap.
+EXPIRY_LOOKAHEAD = timedelta(seconds=150)
+
+
+@shared_task(name="mappings.tasks.sync_expiries")
+def sync_expiries() -> int:
+    """Periodic (beat, every minute): take expired mappings out of IAM on time.
+
+    Syncs at once every role with a mapping that expired after the role's last sync (a missed
+    ETA task, a worker restart, a mapping written with a past expiry), and queues a sync for the
+    exact moment of every expiry in the next :data:`EXPIRY_LOOKAHEAD` (Celery ``eta``), so
+    expiries months ahead never wait in a broker. Returns how many tasks it queued."""
+    now = timezone.now()
+    queued = 0
+    for role_id in selectors.roles_expired_since_sync(now):
+        if services.role_sync_claim(role_id=role_id, now=now, expiry=QUEUED_EXPIRY):
+            sync_role.apply_async(kwargs={"role_id": role_id})
+            queued += 1
+    for role_id, moment in selectors.expiries_between(now, now + EXPIRY_LOOKAHEAD):
+        sync_role.apply_async(kwargs={"role_id": role_id}, eta=moment)
+        queued += 1
+    return queued

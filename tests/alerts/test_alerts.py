@@ -155,3 +155,15 @@ def test_webhooks_from_the_environment(monkeypatch):
     with pytest.raises(ImproperlyConfigured) as raised:
         _alert_webhooks("X_HOOKS")
     assert "secret.example" not in str(raised.value)
+
+
+def test_a_shrink_only_role_is_a_problem_naming_what_is_missing_and_why():
+    role = RoleFactory(
+        sync_status=Role.SyncStatus.SHRINK_ONLY, missing_mappings=["n00", "n01"], last_error="over the quota"
+    )
+    services.alerts_evaluate()
+    problem = Problem.objects.get()
+    assert problem.kind == "role_shrink_only"
+    assert "missing n00, n01" in problem.summary and problem.summary.endswith(": over the quota")
+    Role.objects.filter(pk=role.pk).update(sync_status=Role.SyncStatus.IN_SYNC, missing_mappings=[], last_error="")
+    assert [event for _, event in services.alerts_evaluate()] == ["cleared"]

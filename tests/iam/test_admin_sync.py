@@ -10,7 +10,7 @@ from django.contrib.messages.storage.cookie import CookieStorage
 from mappings import policies
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
 from mappings.iam import aws_iam
-from mappings.models import Account, Role
+from mappings.models import Account, Mapping, Role
 from tests.iam.helpers import PLACEHOLDER, ROLEGATE, create_iam_role, live_policy, registry
 
 pytestmark = [pytest.mark.django_db]
@@ -148,3 +148,44 @@ def test_account_admin_sync_now_and_provider_display(moto_aws, request_):
     account.refresh_from_db()
     assert account.provider_status == Account.SyncStatus.IN_SYNC
     assert aws_iam.iam_client().list_open_id_connect_providers()["OpenIDConnectProviderList"]
+
+
+def test_shrink_only_state_and_missing_mappings_are_shown(moto_aws, request_):
+    issuer, _, [role] = registry()
+    create_iam_role("deploy-web")
+    model_admin = RoleAdmin(Role, site)
+    assert model_admin.shrink_only_state(role) == "no"
+    from mappings.iam import services as iam_services
+
+    for i in range(60):  # behind the services' back: they refuse a write over the quota
+        Mapping.objects.create(name=f"m{i:02}", issuer=issuer, role=role, project=f"group-{i}/long-service")
+    iam_services.role_sync(role_id=role.pk)
+    role.refresh_from_db()
+    shown = model_admin.shrink_only_state(role)
+    assert "<strong>yes</strong>" in shown and "missing: deploy-web-main, m00, m01" in shown
+    assert "shrink_only_state" in model_admin.get_fieldsets(request_, role)[-1][1]["fields"]
+
+
+def test_revoke_sessions_action_records_and_writes_the_revocation(moto_aws, request_):
+    from mappings.models import SessionRevocation
+
+    _, _, [role] = registry()
+    create_iam_role("deploy-web")
+    model_admin = RoleAdmin(Role, site)
+    assert model_admin.session_revocation(role) == "No revocation in IAM."
+    func, _, _ = model_admin.get_actions(request_)["revoke_sessions_now"]
+    func(model_admin, request_, Role.objects.filter(pk=role.pk))
+    [message] = messages_of(request_)
+    assert message.startswith("role prod/deploy-web: updated: revoked sessions issued before ")
+    record = SessionRevocation.objects.get()
+    assert (record.actor, record.reason, record.applied_at is not None) == ("admin", "admin action", True)
+    role.refresh_from_db()
+    shown = model_admin.session_revocation(role)
+    assert "are denied everything" in shown and "by admin (admin action)" in shown and "in IAM" in shown
+
+
+def test_revoke_sessions_action_needs_change_permission(rf, django_user_model):
+    user = django_user_model.objects.create_user("viewer", is_staff=True)
+    request = rf.get("/")
+    request.user = user
+    assert "revoke_sessions_now" not in RoleAdmin(Role, site).get_actions(request)

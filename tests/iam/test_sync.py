@@ -242,6 +242,8 @@ def test_manager_role_is_assumed_for_its_account(moto_aws):
 
 
 def test_policy_too_large_is_failed_and_never_written(moto_aws):
+    """The full policy is never written; the shrink-only one is (here: the placeholder's EC2
+    trust is not desired, and none of the mappings was live, so it trusts nobody)."""
     issuer, _, [role] = registry()
     # Written behind the services' back: they refuse a change that leaves a policy over its quota.
     for i in range(60):
@@ -250,10 +252,12 @@ def test_policy_too_large_is_failed_and_never_written(moto_aws):
     counter = CallCounter(aws_iam.iam_client())
     line = iam_services.role_sync(role_id=role.pk)
     assert line.outcome == "failed" and "over the account's quota of 2048" in line.reason
-    assert counter.calls == []
-    assert live_policy("deploy-web") == PLACEHOLDER
+    assert line.reason.startswith("shrink-only: wrote the live trust minus what is no longer desired (missing ")
+    assert counter.count("UpdateAssumeRolePolicy") == 1
+    assert live_policy("deploy-web") == policies.trusts_nobody()
     role.refresh_from_db()
-    assert role.sync_status == Role.SyncStatus.FAILED and role.policy_size > 2048
+    assert role.sync_status == Role.SyncStatus.SHRINK_ONLY and role.policy_size > 2048
+    assert len(role.missing_mappings) == 61
 
 
 def test_direct_mode_account_ensures_the_gitlab_provider(moto_aws):

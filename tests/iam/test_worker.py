@@ -177,3 +177,59 @@ def test_sync_iam_with_a_broker_and_no_worker_says_so(worker_env):
         f"CommandError: No worker synced account {account.name!r} within 2 s; is `celery -A portal worker` "
         "running on this broker?"
     ]
+
+
+def test_an_expiring_mapping_leaves_iam_on_time_through_the_eta_sync(worker, worker_env, settings):
+    """The registry's own write path (in a process with the broker set) queues the sync for the
+    moment the mapping expires; the worker runs it then. Prints the lag measured."""
+    from datetime import UTC, datetime
+
+    from mappings import iam_eval
+
+    _, _, process, log = worker
+    settings.ROLEGATE_ISSUER = ROLEGATE
+    _, _, [role] = registry()
+    create_iam_role(role.name)
+    expires = datetime.fromtimestamp(int(time.time()) + 12, tz=UTC)
+    code = (
+        "import datetime; from mappings import services; from mappings.models import Issuer, Role; "
+        "services.mapping_create(actor='test', name='temp', issuer=Issuer.objects.get(), role=Role.objects.get(), "
+        f"project='platform/temp', ref='main', expires_at=datetime.datetime.fromisoformat('{expires.isoformat()}'))"
+    )
+    written = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert written.returncode == 0, written.stdout + written.stderr
+
+    def trusts_temp() -> bool:
+        claims = {
+            "project_path": "platform/temp",
+            "ref": "main",
+            "ref_type": "branch",
+            "ref_protected": "false",
+            "pipeline_source": "push",
+            "namespace_path": "platform",
+        }
+        return iam_eval.minted_token_allowed(
+            live_policy(role.name),
+            rolegate_issuer=ROLEGATE,
+            account_id="123456789012",
+            audience="sts.amazonaws.com",
+            issuer_name="gitlab-com",
+            claims=claims,
+            mapping_name="m",
+            session_tags=True,
+            role_name=role.name,
+        )
+
+    wait_for(trusts_temp, process=process, log=log, timeout=30)  # the sync queued by the write
+    assert time.time() < expires.timestamp(), "the first sync came too late to show the expiry"
+    wait_for(lambda: not trusts_temp(), process=process, log=log, timeout=90)
+    lag = time.time() - expires.timestamp()
+    print(f"IAM stopped trusting the expired mapping {lag:.1f} s after its expires_at")
+    assert lag < 60

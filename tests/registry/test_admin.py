@@ -259,3 +259,17 @@ def test_list_pages_do_not_query_per_row(platform_admin, django_assert_max_num_q
     with django_assert_max_num_queries(12):
         response = platform_admin.get(reverse(f"admin:mappings_{model}_changelist"))
     assert response.status_code == 200
+
+
+def test_session_revocations_are_listed_read_only(platform_admin, deploy_web):
+    from mappings.iam import revocations
+    from mappings.models import SessionRevocation
+
+    revocations.session_revoke(role=deploy_web, actor="alice", reason="incident 42")
+    page = platform_admin.get(reverse("admin:mappings_sessionrevocation_changelist")).content.decode()
+    assert "incident 42" in page and "alice" in page
+    change = platform_admin.get(
+        reverse("admin:mappings_sessionrevocation_change", args=[SessionRevocation.objects.get().pk])
+    ).content.decode()
+    assert 'name="reason"' not in change  # read-only
+    assert platform_admin.get(reverse("admin:mappings_sessionrevocation_add")).status_code == 403

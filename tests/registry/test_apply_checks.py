@@ -37,7 +37,8 @@ def run(tmp_path, data: dict, *args: str) -> tuple[int, str, str]:
 
 
 def crowded(minimal: dict, count: int) -> dict:
-    """``count`` one-project mappings on prod/deploy-web: about 90 characters of policy each (the role-bound sub included)."""
+    """``count`` one-project mappings on prod/deploy-web: about 90 characters of policy each (the
+    role-bound sub included)."""
     base = minimal["mappings"][0]
     minimal["mappings"] = [{**base, "name": f"web-{n}", "project": f"platform/web-{n}"} for n in range(count)]
     return minimal

@@ -284,6 +284,16 @@ def test_concurrent_applies_are_serialised():
     assert sorted(results, key=repr) == [0, 1 + 2 + 20 + 50], results
 
 
+def test_revoke_sessions_on_removal_applies_and_round_trips(tmp_path):
+    """The demo's prod account opts in to session revocation; export writes the key back."""
+    run("apply", str(DEMO))
+    assert list(Account.objects.filter(revoke_sessions_on_removal=True).values_list("name", flat=True)) == ["prod"]
+    exported, _ = run("export")
+    assert "revoke_sessions_on_removal: true" in exported and "revoke_sessions_on_removal: false" in exported
+    out, _ = run("apply", write(tmp_path, exported, "exported.yaml"), "--prune")
+    assert out.startswith("No changes.")
+
+
 def test_apply_names_the_path_of_an_environment_pattern_no_session_tag_can_hold(tmp_path, minimal):
     minimal["mappings"][0]["environment"] = "prod{eu}"
     err = io.StringIO()

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mappings', '0006_account_guardrails'),
+        ('mappings', '0007_session_revocation'),
     ]
 
     operations = [
