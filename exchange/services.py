@@ -391,6 +391,10 @@ def minted_claims(*, rule: Rule, claims: dict, sub: str, jti: str, now: int) -> 
     payload[minted.MAPPING_CLAIM] = rule.name
     if rule.session_tags:
         payload[minted.TAGS_CLAIM] = minted.session_tags_claim(claims, rule.name)
+    if rule.account_source_identity:
+        source_identity = minted.source_identity(claims)
+        if source_identity is not None:
+            payload[minted.SOURCE_IDENTITY_CLAIM] = source_identity
     return payload
 
 

@@ -54,6 +54,12 @@ class Rule:
     pipeline_sources: tuple[str, ...]
     expires_at: datetime | None
     enabled: bool
+    # Conditions on the pipeline definition, environment and runner (docs/trust-model.md).
+    ci_config_ref_uri: str | None = None  # pattern on ci_config_ref_uri
+    environment_protected: bool = False  # require environment_protected == "true"
+    deployment_tiers: tuple[str, ...] = ()  # any of them; empty: any
+    runner_environment: str | None = None  # exactly this
+    account_source_identity: bool = False  # minted tokens carry a source identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,23 +134,57 @@ class TagCheck:
     field: str  # the mapping's field
     claim: str  # the claim, and the session tag (same name) that carries its value
     patterns: tuple[str, ...]  # what IAM compares the tag with (any of them)
+    like: bool = False  # patterns (StringLike) rather than exact values (StringEquals)
+
+    def met_by(self, value: str | None) -> bool:
+        """Whether a claim ``value`` meets the condition (an absent claim never does)."""
+        if value is None:
+            return False
+        if self.like:
+            return any(patterns.matches(pattern, value) for pattern in self.patterns)
+        return value in self.patterns
 
 
 def tag_checks(rule: Rule) -> tuple[TagCheck, ...]:
-    """``rule``'s conditions that IAM can check only through session tags."""
+    """``rule``'s conditions that IAM can check only through session tags, in the order a person
+    would check them: the one list of them (matcher, policy generator, warnings, lint)."""
     checks = []
     if rule.protected:
         checks.append(TagCheck("protected", "ref_protected", ("true",)))
     if rule.environment is not None:
-        checks.append(TagCheck("environment", "environment", (rule.environment,)))
+        checks.append(TagCheck("environment", "environment", (rule.environment,), like=True))
     if rule.pipeline_sources:
         checks.append(TagCheck("pipeline_sources", "pipeline_source", tuple(rule.pipeline_sources)))
+    if rule.ci_config_ref_uri is not None:
+        checks.append(TagCheck("ci_config_ref_uri", "ci_config_ref_uri", (rule.ci_config_ref_uri,), like=True))
+    if rule.environment_protected:
+        checks.append(TagCheck("environment_protected", "environment_protected", ("true",)))
+    if rule.deployment_tiers:
+        checks.append(TagCheck("deployment_tiers", "deployment_tier", tuple(rule.deployment_tiers)))
+    if rule.runner_environment is not None:
+        checks.append(TagCheck("runner_environment", "runner_environment", (rule.runner_environment,)))
     return tuple(checks)
+
+
+def checks_imply(weaker: Iterable[TagCheck], stronger: Iterable[TagCheck]) -> bool:
+    """Whether every claim set meeting all of ``stronger`` meets all of ``weaker`` too. Sound:
+    ``True`` is always right (``patterns.subsumes`` is)."""
+    by_claim = {check.claim: check for check in stronger}
+    for check in weaker:
+        other = by_claim.get(check.claim)
+        if other is None:
+            return False
+        if check.like or other.like:
+            if not all(any(patterns.subsumes(p, q) for p in check.patterns) for q in other.patterns):
+                return False
+        elif not set(other.patterns) <= set(check.patterns):
+            return False
+    return True
 
 
 def has_tag_conditions(rule: Rule) -> bool:
     """Whether ``rule`` has conditions that IAM can check only through session tags."""
-    return rule.protected or rule.environment is not None or bool(rule.pipeline_sources)
+    return bool(tag_checks(rule))
 
 
 def tags_enforced(rule: Rule) -> bool:
@@ -165,8 +205,9 @@ def lossy_tag_patterns(rule: Rule) -> tuple[tuple[TagCheck, str], ...]:
 
 
 def unenforceable(rule: Rule) -> bool:
-    """A brokered role without session tags cannot make IAM check ``protected``, ``environment``
-    or ``pipeline_sources``: its policy could hold only the ``sub``. Such a mapping grants nothing
+    """A brokered role without session tags cannot make IAM check any of :func:`tag_checks`
+    (``protected``, ``environment``, ``pipeline_sources``, ``ci_config_ref_uri``, ...): its policy
+    could hold only the ``sub``. Such a mapping grants nothing
     (and is left out of the trust policy), so that IAM always checks every condition Rolegate
     does where it can see them (docs/trust-model.md)."""
     return rule.account_mode == "brokered" and not rule.session_tags and has_tag_conditions(rule)
@@ -190,18 +231,10 @@ def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluat
     ref = _claim(claims, "ref")
     if ref is None or not patterns.matches(rule.ref, ref):
         failed.append(Failure("ref", rule.ref, ref))
-    if rule.protected:
-        ref_protected = _claim(claims, "ref_protected")
-        if ref_protected != "true":
-            failed.append(Failure("protected", "true", ref_protected))
-    if rule.environment is not None:
-        environment = _claim(claims, "environment")
-        if environment is None or not patterns.matches(rule.environment, environment):
-            failed.append(Failure("environment", rule.environment, environment))
-    if rule.pipeline_sources:
-        source = _claim(claims, "pipeline_source")
-        if source not in rule.pipeline_sources:
-            failed.append(Failure("pipeline_sources", ",".join(rule.pipeline_sources), source))
+    for check in tag_checks(rule):
+        value = _claim(claims, check.claim)
+        if not check.met_by(value):
+            failed.append(Failure(check.field, ",".join(check.patterns), value))
     if tags_enforced(rule):
         failed.extend(_tag_failures(rule, claims, {f.field for f in failed}))
     return Evaluation(rule=rule, failed=tuple(failed))

@@ -49,6 +49,11 @@ def build_rule(
     pipeline_sources: Iterable[str] | None,
     expires_at: datetime | None,
     enabled: bool,
+    ci_config_ref_uri: str | None = None,
+    environment_protected: bool = False,
+    deployment_tiers: Iterable[str] | None = None,
+    runner_environment: str | None = None,
+    account_source_identity: bool = False,
 ) -> Rule:
     """The one builder of the matcher's :class:`Rule`, for the registry, a role's IAM sync and a
     proposed configuration file alike: the role ARN is derived from the account id and role name."""
@@ -72,6 +77,11 @@ def build_rule(
         pipeline_sources=tuple(pipeline_sources or ()),
         expires_at=expires_at,
         enabled=enabled,
+        ci_config_ref_uri=ci_config_ref_uri,
+        environment_protected=environment_protected,
+        deployment_tiers=tuple(deployment_tiers or ()),
+        runner_environment=runner_environment or None,
+        account_source_identity=account_source_identity,
     )
 
 
@@ -96,11 +106,16 @@ def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet:
         "pipeline_sources",
         "expires_at",
         "enabled",
+        "ci_config_ref_uri",
+        "environment_protected",
+        "deployment_tiers",
+        "runner_environment",
+        "role__account__source_identity",
         *more,
     )
 
 
-_RULE_WIDTH = 18  # the columns of _rule_rows before ``more``
+_RULE_WIDTH = 23  # the columns of _rule_rows before ``more``
 
 
 def _rule(row: tuple) -> Rule:
@@ -123,6 +138,11 @@ def _rule(row: tuple) -> Rule:
         sources,
         expires_at,
         enabled,
+        ci_config_ref_uri,
+        environment_protected,
+        tiers,
+        runner_environment,
+        source_identity,
     ) = row[:_RULE_WIDTH]
     return build_rule(
         id=pk,
@@ -143,6 +163,11 @@ def _rule(row: tuple) -> Rule:
         pipeline_sources=sources,
         expires_at=expires_at,
         enabled=enabled,
+        ci_config_ref_uri=ci_config_ref_uri,
+        environment_protected=environment_protected,
+        deployment_tiers=tiers,
+        runner_environment=runner_environment,
+        account_source_identity=source_identity,
     )
 
 
