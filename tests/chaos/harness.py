@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -202,6 +203,7 @@ class Stack:
     a :class:`FaultProxy`, moto behind another proxy as STS, and gunicorn on demand."""
 
     def __init__(self, workdir: Path | None = None):
+        self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="rg_chaos_"))
         self.pg = OwnPostgreSQL().init()
         self.gitlab = StandInGitLab(GitLabKey())
@@ -362,6 +364,8 @@ mappings:
             self.moto.wait(timeout=10)
         self.gitlab.stop()
         self.pg.destroy()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 # --- the scenarios -----------------------------------------------------------------------------
