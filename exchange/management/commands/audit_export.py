@@ -1,14 +1,15 @@
 """``python manage.py audit_export [--since ISO] [--format jsonl|csv]``: audit events, oldest first."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, make_aware
 
 from exchange.audit import write_csv, write_jsonl
 from exchange.models import AuditEvent
+from portal.commands import RolegateCommand
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Print audit events (docs/api.md#audit-event-fields), oldest first, as JSON lines or CSV."
 
     def add_arguments(self, parser):

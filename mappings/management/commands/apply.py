@@ -12,15 +12,16 @@ import json
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import IntegrityError
 
 from mappings.config import ConfigError, apply_document, parse_document
+from portal.commands import RolegateCommand
 
 EXIT_CHANGES = 2
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Reconcile the registry with a configuration file; prints the plan object by object."
 
     def add_arguments(self, parser):
