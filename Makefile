@@ -10,7 +10,7 @@ DEV_ENV := DJANGO_DEBUG=1 ROLEGATE_ALLOW_HTTP=1 ROLEGATE_ISSUER=http://127.0.0.1
 	ROLEGATE_ISSUER_ALLOWED_NETWORKS=127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7
 PYTEST_WORKERS ?= 2
 
-.PHONY: help venv run test lint bench demo clean
+.PHONY: help venv run test lint bench chaos demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ test: lint ## The whole suite (SQLite unless DATABASE_URL is set)
 
 bench: venv ## Load-test the exchange and print figures (needs PostgreSQL)
 	$(PY) scripts/bench.py
+
+chaos: venv ## Fault injection under load (own PostgreSQL cluster, Redis, broker, STS, JWKS); prints the figures
+	$(PY) scripts/chaos.py
 
 clean: ## Remove the venv, the SQLite database and caches
 	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache .ruff_cache .mypy_cache .hypothesis

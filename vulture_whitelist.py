@@ -35,6 +35,7 @@ _.login_options  # a context processor
 _.request_client_ip  # AXES_CLIENT_IP_CALLABLE
 _.logging_config  # LOGGING
 _.AlwaysSafeExceptionReporterFilter  # DEFAULT_EXCEPTION_REPORTER_FILTER
+_.registry_warm  # portal/wsgi.py, by import_string (portal imports no app)
 
 # Django: model fields and choices read by column name (admin, exports, queries by keyword).
 _.created_at
@@ -42,6 +43,7 @@ _.activated_at
 _.retired_at
 _.namespace_path
 _.pipeline_id
+_.deployment_tier
 _.provider_error
 _.BRANCH
 _.TAG
@@ -127,6 +129,10 @@ _.login_failure
 
 # prometheus-client: a custom collector's collect().
 _.collect
+
+# urllib3: the connection class a pool builds, the pool classes a PoolManager picks by scheme.
+_.ConnectionCls
+_.pool_classes_by_scheme
 
 # pytest and the tests' stand-in servers: module marks, fixtures requested by argument, hooks,
 # factory_boy options and http.server's handler methods.

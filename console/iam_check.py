@@ -70,6 +70,7 @@ def iam_verdict(rule: Rule, *, issuer: Issuer, claims: Mapping[str, object]) -> 
                 mapping_name=rule.name,
                 session_tags=rule.session_tags,
                 role_name=rule.role_name,
+                source_identity=rule.account_source_identity,
             )
             how = "the token Rolegate would mint"
     except iam_eval.UnsupportedPolicy as exc:

@@ -8,18 +8,20 @@ order. Never a raw token, signature or credential: claims, ``jti`` and ids only.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from exchange.models import AuditEvent
+from exchange.models import AuditEvent, UsedToken
 from exchange.safe_text import csv_cell
 from mappings.claims import AUDITED
 from portal import metrics
@@ -71,7 +73,7 @@ def _fit(name: str, value: object) -> str | None:
     return value[:limit] if limit else value
 
 
-def audit_record(
+def audit_event(
     *,
     request_id: str,
     endpoint: str,
@@ -92,11 +94,10 @@ def audit_record(
     time: datetime | None = None,
     aggregate_key: str | None = None,
 ) -> AuditEvent:
-    """Write one audit event. Raises the database's error if it cannot be written: callers fail
-    the request (fail closed)."""
+    """The event as it will be stored (not saved): every text fitted to its column."""
     claims = claims if isinstance(claims, dict) else {}
     fields = {name: _fit(name, claims.get(name)) for name in AUDITED}
-    event = AuditEvent.objects.create(
+    return AuditEvent(
         time=time or timezone.now(),
         request_id=request_id,
         endpoint=endpoint,
@@ -116,11 +117,104 @@ def audit_record(
         aggregate_key=aggregate_key,
         **fields,
     )
+
+
+def audit_record(**fields: Any) -> AuditEvent:
+    """Write one audit event (the arguments of :func:`audit_event`). Raises the database's error
+    if it cannot be written: callers fail the request (fail closed)."""
+    event = audit_event(**fields)
+    event.save(force_insert=True)
+    _log_after_commit(event)
+    return event
+
+
+def audit_record_spending(*, used: UsedToken, **fields: Any) -> AuditEvent | None:
+    """Spend a subject token (its replay row ``used``) and write the granted event, all or
+    nothing; ``None`` (and nothing written) when the token was already spent for that role.
+
+    On PostgreSQL this is ONE statement in autocommit -- ``WITH used AS (INSERT ... ON CONFLICT
+    DO NOTHING RETURNING ...) INSERT INTO audit ... SELECT ... FROM used`` -- so the hot path
+    pays one round trip for both rows, no BEGIN/COMMIT, and the statement is atomic: the event
+    exists exactly when the replay row does. A concurrent request with the same token waits on
+    the unique index and finds the row (replay refused across processes). Other databases use a
+    transaction. Raises the database's error if it cannot write (fail closed)."""
+    event = audit_event(**fields)
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    used.save(force_insert=True)
+            except IntegrityError:
+                return None
+            event.save(force_insert=True)
+    else:
+        statement, params = _spend_and_record_sql(used, event)
+        # Inside a caller's transaction (tests, a shell) a failed statement would poison it: a savepoint.
+        guard = transaction.atomic() if connection.in_atomic_block else _no_transaction()
+        with guard, connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        event.pk = row[0]
+    _log_after_commit(event)
+    return event
+
+
+class _no_transaction:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _columns(model: type[models.Model]) -> list[models.Field[Any, Any]]:
+    return [f for f in model._meta.concrete_fields if not f.primary_key]
+
+
+def _column(field: object) -> str:
+    """A concrete field's column name."""
+    column = getattr(field, "column", None)
+    if not isinstance(column, str):
+        raise TypeError(f"{field!r} has no column")
+    return column
+
+
+def _cast(field: models.Field[Any, Any]) -> str:
+    """The column's base type (no length), so a text parameter is read as the column's type."""
+    return re.sub(r"\(.*\)", "", field.db_type(connection) or "text")
+
+
+@functools.cache
+def _spend_and_record_statement() -> str:
+    """Built once from the models' metadata (names only; every value is a parameter)."""
+    quote = connection.ops.quote_name
+    used_fields, event_fields = _columns(UsedToken), _columns(AuditEvent)
+    unique = ", ".join(quote(_column(UsedToken._meta.get_field(name))) for name in ("issuer", "jti", "role_arn"))
+    # Table and column names from the models; every value is a parameter.
+    return (
+        f"WITH used AS (INSERT INTO {quote(UsedToken._meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(_column(f)) for f in used_fields)}) "
+        f"VALUES ({', '.join(f'%s::{_cast(f)}' for f in used_fields)}) "
+        f"ON CONFLICT ({unique}) DO NOTHING RETURNING 1) "
+        f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(_column(f)) for f in event_fields)}) "
+        f"SELECT {', '.join(f'%s::{_cast(f)}' for f in event_fields)} FROM used "
+        f"RETURNING {quote(_column(AuditEvent._meta.pk))}"
+    )
+
+
+def _spend_and_record_sql(used: UsedToken, event: AuditEvent) -> tuple[str, list[Any]]:
+    params = [f.get_db_prep_save(getattr(used, f.attname), connection) for f in _columns(UsedToken)]
+    params += [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _columns(AuditEvent)]
+    return _spend_and_record_statement(), params
+
+
+def _log_after_commit(event: AuditEvent) -> None:
     # Once the row is committed (a rolled-back event, a 503, was never recorded): logged from the
     # stored row (the same fields, cut the same way, as the audit API and exports; never a token)
-    # and counted in the metrics.
+    # and counted in the metrics. In autocommit (the token endpoint's one statement): at once.
     transaction.on_commit(lambda: _audit_committed(event), robust=True)
-    return event
 
 
 def audit_count_refusal(

@@ -1,33 +1,29 @@
 """Verifying GitLab CI ID tokens: registered issuers only, their keys via OIDC discovery.
 
-Keys are cached per process and issuer. A token whose ``kid`` is not cached makes one refresh
-of that issuer's JWKS: single-flight (a lock per issuer) and at most one attempt every
+The keys come from :mod:`exchange.jwks`: fetched with a total deadline, cached in every process
+and shared between processes (the Django cache). A token whose ``kid`` is not cached makes one
+refresh of that issuer's JWKS: single-flight across processes and at most one attempt every
 ``ROLEGATE_JWKS_MIN_REFRESH_SECONDS`` (default 30), so a key GitLab publishes is accepted within
 that time while a flood of junk kids costs GitLab one request per interval. When GitLab is down
-the cached keys keep serving.
+the cached keys keep serving, in a process started during the outage too.
 The algorithm comes from our allow-list, never from the token's header; ``jku``/``x5u``/``jwk``
 headers are ignored.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import threading
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import jwt
-import requests
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from exchange import reasons
-from exchange.jwks_status import jwks_fetch_recorded
+from exchange import jwks, reasons
+from exchange.jwks import forget_cached_keys as forget_cached_keys
+from exchange.jwks import refresh_interval as refresh_interval
 from mappings.claims import (
     BY_NAME,
     ENUMERATED,
@@ -41,12 +37,8 @@ from mappings.claims import (
 )
 from mappings.matching import RegisteredIssuer
 
-logger = logging.getLogger(__name__)
-
-ALLOWED_ALGORITHMS = ("RS256",)
-MAX_KEY_AGE = 3600.0  # refresh keys this old on the next request (keeping them if that fails)
-FETCH_TIMEOUT = 3.0
-MAX_RESPONSE_BYTES = 256 * 1024
+ALLOWED_ALGORITHMS = jwks.ALLOWED_ALGORITHMS
+MAX_KEY_AGE = jwks.MAX_KEY_AGE
 MAX_TOKEN_CHARS = 16 * 1024
 
 
@@ -61,32 +53,10 @@ class TokenRejected(Exception):
         self.verified = verified
 
 
-class JwksFetchError(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class VerifiedToken:
     issuer: RegisteredIssuer
     claims: dict[str, Any]
-
-
-@dataclass
-class _Keys:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    keys: dict[str, jwt.PyJWK] = field(default_factory=dict)
-    fetched_at: float = 0.0
-    attempted_at: float | None = None
-
-
-_registry_lock = threading.Lock()
-_keys: dict[tuple[str, str | None], _Keys] = {}
-
-
-def forget_cached_keys() -> None:
-    """Drop every cached JWKS (tests)."""
-    with _registry_lock:
-        _keys.clear()
 
 
 @sensitive_variables("token")
@@ -117,116 +87,18 @@ def _issuer_for(iss: object, issuers: Mapping[str, RegisteredIssuer]) -> Registe
     return issuer
 
 
-def _check_url(url: object) -> str:
-    if not isinstance(url, str):
-        raise JwksFetchError("jwks_uri is not a string")
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (parts.scheme == "http" and settings.ROLEGATE_ALLOW_HTTP):
-        raise JwksFetchError(f"{url!r} is not an https URL")
-    if not parts.hostname:
-        raise JwksFetchError(f"{url!r} has no host")
-    return url
-
-
-def _get_json(url: str) -> object:
-    """GET ``url`` with bounded time and size; no redirects."""
-    try:
-        with requests.get(
-            _check_url(url),
-            timeout=FETCH_TIMEOUT,
-            stream=True,
-            allow_redirects=False,
-            headers={"Accept": "application/json"},
-        ) as response:
-            if response.status_code != 200:
-                raise JwksFetchError(f"{url} answered HTTP {response.status_code}")
-            body = b""
-            for chunk in response.iter_content(16384):
-                body += chunk
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise JwksFetchError(f"{url} answered more than {MAX_RESPONSE_BYTES} bytes")
-    except requests.RequestException as exc:
-        raise JwksFetchError(f"{url}: {type(exc).__name__}") from None
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise JwksFetchError(f"{url} did not answer JSON") from None
-
-
-def fetch_jwks(issuer: RegisteredIssuer) -> dict[str, jwt.PyJWK]:
-    """The issuer's RS256 signing keys by kid, via its configured jwks_url or OIDC discovery."""
-    jwks_url = issuer.jwks_url
-    if not jwks_url:
-        discovery = _get_json(f"{issuer.url}/.well-known/openid-configuration")
-        if not isinstance(discovery, dict):
-            raise JwksFetchError("the discovery document is not a JSON object")
-        if discovery.get("issuer") != issuer.url:
-            raise JwksFetchError("the discovery document names another issuer")
-        jwks_url = discovery.get("jwks_uri")
-    document = _get_json(_check_url(jwks_url))
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise JwksFetchError("the JWKS has no keys list")
-    keys: dict[str, jwt.PyJWK] = {}
-    for item in document["keys"]:
-        if not isinstance(item, dict) or item.get("kty") != "RSA" or not isinstance(item.get("kid"), str):
-            continue
-        if item.get("use", "sig") != "sig" or item.get("alg", "RS256") not in ALLOWED_ALGORITHMS:
-            continue
-        try:
-            keys[item["kid"]] = jwt.PyJWK(item, algorithm="RS256")
-        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
-            continue
-    return keys
-
-
-def _entry(issuer: RegisteredIssuer) -> _Keys:
-    key = (issuer.url, issuer.jwks_url)
-    entry = _keys.get(key)
-    if entry is None:
-        with _registry_lock:
-            entry = _keys.setdefault(key, _Keys())
-    return entry
-
-
-def refresh_interval() -> int:
-    """Seconds between two JWKS fetch attempts for one issuer (``ROLEGATE_JWKS_MIN_REFRESH_SECONDS``)."""
-    return settings.ROLEGATE_JWKS_MIN_REFRESH_SECONDS
-
-
 def signing_key(issuer: RegisteredIssuer, kid: str) -> jwt.PyJWK:
-    """The issuer's key ``kid``, refreshing the cache at most once per :func:`refresh_interval`."""
-    entry = _entry(issuer)
-    now = time.time()
-    found = entry.keys.get(kid)
-    if found is not None and now - entry.fetched_at < MAX_KEY_AGE:
-        return found
-    with entry.lock:  # single flight: the others wait and then read what it fetched
-        now = time.time()
-        found = entry.keys.get(kid)
-        fresh = now - entry.fetched_at < MAX_KEY_AGE
-        if found is not None and fresh:
-            return found
-        if entry.attempted_at is None or now - entry.attempted_at >= refresh_interval():
-            entry.attempted_at = now
-            try:
-                entry.keys = fetch_jwks(issuer)
-                entry.fetched_at = time.time()
-            except JwksFetchError as exc:
-                logger.warning("JWKS of issuer %s unavailable: %s", issuer.name, exc)
-                jwks_fetch_recorded(issuer=issuer.name, error=str(exc))
-            else:
-                jwks_fetch_recorded(issuer=issuer.name, error=None)
-        found = entry.keys.get(kid)
-        if found is not None:
-            return found
-        if not entry.keys:
-            raise TokenRejected(
-                reasons.JWKS_UNAVAILABLE,
-                f"The signing keys of issuer {issuer.name!r} could not be fetched; try again shortly.",
-            )
+    """The issuer's key ``kid`` from :mod:`exchange.jwks` (cached, refreshed at most once per
+    :func:`refresh_interval`), or the refusal naming why there is none."""
+    try:
+        found = jwks.signing_key(issuer, kid)
+    except jwks.KeysUnavailable as exc:
+        raise TokenRejected(reasons.JWKS_UNAVAILABLE, str(exc)) from None
+    if found is None:
         raise TokenRejected(
             reasons.UNKNOWN_KID, f"The subject token's kid {kid[:80]!r} is not among issuer {issuer.name!r}'s keys."
         )
+    return found
 
 
 def _check_numbers(claims: Mapping[str, object]) -> None:

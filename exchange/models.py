@@ -40,6 +40,10 @@ class AuditEvent(models.Model):
     pipeline_id = models.CharField(max_length=64, null=True, blank=True)
     job_id = models.CharField(max_length=64, null=True, blank=True)
     user_login = models.CharField(max_length=255, null=True, blank=True)
+    ci_config_ref_uri = models.CharField(max_length=1024, null=True, blank=True)
+    environment_protected = models.CharField(max_length=16, null=True, blank=True)
+    deployment_tier = models.CharField(max_length=64, null=True, blank=True)
+    runner_environment = models.CharField(max_length=64, null=True, blank=True)
 
     requested_role_arn = models.CharField(max_length=255, null=True, blank=True)
     role_arn = models.CharField(max_length=255, null=True, blank=True, help_text="The granted role")

@@ -28,7 +28,7 @@ from django.views.decorators.debug import sensitive_variables
 from redis.exceptions import RedisError
 
 from exchange import aws_sts, gitlab, keys, reasons
-from exchange.audit import audit_count_refusal, audit_record
+from exchange.audit import audit_count_refusal, audit_record, audit_record_spending
 from exchange.models import UsedToken
 from mappings import minted
 from mappings.aws_errors import AwsPermanentError, AwsTransientError
@@ -167,7 +167,7 @@ def token_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeEr
             role_session_name=token.role_session_name,
         )
 
-    return _exchange(ctx=ctx, request=request, answer=answer)
+    return _exchange(ctx=ctx, request=request, answer=answer, record=_record_at_once)
 
 
 @sensitive_variables()
@@ -186,7 +186,7 @@ def credentials_exchange(*, ctx: RequestContext, request: ExchangeRequest | Exch
             duration_seconds=request.duration_seconds or _default_duration(rule),
         )
 
-    return _exchange(ctx=ctx, request=request, answer=answer)
+    return _exchange(ctx=ctx, request=request, answer=answer, record=_record)
 
 
 def exchange_refuse(*, ctx: RequestContext, error: ExchangeError) -> NoReturn:
@@ -214,6 +214,9 @@ def _exchange(
     ctx: RequestContext,
     request: ExchangeRequest | ExchangeError,
     answer: Callable[[_Granted, _Minted], Grant],
+    record: Callable[
+        [RequestContext, gitlab.VerifiedToken, _Granted, _Minted, _Trail, Callable[[_Granted, _Minted], Grant]], Grant
+    ],
 ) -> Grant:
     request = _admit(ctx, request)
     trail = _Trail(requested_role_arn=request.audience)
@@ -223,7 +226,7 @@ def _exchange(
         _project_rate_limit(ctx, verified)
         granted = _decide(snapshot, verified, request, trail)
         token = _mint(ctx, granted, verified.claims, trail)
-        return _record(ctx, verified, granted, token, trail, answer)
+        return record(ctx, verified, granted, token, trail, answer)
     except ExchangeError as error:
         _audit_denied(ctx, error, trail)
         raise
@@ -397,6 +400,10 @@ def minted_claims(*, rule: Rule, claims: dict[str, Any], sub: str, jti: str, now
     payload[minted.MAPPING_CLAIM] = rule.name
     if rule.session_tags:
         payload[minted.TAGS_CLAIM] = minted.session_tags_claim(claims, rule.name)
+    if rule.account_source_identity:
+        source_identity = minted.source_identity(claims)
+        if source_identity is not None:
+            payload[minted.SOURCE_IDENTITY_CLAIM] = source_identity
     return payload
 
 
@@ -445,24 +452,57 @@ def _record(
 
 
 @sensitive_variables()
+def _record_at_once(
+    ctx: RequestContext,
+    verified: gitlab.VerifiedToken,
+    granted: _Granted,
+    token: _Minted,
+    trail: _Trail,
+    answer: Callable[[_Granted, _Minted], Grant],
+) -> Grant:
+    """For an answer that calls nobody (the token endpoint): the answer first, then the replay
+    row and the granted event in one statement (:func:`exchange.audit.audit_record_spending`):
+    one database round trip, no transaction, the same all-or-nothing as :func:`_record`."""
+    result = answer(granted, token)
+    try:
+        event = audit_record_spending(
+            used=_used_token(verified, granted.rule, token), **_granted_fields(ctx, granted, trail)
+        )
+    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
+        logger.exception("audit event %s could not be written", ctx.request_id)
+        raise AuditUnavailable() from None
+    if event is None:
+        raise _replay(verified, granted.rule)
+    return result
+
+
+@sensitive_variables()
 def _spend(verified: gitlab.VerifiedToken, rule: Rule, token: _Minted) -> None:
     """The replay row: a subject token (iss + jti) is exchanged at most once for each role."""
+    try:
+        _used_token(verified, rule, token).save(force_insert=True)
+    except IntegrityError:
+        raise _replay(verified, rule) from None
+
+
+def _used_token(verified: gitlab.VerifiedToken, rule: Rule, token: _Minted) -> UsedToken:
     claims = verified.claims
     # Keep the row while the token could be accepted (a year at most: exp is the token's word).
     expires = min(float(claims["exp"]) + settings.ROLEGATE_CLOCK_LEEWAY, token.issued_at + 366 * 86400)
-    try:
-        UsedToken.objects.create(
-            issuer=verified.issuer.name,
-            jti=claims["jti"],
-            role_arn=rule.role_arn,
-            expires_at=datetime.fromtimestamp(expires, tz=UTC),
-        )
-    except IntegrityError:
-        raise ExchangeError(
-            "invalid_grant",
-            reasons.REPLAY,
-            f"This subject token (jti {claims['jti'][:80]!r}) was already exchanged for {rule.role_arn}.",
-        ) from None
+    return UsedToken(
+        issuer=verified.issuer.name,
+        jti=claims["jti"],
+        role_arn=rule.role_arn,
+        expires_at=datetime.fromtimestamp(expires, tz=UTC),
+    )
+
+
+def _replay(verified: gitlab.VerifiedToken, rule: Rule) -> ExchangeError:
+    return ExchangeError(
+        "invalid_grant",
+        reasons.REPLAY,
+        f"This subject token (jti {verified.claims['jti'][:80]!r}) was already exchanged for {rule.role_arn}.",
+    )
 
 
 def _default_duration(rule: Rule) -> int:
@@ -495,19 +535,23 @@ def _assume_role(*, rule: Rule, session_name: str, token: str, duration_seconds:
         ) from None
 
 
+def _granted_fields(ctx: RequestContext, granted: _Granted, trail: _Trail) -> dict[str, Any]:
+    return {
+        "request_id": ctx.request_id,
+        "endpoint": ctx.endpoint,
+        "outcome": "granted",
+        "reason": reasons.GRANTED,
+        "detail": granted.detail,
+        "client_ip": ctx.client_ip,
+        "user_agent": ctx.user_agent,
+        "latency_ms": _latency_ms(ctx),
+        **trail.fields(granted=True),
+    }
+
+
 def _audit_granted(ctx: RequestContext, granted: _Granted, trail: _Trail) -> None:
     try:
-        audit_record(
-            request_id=ctx.request_id,
-            endpoint=ctx.endpoint,
-            outcome="granted",
-            reason=reasons.GRANTED,
-            detail=granted.detail,
-            client_ip=ctx.client_ip,
-            user_agent=ctx.user_agent,
-            latency_ms=_latency_ms(ctx),
-            **trail.fields(granted=True),
-        )
+        audit_record(**_granted_fields(ctx, granted, trail))
     except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
         logger.exception("audit event %s could not be written", ctx.request_id)
         raise AuditUnavailable() from None

@@ -26,6 +26,7 @@ from django_stubs_ext import StrPromise
 from mappings import lint, selectors, services
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
 from mappings.models import (
+    DEPLOYMENT_TIERS,
     EMPTY_PATTERN,
     PIPELINE_SOURCES,
     Account,
@@ -110,6 +111,10 @@ MAPPING_FIELDS = (
     "protected",
     "environment",
     "pipeline_sources",
+    "ci_config_ref_uri",
+    "environment_protected",
+    "deployment_tiers",
+    "runner_environment",
     "expires_at",
     "enabled",
 )
@@ -117,6 +122,12 @@ MAPPING_FIELDS = (
 
 class MappingForm(ThroughServicesForm):
     pipeline_sources = _sources_field("None ticked means any pipeline source.")
+    deployment_tiers = forms.MultipleChoiceField(
+        choices=[(tier, tier) for tier in DEPLOYMENT_TIERS],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked means any deployment tier (deployment_tier claim).",
+    )
 
     class Meta:
         model = Mapping
@@ -130,6 +141,7 @@ GUARDRAIL_FIELDS = (
     "max_project_breadth",
     "require_environment",
     "max_session_seconds",
+    "require_ci_config_ref_uri",
 )
 
 
@@ -141,7 +153,16 @@ class AccountForm(ThroughServicesForm):
 
     class Meta:
         model = Account
-        fields = ("name", "account_id", "mode", "audience", "manager_role_arn", "trust_policy_limit", *GUARDRAIL_FIELDS)
+        fields = (
+            "name",
+            "account_id",
+            "mode",
+            "audience",
+            "manager_role_arn",
+            "trust_policy_limit",
+            "source_identity",
+            *GUARDRAIL_FIELDS,
+        )
 
 
 class RoleForm(ThroughServicesForm):
@@ -248,7 +269,20 @@ class IssuerAdmin(ThroughServicesAdmin):
 class AccountAdmin(AccountSyncAdminMixin, ThroughServicesAdmin):
     form = AccountForm
     fieldsets = (
-        (None, {"fields": ("name", "account_id", "mode", "audience", "manager_role_arn", "trust_policy_limit")}),
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "account_id",
+                    "mode",
+                    "audience",
+                    "manager_role_arn",
+                    "trust_policy_limit",
+                    "source_identity",
+                )
+            },
+        ),
         (
             "Guardrails (every role and mapping of the account must keep them)",
             {"fields": GUARDRAIL_FIELDS},
@@ -341,6 +375,10 @@ class MappingAdmin(ThroughServicesAdmin):
         (
             "Which jobs (IAM StringLike patterns: '*' any run of characters, '/' included; '?' one character)",
             {"fields": ("project", "ref", "ref_type", "protected", "environment", "pipeline_sources")},
+        ),
+        (
+            "Which pipeline definition, environment and runner (checked by IAM through session tags)",
+            {"fields": ("ci_config_ref_uri", "environment_protected", "deployment_tiers", "runner_environment")},
         ),
     )
 

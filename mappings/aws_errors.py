@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import botocore.exceptions
+import botocore.parsers
 
 # Error codes that mean "try again later", whatever the HTTP status.
 TRANSIENT_CODES = frozenset(
@@ -56,6 +57,13 @@ class AwsPermanentError(AwsError):
     will not help."""
 
 
+# What botocore raises besides its own BotoCoreError tree: ResponseParserError (an endpoint, or a
+# proxy in front of it, answered a body botocore cannot parse, e.g. a 500 with an HTML page) is
+# a plain Exception.
+_UNPARSEABLE = (botocore.parsers.ResponseParserError,)
+AWS_FAILURES = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, *_UNPARSEABLE)
+
+
 def classify(exc: Exception) -> AwsError:
     """The Rolegate error for a botocore failure."""
     if isinstance(exc, AwsError):
@@ -68,6 +76,9 @@ def classify(exc: Exception) -> AwsError:
         if code in TRANSIENT_CODES or status >= 500 or status == 429:
             return AwsTransientError(code, message)
         return AwsPermanentError(code, message)
+    if isinstance(exc, _UNPARSEABLE):
+        # The answer was garbled on the way or the endpoint is failing: nothing says "no".
+        return AwsTransientError("ResponseParserError", str(exc).splitlines()[0] if str(exc) else "unparseable answer")
     if isinstance(exc, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError):
         # Connection refused or reset, connect and read timeouts, a response cut short.
         return AwsTransientError(type(exc).__name__, str(exc))
@@ -84,5 +95,5 @@ def aws_errors() -> Iterator[None]:
     :class:`AwsPermanentError`."""
     try:
         yield
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+    except AWS_FAILURES as exc:
         raise classify(exc) from exc

@@ -150,6 +150,47 @@ CATALOGUE: tuple[Claim, ...] = (
         explained=True,
     ),
     Claim("user_login", _STRING, minted=Minted.COPIED, audited=True, audit_filter=True, explained=True),
+    # Conditions on the pipeline definition, the environment and the runner (docs/trust-model.md,
+    # "Conditions and who enforces them"): GitLab sends each as a JSON string, only where it applies
+    # (environment_protected and deployment_tier only for jobs with an environment). Their values are
+    # not enumerated here: a value GitLab adds later fails the conditions that name others, it does
+    # not refuse the token for every mapping. A wrong JSON type is refused (invalid_claim).
+    Claim(
+        "ci_config_ref_uri",
+        _STRING,
+        max_length=1024,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
+    Claim(
+        "environment_protected",
+        _STRING,
+        max_length=16,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
+    Claim(
+        "deployment_tier",
+        _STRING,
+        max_length=64,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
+    Claim(
+        "runner_environment",
+        _STRING,
+        max_length=64,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
 )
 
 BY_NAME: dict[str, Claim] = {claim.name: claim for claim in CATALOGUE}

@@ -12,6 +12,9 @@ docs/configuration.md, "Guardrails".
   top-level namespace: no ``*``, ``*/*`` or leading wildcard) or ``project`` (one exact project).
 - ``require_environment``: every mapping has an ``environment`` pattern.
 - ``max_session_seconds``: no role of the account allows longer sessions.
+- ``require_ci_config_ref_uri``: a pattern; every mapping has a ``ci_config_ref_uri`` pattern that
+  it covers (``patterns.subsumes``), so the account's roles go only to jobs that ran a pipeline
+  definition the platform team accepts (its own reviewed one, say).
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ NAMES = (
     "max_project_breadth",
     "require_environment",
     "max_session_seconds",
+    "require_ci_config_ref_uri",
 )
 # The guardrails IAM can enforce only through session tags (brokered accounts).
-TAG_CONDITIONS = ("require_protected", "forbid_pipeline_sources", "require_environment")
+TAG_CONDITIONS = ("require_protected", "forbid_pipeline_sources", "require_environment", "require_ci_config_ref_uri")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ class Guardrails:
     max_project_breadth: str = ANY
     require_environment: bool = False
     max_session_seconds: int | None = None
+    require_ci_config_ref_uri: str | None = None
 
     @classmethod
     def of(cls, source: object) -> Guardrails:
@@ -54,6 +59,7 @@ class Guardrails:
             max_project_breadth=get("max_project_breadth", ANY) or ANY,
             require_environment=bool(get("require_environment", False)),
             max_session_seconds=get("max_session_seconds", None),
+            require_ci_config_ref_uri=get("require_ci_config_ref_uri", None) or None,
         )
 
     @property
@@ -94,6 +100,7 @@ def mapping_violations(
     protected: bool,
     environment: str | None,
     pipeline_sources: Sequence[str],
+    ci_config_ref_uri: str | None = None,
     account: str = "the account",
 ) -> list[Violation]:
     """What in a mapping with these fields breaks ``guardrails`` (empty when nothing does)."""
@@ -145,6 +152,17 @@ def mapping_violations(
                 "require_environment",
                 f"{account} requires an environment pattern on every mapping (guardrail require_environment), "
                 "so only deployment jobs get its roles",
+            )
+        )
+    required = guardrails.require_ci_config_ref_uri
+    if required is not None and (ci_config_ref_uri is None or not patterns.subsumes(required, ci_config_ref_uri)):
+        found.append(
+            Violation(
+                "ci_config_ref_uri",
+                "require_ci_config_ref_uri",
+                f"{account} requires a ci_config_ref_uri pattern within {required!r} on every mapping (guardrail "
+                "require_ci_config_ref_uri), so only jobs that ran an accepted pipeline definition get its roles"
+                + ("" if ci_config_ref_uri is None else f"; {ci_config_ref_uri!r} is broader"),
             )
         )
     return found

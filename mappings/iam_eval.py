@@ -136,18 +136,31 @@ def session_allows(permission_policies: Sequence[Mapping[str, Any]], request: Re
 
 
 def web_identity_requests(
-    *, provider_url: str, account_id: str, sub: str, aud: str, request_tags: Mapping[str, str] | None
+    *,
+    provider_url: str,
+    account_id: str,
+    sub: str,
+    aud: str,
+    request_tags: Mapping[str, str] | None,
+    source_identity: str | None = None,
 ) -> list[Request]:
     """The requests STS evaluates for ``AssumeRoleWithWebIdentity`` with such a token: the assume
-    itself and, when the token carries session tags, ``sts:TagSession`` with the same context."""
+    itself; when the token carries session tags, ``sts:TagSession``; when it carries a source
+    identity (``https://aws.amazon.com/source_identity``), ``sts:SetSourceIdentity`` (with
+    ``sts:SourceIdentity`` in the context); all with the same context.
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_control-access_monitor.html"""
     host = policies.provider_host(provider_url)
     context = {f"{host}:sub": sub, f"{host}:aud": aud}
     for key, value in (request_tags or {}).items():
         context[f"aws:RequestTag/{key}"] = value
+    if source_identity is not None:
+        context["sts:SourceIdentity"] = source_identity
     federated = policies.provider_arn(account_id, provider_url)
     requests = [Request(policies.ASSUME_ACTION, federated, context)]
     if request_tags:
         requests.append(Request(policies.TAG_ACTION, federated, context))
+    if source_identity is not None:
+        requests.append(Request(policies.SOURCE_IDENTITY_ACTION, federated, context))
     return requests
 
 
@@ -162,6 +175,7 @@ def minted_token_allowed(
     mapping_name: str,
     session_tags: bool,
     role_name: str,
+    source_identity: bool = False,
 ) -> bool:
     """Whether IAM would accept a token Rolegate minted for ``claims`` and the role ``role_name``
     in ``account_id`` (brokered mode), under that role's trust policy ``policy``."""
@@ -179,7 +193,13 @@ def minted_token_allowed(
         else None
     )
     return minted_sub_allowed(
-        policy, rolegate_issuer=rolegate_issuer, account_id=account_id, sub=sub, aud=audience, request_tags=tags
+        policy,
+        rolegate_issuer=rolegate_issuer,
+        account_id=account_id,
+        sub=sub,
+        aud=audience,
+        request_tags=tags,
+        source_identity=minted.source_identity(claims) if source_identity else None,
     )
 
 
@@ -191,11 +211,17 @@ def minted_sub_allowed(
     sub: str,
     aud: str,
     request_tags: Mapping[str, str] | None,
+    source_identity: str | None = None,
 ) -> bool:
     """Whether IAM would accept, in ``account_id``, a token from Rolegate with this ``sub``,
-    ``aud`` and session tags (``None``: a token without the tags claim)."""
+    ``aud``, session tags (``None``: a token without the tags claim) and source identity."""
     requests = web_identity_requests(
-        provider_url=rolegate_issuer, account_id=account_id, sub=sub, aud=aud, request_tags=request_tags
+        provider_url=rolegate_issuer,
+        account_id=account_id,
+        sub=sub,
+        aud=aud,
+        request_tags=request_tags,
+        source_identity=source_identity,
     )
     return all(allows(policy, request) for request in requests)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mappings import patterns
-from mappings.matching import Rule, unenforceable
+from mappings.matching import Rule, checks_imply, tag_checks, unenforceable
 
 WILDCARD_PROJECT_UNPROTECTED = "wildcard_project_unprotected"
 UNTRUSTED_PIPELINE_SOURCE = "untrusted_pipeline_source"
@@ -66,7 +66,7 @@ def _never_grants(rule: Rule, now: datetime) -> Warning | None:
         return Warning(
             rule.name,
             NEVER_GRANTS,
-            f"mapping {rule.name} grants nothing: its protected/environment/pipeline_sources conditions need "
+            f"mapping {rule.name} grants nothing: its {'/'.join(c.field for c in tag_checks(rule))} conditions need "
             f"session tags, which role {rule.account_name}/{rule.role_name} does not use",
         )
     return None
@@ -114,15 +114,7 @@ def covers(general: Rule, specific: Rule) -> bool:
         return False
     if general.ref_type != "any" and general.ref_type != specific.ref_type:
         return False
-    if general.protected and not specific.protected:
-        return False
-    if general.environment is not None and (
-        specific.environment is None or not patterns.subsumes(general.environment, specific.environment)
-    ):
-        return False
-    if general.pipeline_sources and (
-        not specific.pipeline_sources or not set(specific.pipeline_sources) <= set(general.pipeline_sources)
-    ):
+    if not checks_imply(tag_checks(general), tag_checks(specific)):
         return False
     if general.expires_at is not None and (specific.expires_at is None or specific.expires_at > general.expires_at):
         return False

@@ -8,10 +8,11 @@ project pattern's literal prefix is a prefix of the token's ``project_path``.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from mappings import minted, patterns
 
@@ -53,6 +54,12 @@ class Rule:
     pipeline_sources: tuple[str, ...]
     expires_at: datetime | None
     enabled: bool
+    # Conditions on the pipeline definition, environment and runner (docs/trust-model.md).
+    ci_config_ref_uri: str | None = None  # pattern on ci_config_ref_uri
+    environment_protected: bool = False  # require environment_protected == "true"
+    deployment_tiers: tuple[str, ...] = ()  # any of them; empty: any
+    runner_environment: str | None = None  # exactly this
+    account_source_identity: bool = False  # minted tokens carry a source identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,23 +134,57 @@ class TagCheck:
     field: str  # the mapping's field
     claim: str  # the claim, and the session tag (same name) that carries its value
     patterns: tuple[str, ...]  # what IAM compares the tag with (any of them)
+    like: bool = False  # patterns (StringLike) rather than exact values (StringEquals)
+
+    def met_by(self, value: str | None) -> bool:
+        """Whether a claim ``value`` meets the condition (an absent claim never does)."""
+        if value is None:
+            return False
+        if self.like:
+            return any(patterns.matches(pattern, value) for pattern in self.patterns)
+        return value in self.patterns
 
 
 def tag_checks(rule: Rule) -> tuple[TagCheck, ...]:
-    """``rule``'s conditions that IAM can check only through session tags."""
+    """``rule``'s conditions that IAM can check only through session tags, in the order a person
+    would check them: the one list of them (matcher, policy generator, warnings, lint)."""
     checks = []
     if rule.protected:
         checks.append(TagCheck("protected", "ref_protected", ("true",)))
     if rule.environment is not None:
-        checks.append(TagCheck("environment", "environment", (rule.environment,)))
+        checks.append(TagCheck("environment", "environment", (rule.environment,), like=True))
     if rule.pipeline_sources:
         checks.append(TagCheck("pipeline_sources", "pipeline_source", tuple(rule.pipeline_sources)))
+    if rule.ci_config_ref_uri is not None:
+        checks.append(TagCheck("ci_config_ref_uri", "ci_config_ref_uri", (rule.ci_config_ref_uri,), like=True))
+    if rule.environment_protected:
+        checks.append(TagCheck("environment_protected", "environment_protected", ("true",)))
+    if rule.deployment_tiers:
+        checks.append(TagCheck("deployment_tiers", "deployment_tier", tuple(rule.deployment_tiers)))
+    if rule.runner_environment is not None:
+        checks.append(TagCheck("runner_environment", "runner_environment", (rule.runner_environment,)))
     return tuple(checks)
+
+
+def checks_imply(weaker: Iterable[TagCheck], stronger: Iterable[TagCheck]) -> bool:
+    """Whether every claim set meeting all of ``stronger`` meets all of ``weaker`` too. Sound:
+    ``True`` is always right (``patterns.subsumes`` is)."""
+    by_claim = {check.claim: check for check in stronger}
+    for check in weaker:
+        other = by_claim.get(check.claim)
+        if other is None:
+            return False
+        if check.like or other.like:
+            if not all(any(patterns.subsumes(p, q) for p in check.patterns) for q in other.patterns):
+                return False
+        elif not set(other.patterns) <= set(check.patterns):
+            return False
+    return True
 
 
 def has_tag_conditions(rule: Rule) -> bool:
     """Whether ``rule`` has conditions that IAM can check only through session tags."""
-    return rule.protected or rule.environment is not None or bool(rule.pipeline_sources)
+    return bool(tag_checks(rule))
 
 
 def tags_enforced(rule: Rule) -> bool:
@@ -164,8 +205,9 @@ def lossy_tag_patterns(rule: Rule) -> tuple[tuple[TagCheck, str], ...]:
 
 
 def unenforceable(rule: Rule) -> bool:
-    """A brokered role without session tags cannot make IAM check ``protected``, ``environment``
-    or ``pipeline_sources``: its policy could hold only the ``sub``. Such a mapping grants nothing
+    """A brokered role without session tags cannot make IAM check any of :func:`tag_checks`
+    (``protected``, ``environment``, ``pipeline_sources``, ``ci_config_ref_uri``, ...): its policy
+    could hold only the ``sub``. Such a mapping grants nothing
     (and is left out of the trust policy), so that IAM always checks every condition Rolegate
     does where it can see them (docs/trust-model.md)."""
     return rule.account_mode == "brokered" and not rule.session_tags and has_tag_conditions(rule)
@@ -189,18 +231,10 @@ def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluat
     ref = _claim(claims, "ref")
     if ref is None or not patterns.matches(rule.ref, ref):
         failed.append(Failure("ref", rule.ref, ref))
-    if rule.protected:
-        ref_protected = _claim(claims, "ref_protected")
-        if ref_protected != "true":
-            failed.append(Failure("protected", "true", ref_protected))
-    if rule.environment is not None:
-        environment = _claim(claims, "environment")
-        if environment is None or not patterns.matches(rule.environment, environment):
-            failed.append(Failure("environment", rule.environment, environment))
-    if rule.pipeline_sources:
-        source = _claim(claims, "pipeline_source")
-        if source not in rule.pipeline_sources:
-            failed.append(Failure("pipeline_sources", ",".join(rule.pipeline_sources), source))
+    for check in tag_checks(rule):
+        value = _claim(claims, check.claim)
+        if not check.met_by(value):
+            failed.append(Failure(check.field, ",".join(check.patterns), value))
     if tags_enforced(rule):
         failed.extend(_tag_failures(rule, claims, {f.field for f in failed}))
     return Evaluation(rule=rule, failed=tuple(failed))
@@ -221,27 +255,152 @@ def _tag_failures(rule: Rule, claims: Mapping[str, object], failed_fields: set[s
     return failures
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+_SHARDS = 64
+
+
+class Shards(Generic[K, V]):
+    """An immutable dict split in 64 parts by the key's hash: :meth:`changed` copies only the
+    parts a change touches, so a new version of a 100,000-entry map costs a few small copies and
+    shares everything else with the old one."""
+
+    __slots__ = ("_parts", "_size")
+
+    def __init__(self, items: Iterable[tuple[K, V]] = ()):
+        parts: list[dict[K, V]] = [{} for _ in range(_SHARDS)]
+        for key, value in items:
+            parts[hash(key) % _SHARDS][key] = value
+        self._parts = tuple(parts)
+        self._size = sum(len(part) for part in parts)
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        return self._parts[hash(key) % _SHARDS].get(key, default)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def values(self) -> Iterator[V]:
+        for part in self._parts:
+            yield from part.values()
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        for part in self._parts:
+            yield from part.items()
+
+    def changed(self, *, put: Mapping[K, V] | None = None, drop: Iterable[K] = ()) -> Shards[K, V]:
+        """A new map: ``drop`` removed, then ``put`` set."""
+        parts = list(self._parts)
+        copied: set[int] = set()
+
+        def part(key: K) -> dict[K, V]:
+            index = hash(key) % _SHARDS
+            if index not in copied:
+                parts[index] = dict(parts[index])
+                copied.add(index)
+            return parts[index]
+
+        for key in drop:
+            part(key).pop(key, None)
+        for key, value in (put or {}).items():
+            part(key)[key] = value
+        new: Shards[K, V] = object.__new__(Shards)
+        new._parts = tuple(parts)
+        new._size = sum(len(p) for p in parts)
+        return new
+
+
 class Registry:
     """An immutable index of rules (issuer -> literal project prefix -> rules), with the
-    registered issuers of the same registry version."""
+    registered issuers of the same registry version.
+
+    :meth:`patched` makes the next version from this one by copying only what the changed rules
+    touch (:class:`Shards`); the rest is shared between the two snapshots, never mutated."""
 
     def __init__(self, rules: Iterable[Rule], version: int = 0, issuers: Iterable[RegisteredIssuer] = ()):
         self.version = version
-        self._issuers_by_url = {issuer.url: issuer for issuer in issuers}
-        self._issuers_by_name = {issuer.name: issuer for issuer in self._issuers_by_url.values()}
+        self._set_issuers(issuers)
         index: dict[str, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
-        by_role: dict[str, list[Rule]] = defaultdict(list)
-        count = 0
+        by_id: dict[int, Rule] = {}
         for rule in sorted(rules, key=lambda r: r.name):
             index[rule.issuer][patterns.literal_prefix(rule.project)].append(rule)
-            by_role[rule.role_arn].append(rule)
-            count += 1
-        self._index = {issuer: {p: tuple(rs) for p, rs in buckets.items()} for issuer, buckets in index.items()}
-        self._prefix_lengths = {
-            issuer: tuple(sorted({len(p) for p in buckets})) for issuer, buckets in self._index.items()
-        }
-        self._by_role = {arn: tuple(rs) for arn, rs in by_role.items()}
-        self.size = count
+            by_id[rule.id] = rule
+        self._index = {issuer: Shards((p, tuple(rs)) for p, rs in buckets.items()) for issuer, buckets in index.items()}
+        # issuer -> {prefix length: how many buckets have it}; candidates() walks the lengths.
+        self._length_counts = {issuer: Counter(len(p) for p in buckets) for issuer, buckets in index.items()}
+        self._prefix_lengths = {issuer: tuple(sorted(c)) for issuer, c in self._length_counts.items()}
+        self._by_id = Shards(by_id.items())
+        self._by_role: dict[str, tuple[Rule, ...]] | None = None
+        self.size = len(by_id)
+
+    def _set_issuers(self, issuers: Iterable[RegisteredIssuer]) -> None:
+        self._issuers_by_url = {issuer.url: issuer for issuer in issuers}
+        self._issuers_by_name = {issuer.name: issuer for issuer in self._issuers_by_url.values()}
+
+    def patched(
+        self,
+        *,
+        version: int,
+        removed: Iterable[int] = (),
+        rules: Iterable[Rule] = (),
+        issuers: Iterable[RegisteredIssuer] | None = None,
+    ) -> Registry:
+        """A new snapshot: this one without the rules of ids ``removed`` and with ``rules`` (new
+        or replacing the rule of the same id); ``issuers`` replaces the issuers when given. Equal
+        to ``Registry(<the resulting rules>, version, issuers)``."""
+        new = object.__new__(Registry)
+        new.version = version
+        if issuers is None:
+            new._issuers_by_url, new._issuers_by_name = self._issuers_by_url, self._issuers_by_name
+        else:
+            new._set_issuers(issuers)
+        added = {rule.id: rule for rule in rules}
+        gone: set[int] = set()
+        buckets: dict[str, set[str]] = defaultdict(set)
+        for pk in {*removed, *added}:
+            old = self._by_id.get(pk)
+            if old is not None:
+                gone.add(pk)
+                buckets[old.issuer].add(patterns.literal_prefix(old.project))
+        fresh: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+        for rule in added.values():
+            prefix = patterns.literal_prefix(rule.project)
+            buckets[rule.issuer].add(prefix)
+            fresh[(rule.issuer, prefix)].append(rule)
+        new._by_id = self._by_id.changed(put=added, drop=gone)
+        new.size = len(new._by_id)
+        index = dict(self._index)
+        length_counts = dict(self._length_counts)
+        prefix_lengths = dict(self._prefix_lengths)
+        for issuer, prefixes in buckets.items():
+            old_buckets = index.get(issuer) or Shards()
+            counts = Counter(length_counts.get(issuer, {}))
+            put: dict[str, tuple[Rule, ...]] = {}
+            drop: list[str] = []
+            for prefix in prefixes:
+                before = old_buckets.get(prefix) or ()
+                kept = [rule for rule in before if rule.id not in gone]
+                merged = sorted(kept + fresh.get((issuer, prefix), []), key=lambda r: r.name)
+                if merged:
+                    put[prefix] = tuple(merged)
+                else:
+                    drop.append(prefix)
+                counts[len(prefix)] += bool(merged) - bool(before)
+            counts = Counter({length: n for length, n in counts.items() if n > 0})
+            if counts:
+                index[issuer] = old_buckets.changed(put=put, drop=drop)
+                length_counts[issuer] = counts
+                prefix_lengths[issuer] = tuple(sorted(counts))
+            else:
+                for table in (index, length_counts, prefix_lengths):
+                    table.pop(issuer, None)
+        new._index, new._length_counts, new._prefix_lengths = index, length_counts, prefix_lengths
+        new._by_role = None
+        return new
+
+    def rules(self) -> Iterable[Rule]:
+        """Every rule, in no particular order."""
+        return self._by_id.values()
 
     def candidates(self, issuer: str, project_path: str | None) -> list[Rule]:
         """Rules of ``issuer`` whose project pattern could match ``project_path``, by name."""
@@ -252,7 +411,7 @@ class Registry:
         for length in self._prefix_lengths[issuer]:
             if length > len(project_path):
                 break
-            found.extend(buckets.get(project_path[:length], ()))
+            found.extend(buckets.get(project_path[:length]) or ())
         found.sort(key=lambda r: r.name)
         return found
 
@@ -265,6 +424,12 @@ class Registry:
         return self._issuers_by_name.get(name)
 
     def rules_for_role(self, role_arn: str) -> tuple[Rule, ...]:
+        """The rules of one role, by name (the console's pages; built on first use)."""
+        if self._by_role is None:
+            by_role: dict[str, list[Rule]] = defaultdict(list)
+            for rule in sorted(self._by_id.values(), key=lambda r: r.name):
+                by_role[rule.role_arn].append(rule)
+            self._by_role = {arn: tuple(rs) for arn, rs in by_role.items()}
         return self._by_role.get(role_arn, ())
 
 

@@ -16,6 +16,10 @@ from mappings.claims import SESSION_TAGS
 
 MAX_SUB_LENGTH = 255
 TAGS_CLAIM = "https://aws.amazon.com/tags"
+SOURCE_IDENTITY_CLAIM = "https://aws.amazon.com/source_identity"
+# STS's SourceIdentity: 2-64 of [\w+=,.@-] (ASCII word characters).
+# https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html (SourceIdentity)
+_SOURCE_IDENTITY = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 MAPPING_CLAIM = "rolegate_mapping"
 # Principal tag keys, in the order they are written: the catalogue's session-tag claims, then the
 # mapping's name.
@@ -93,3 +97,16 @@ def role_session_name(project_id: object, job_id: object) -> str:
     """``gl-<project_id>-<job_id>``, fitting STS's ``[\\w+=,.@-]{2,64}``."""
     name = f"gl-{project_id}-{job_id}"
     return _SESSION_NAME_DISALLOWED.sub("_", name)[:64]
+
+
+def source_identity(claims: Mapping[str, object]) -> str | None:
+    """The source identity of a token minted for an account with ``source_identity`` on:
+    ``gl-<project_id>-<job_id>``, the job that started the session (docs/trust-model.md,
+    "Source identity"). Built from verified claims only and never rewritten: when the ids do not
+    make a valid source identity as they are (GitLab's are digits, so they always do), ``None``,
+    and the token carries none rather than a stand-in that could name another job."""
+    project_id, job_id = claims.get("project_id"), claims.get("job_id")
+    if not isinstance(project_id, str) or not isinstance(job_id, str):
+        return None
+    value = f"gl-{project_id}-{job_id}"
+    return value if _SOURCE_IDENTITY.fullmatch(value) else None

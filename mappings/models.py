@@ -39,6 +39,10 @@ PIPELINE_SOURCES = (
     "webide",
 )
 
+# GitLab's deployment tiers and runner environments (tests/fixtures/gitlab_id_token_claims.json).
+DEPLOYMENT_TIERS = ("production", "staging", "testing", "development", "other")
+RUNNER_ENVIRONMENTS = ("gitlab-hosted", "self-hosted")
+
 SLUG_HELP = "Letters, digits, '-' and '_'; unique."
 EMPTY_PATTERN = "The pattern must not be empty; use '*' to match anything."
 
@@ -97,6 +101,18 @@ def validate_pipeline_sources(value: object) -> None:
         )
     if len(set(value)) != len(value):
         raise ValidationError("Pipeline sources must not repeat.")
+
+
+def validate_deployment_tiers(value: object) -> None:
+    if not isinstance(value, list):
+        raise ValidationError("Give a list of deployment tiers, or leave it empty for any.")
+    unknown = [item for item in value if item not in DEPLOYMENT_TIERS]
+    if unknown:
+        raise ValidationError(
+            f"Unknown deployment tier(s) {', '.join(map(repr, unknown))}; GitLab's are: {', '.join(DEPLOYMENT_TIERS)}."
+        )
+    if len(set(value)) != len(value):
+        raise ValidationError("Deployment tiers must not repeat.")
 
 
 validate_account_id = RegexValidator(r"^[0-9]{12}\Z", 'An AWS account id is exactly 12 digits, e.g. "123456789012".')
@@ -225,6 +241,22 @@ class Account(TimestampedModel):
         help_text="Optional: no role of the account may allow sessions longer than this (900 to 43200 seconds).",
     )
 
+    source_identity = models.BooleanField(
+        default=False,
+        help_text="Minted tokens carry an AWS source identity (gl-<project_id>-<job_id>) that survives role "
+        "chaining and shows in CloudTrail; trust policies allow sts:SetSourceIdentity.",
+    )
+
+    require_ci_config_ref_uri = models.CharField(
+        "required CI config ref URI",
+        max_length=255,
+        null=True,
+        blank=True,
+        validators=[validate_pattern],
+        help_text="Optional pattern: every mapping must have a ci_config_ref_uri pattern within it (the pipeline "
+        "definitions the account's roles accept).",
+    )
+
     # OIDC provider sync state, written by the IAM sync only.
     provider_status = models.CharField(max_length=16, choices=SyncStatus.choices, default=SyncStatus.PENDING)
     provider_synced_at = models.DateTimeField(null=True, blank=True)
@@ -240,6 +272,13 @@ class Account(TimestampedModel):
         if self.audience is not None and (not self.audience.strip() or self.audience != self.audience.strip()):
             raise ValidationError({"audience": "The audience must be a non-empty value without surrounding spaces."})
         needs_tags = guardrail_rules.Guardrails.of(self).tag_conditions
+        if self.mode == Account.Mode.DIRECT and self.source_identity:
+            raise ValidationError(
+                {
+                    "source_identity": "In direct mode jobs present GitLab's own token to AWS, which carries no "
+                    "source identity; use brokered mode or turn it off."
+                }
+            )
         if self.mode == Account.Mode.DIRECT and needs_tags:
             raise ValidationError(
                 {
@@ -391,6 +430,31 @@ class Mapping(TimestampedModel):
     pipeline_sources = models.JSONField(
         default=list, blank=True, validators=[validate_pipeline_sources], help_text="Empty means any."
     )
+    ci_config_ref_uri = models.CharField(
+        "CI config ref URI",
+        max_length=255,
+        blank=True,
+        null=True,
+        validators=[validate_pattern],
+        help_text="Optional pattern on ci_config_ref_uri, the pipeline definition that ran, e.g. "
+        "'gitlab.example.com/platform/pipelines//deploy.yml@refs/heads/main'.",
+    )
+    environment_protected = models.BooleanField(
+        default=False, help_text='Require environment_protected == "true" (a protected environment).'
+    )
+    deployment_tiers = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_deployment_tiers],
+        help_text="Deployment tiers accepted (deployment_tier claim); empty means any.",
+    )
+    runner_environment = models.CharField(
+        max_length=16,
+        blank=True,
+        null=True,
+        choices=[(value, value) for value in RUNNER_ENVIRONMENTS],
+        help_text="Optional: require runner_environment (gitlab-hosted or self-hosted).",
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
 
@@ -410,8 +474,22 @@ class Mapping(TimestampedModel):
             raise ValidationError(
                 {"environment": "An empty environment pattern matches no job; leave it unset to match any job."}
             )
+        if self.ci_config_ref_uri == "":
+            raise ValidationError(
+                {"ci_config_ref_uri": "An empty pattern matches no job; leave it unset to match any pipeline."}
+            )
+        if self.runner_environment == "":
+            self.runner_environment = None
         role = _related(self, "role", Role)  # a missing role is reported on the field itself
-        conditioned = self.protected or self.environment is not None or bool(self.pipeline_sources)
+        conditioned = (
+            self.protected
+            or self.environment is not None
+            or bool(self.pipeline_sources)
+            or self.ci_config_ref_uri is not None
+            or self.environment_protected
+            or bool(self.deployment_tiers)
+            or self.runner_environment is not None
+        )
         brokered_role = (
             role
             if role is not None and role.account_id is not None and role.account.mode == Account.Mode.BROKERED
@@ -420,20 +498,23 @@ class Mapping(TimestampedModel):
         if conditioned and brokered_role is not None and not brokered_role.session_tags:
             raise ValidationError(
                 f"Role {role} does not use session tags, so IAM cannot check this mapping's protected, "
-                "environment or pipeline_sources conditions: its trust policy could hold only the project "
-                "and ref. Turn on session_tags for the role, or drop the conditions."
+                "environment, pipeline_sources, ci_config_ref_uri, environment_protected, deployment_tiers or "
+                "runner_environment conditions: its trust policy could hold only the project and ref. Turn on "
+                "session_tags for the role, or drop the conditions."
             )
-        untaggable = minted.untaggable_pattern_chars(self.environment) if isinstance(self.environment, str) else ""
-        if brokered_role is not None and brokered_role.session_tags and untaggable:
-            # IAM compares this pattern with the environment session tag, whose values hold only
-            # letters, digits, spaces and _ . : / = + - @ (docs/trust-model.md).
-            raise ValidationError(
-                {
-                    "environment": f"The pattern holds {untaggable!r}, which no AWS session tag value can: IAM checks "
-                    "it against the job's environment tag, so it could never be met as written (and a rewritten "
-                    "pattern would let in other environments). Use '?' or '*' in its place."
-                }
-            )
+        for name in ("environment", "ci_config_ref_uri"):
+            pattern = getattr(self, name)
+            untaggable = minted.untaggable_pattern_chars(pattern) if isinstance(pattern, str) else ""
+            if brokered_role is not None and brokered_role.session_tags and untaggable:
+                # IAM compares this pattern with the session tag of the same name, whose values hold
+                # only letters, digits, spaces and _ . : / = + - @ (docs/trust-model.md).
+                raise ValidationError(
+                    {
+                        name: f"The pattern holds {untaggable!r}, which no AWS session tag value can: IAM checks "
+                        f"it against the job's {name} tag, so it could never be met as written (and a rewritten "
+                        "pattern would let in others). Use '?' or '*' in its place."
+                    }
+                )
         if role is not None and role.account_id is not None:
             _raise_violations(
                 guardrail_rules.mapping_violations(
@@ -442,6 +523,7 @@ class Mapping(TimestampedModel):
                     protected=self.protected,
                     environment=self.environment,
                     pipeline_sources=self.pipeline_sources or (),
+                    ci_config_ref_uri=self.ci_config_ref_uri,
                     account=f"Account {role.account}",
                 )
             )
@@ -511,3 +593,31 @@ class RegistryVersion(models.Model):
 
     def __str__(self) -> str:
         return f"registry version {self.version}"
+
+
+class RegistryChange(models.Model):
+    """What one registry version changed: an issuer, account, role or mapping (by id), written in
+    the same transaction as the version bump (``mappings.services.registry_changed``).
+
+    A process whose snapshot is at version ``v`` reads the changes after ``v`` and patches its
+    snapshot instead of rebuilding it (``mappings.selectors.registry``). ``stamp`` is the
+    version's stamp: a process checks that the log holds its own version with its own stamp
+    (same history). ``all`` means "anything may have changed" (a bulk write): a full rebuild.
+    Old versions are pruned; a process that is further behind rebuilds.
+    """
+
+    class Kind(models.TextChoices):
+        ISSUER = "issuer", "issuer"
+        ACCOUNT = "account", "account"
+        ROLE = "role", "role"
+        MAPPING = "mapping", "mapping"
+        ALL = "all", "all"
+
+    id = models.BigAutoField(primary_key=True)
+    version = models.BigIntegerField(db_index=True)
+    stamp = models.UUIDField()
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    object_id = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"version {self.version}: {self.kind} {self.object_id}"

@@ -5,14 +5,15 @@ A role's trust policy makes IAM itself enforce what the role's mappings say, as 
 - *brokered* accounts trust Rolegate's OIDC provider and match the minted token's ``sub``
   (``mappings.minted.minted_sub``), which ends with the role it was minted for, so no other role's
   policy admits it; where the role has session tags, the conditions IAM can read from them
-  (``aws:RequestTag/ref_protected``, ``/environment``, ``/pipeline_source``) are added, compared
+  (``aws:RequestTag/ref_protected``, ``/environment``, ``/pipeline_source``, ``/ci_config_ref_uri``,
+  ``/environment_protected``, ``/deployment_tier``, ``/runner_environment``) are added, compared
   with the claims' exact values (a claim no tag can carry exactly has no tag), so IAM refuses what
   the mapping refuses.
 - *direct* accounts trust each GitLab issuer's own provider and match GitLab's ``sub``
   (``mappings.minted.gitlab_sub``); conditions IAM cannot check on a GitLab token become warnings.
 
 IAM ANDs the condition keys of a statement and ORs the values of one key, so mappings are grouped
-into one statement per (provider, protected, environment, pipeline sources) signature. The output
+into one statement per (provider, tag conditions) signature. The output
 is minified and deterministic (same input, same bytes) and measured the way IAM counts it
 (characters without whitespace) against the account's quota.
 
@@ -31,11 +32,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mappings import minted, patterns
-from mappings.matching import Rule, has_tag_conditions, lossy_tag_patterns
+from mappings.matching import Rule, TagCheck, checks_imply, has_tag_conditions, lossy_tag_patterns, tag_checks
 
 POLICY_VERSION = "2012-10-17"
 ASSUME_ACTION = "sts:AssumeRoleWithWebIdentity"
 TAG_ACTION = "sts:TagSession"
+SOURCE_IDENTITY_ACTION = "sts:SetSourceIdentity"
 BROKERED = "brokered"
 DIRECT = "direct"
 _WHITESPACE = re.compile(r"\s")
@@ -63,6 +65,7 @@ class PolicyInput:
     issuers: tuple[IssuerInfo, ...]
     rules: tuple[Rule, ...]  # the role's mappings, live or not
     now: datetime
+    source_identity: bool = False  # the account's minted tokens carry a source identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,21 +146,16 @@ def unchecked_conditions(rule: Rule, *, mode: str, session_tags: bool) -> tuple[
         )
     if mode == BROKERED and has_tag_conditions(rule):
         return (
-            f"mapping {rule.name} grants nothing: IAM can check its protected/environment/pipeline_sources "
-            "conditions only through session tags, which this role does not use; turn session_tags on",
+            f"mapping {rule.name} grants nothing: IAM can check its "
+            f"{'/'.join(check.field for check in tag_checks(rule))} conditions only through session tags, which "
+            "this role does not use; turn session_tags on",
         )
     why = (
         "GitLab's token carries no session tags IAM could check"
         if mode == DIRECT
         else "the role has no session tags IAM could check"
     )
-    warnings = []
-    if rule.protected:
-        warnings.append(f"mapping {rule.name}: 'protected' is not enforced by IAM ({why})")
-    if rule.environment is not None:
-        warnings.append(f"mapping {rule.name}: 'environment' is not enforced by IAM ({why})")
-    if rule.pipeline_sources:
-        warnings.append(f"mapping {rule.name}: 'pipeline_sources' is not enforced by IAM ({why})")
+    warnings = [f"mapping {rule.name}: '{check.field}' is not enforced by IAM ({why})" for check in tag_checks(rule)]
     if mode == DIRECT and warnings:
         warnings.append(
             f"mapping {rule.name}: in direct mode only Rolegate's explain tool applies these conditions; "
@@ -184,30 +182,29 @@ def compact(candidates: Iterable[str]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Signature:
-    """The conditions a statement adds to its ``sub`` patterns (brokered, with session tags)."""
+    """The conditions a statement adds to its ``sub`` patterns (brokered, with session tags): the
+    rule's tag checks, exact values sorted. Mappings with the same signature share a statement."""
 
-    protected: bool
-    environment: str | None
-    pipeline_sources: tuple[str, ...]
+    checks: tuple[TagCheck, ...]
+
+    @classmethod
+    def of(cls, rule: Rule) -> _Signature:
+        return cls(
+            tuple(
+                check if check.like else TagCheck(check.field, check.claim, tuple(sorted(check.patterns)))
+                for check in tag_checks(rule)
+            )
+        )
 
     def implied_by(self, other: _Signature) -> bool:
         """Whether every request meeting ``other`` also meets ``self``."""
-        if self.protected and not other.protected:
-            return False
-        if self.environment is not None and (
-            other.environment is None or not patterns.subsumes(self.environment, other.environment)
-        ):
-            return False
-        # An empty list means "any source": it implies a restricted list only when that is empty too.
-        return not self.pipeline_sources or (
-            bool(other.pipeline_sources) and set(other.pipeline_sources) <= set(self.pipeline_sources)
-        )
+        return checks_imply(self.checks, other.checks)
 
-    def sort_key(self) -> tuple[bool, bool, str, tuple[str, ...]]:
-        return (self.protected, self.environment is not None, self.environment or "", self.pipeline_sources)
+    def sort_key(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return tuple((check.field, check.patterns) for check in self.checks)
 
 
-_NO_CONDITIONS = _Signature(False, None, ())
+_NO_CONDITIONS = _Signature(())
 
 
 def _statement(
@@ -252,11 +249,7 @@ def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict[str,
             continue  # grants nothing (mappings.matching.unenforceable): IAM could not check it
         if data.session_tags and lossy_tag_patterns(rule):
             continue  # grants nothing (mappings.matching, PATTERN_NOT_TAGGABLE): never a lossy stand-in
-        signature = (
-            _Signature(rule.protected, rule.environment, tuple(sorted(rule.pipeline_sources)))
-            if data.session_tags
-            else _NO_CONDITIONS
-        )
+        signature = _Signature.of(rule) if data.session_tags else _NO_CONDITIONS
         ref_type = "*" if rule.ref_type == "any" else rule.ref_type
         sub = minted.minted_sub(
             rule.issuer, rule.project, ref_type, rule.ref, account_id=rule.account_id, role_name=rule.role_name
@@ -277,6 +270,8 @@ def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict[str,
             sub for sub in subs if not any(patterns.subsumes(g, sub) for w in weaker for g in compacted[w])
         ]
     actions = [ASSUME_ACTION, TAG_ACTION] if data.session_tags else [ASSUME_ACTION]
+    if data.source_identity:
+        actions.append(SOURCE_IDENTITY_ACTION)
     statements = []
     for signature in sorted(kept, key=_Signature.sort_key):
         subs = kept[signature]
@@ -284,12 +279,9 @@ def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict[str,
             continue
         equals: dict[str, object] = {f"{host}:aud": data.audience}
         like: dict[str, object] = {f"{host}:sub": _one_or_list(subs)}
-        if signature.protected:
-            equals["aws:RequestTag/ref_protected"] = "true"
-        if signature.pipeline_sources:
-            equals["aws:RequestTag/pipeline_source"] = _one_or_list(signature.pipeline_sources)
-        if signature.environment is not None:
-            like["aws:RequestTag/environment"] = signature.environment  # tag values are exact
+        for check in signature.checks:
+            # Tag values are the claims' exact values (or absent): a pattern compares as written.
+            (like if check.like else equals)[f"aws:RequestTag/{check.claim}"] = _one_or_list(check.patterns)
         statements.append(_statement(federated=federated, actions=actions, equals=equals, like=like))
     return statements
 

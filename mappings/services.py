@@ -14,12 +14,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from django.db import models, transaction
-from django.db.models import F
+from django.db import connection, models, transaction
 
 from mappings import write_checks
 from mappings.iam import retired, revocations, scheduling
-from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
+from mappings.models import Account, Issuer, Mapping, RegistryChange, RegistryVersion, Role
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +43,51 @@ def _touched_role_ids(obj: models.Model) -> set[int]:
     raise TypeError(f"not a registry object: {obj!r}")
 
 
-def registry_changed(*, role_ids: Iterable[int]) -> None:
-    """Record that the registry changed (inside the writing transaction)."""
-    updated = RegistryVersion.objects.filter(pk=1).update(version=F("version") + 1, stamp=uuid.uuid4())
-    if not updated:
-        RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+# Versions kept in the change log; a process further behind than this rebuilds its snapshot.
+CHANGES_KEPT = 1000
+_KINDS: dict[type[models.Model], RegistryChange.Kind] = {
+    Issuer: RegistryChange.Kind.ISSUER,
+    Account: RegistryChange.Kind.ACCOUNT,
+    Role: RegistryChange.Kind.ROLE,
+}
+
+
+def registry_changed(
+    *, role_ids: Iterable[int], changed: Iterable[tuple[type[models.Model], int]] | None = None
+) -> None:
+    """Record that the registry changed (inside the writing transaction): move the version and
+    log what changed -- ``changed`` as (model, id) pairs, or ``None`` for "anything" (a bulk
+    write), which makes every process rebuild its snapshot."""
+    stamp = uuid.uuid4()
+    version = _version_bump(stamp)
+    kinds = [] if changed is None else [(_KINDS.get(model, RegistryChange.Kind.MAPPING), pk) for model, pk in changed]
+    RegistryChange.objects.bulk_create(
+        [RegistryChange(version=version, stamp=stamp, kind=kind, object_id=pk) for kind, pk in set(kinds) if pk]
+        or [RegistryChange(version=version, stamp=stamp, kind=RegistryChange.Kind.ALL)]
+    )
+    if version % 100 == 0:
+        RegistryChange.objects.filter(version__lte=version - CHANGES_KEPT).delete()
     role_ids = {role_id for role_id in role_ids if role_id}
     if role_ids:
         scheduling.schedule_role_sync(role_ids=role_ids)
+
+
+def _version_bump(stamp: uuid.UUID) -> int:
+    """Move the version (its row stays locked until commit: registry writers queue) and return it."""
+    table = connection.ops.quote_name(RegistryVersion._meta.db_table)
+    value = RegistryVersion._meta.get_field("stamp").get_db_prep_value(stamp, connection)
+    for _ in range(2):
+        with connection.cursor() as cursor:
+            bump = f"UPDATE {table} SET version = version + 1, stamp = %s WHERE id = 1 RETURNING version"  # noqa: S608
+            cursor.execute(bump, [value])
+            row = cursor.fetchone()
+        if row is not None:
+            version: int = row[0]
+            return version
+        _, created = RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1, "stamp": stamp})
+        if created:
+            return 1
+    raise RuntimeError("the registry version row cannot be moved")
 
 
 @contextmanager
@@ -102,7 +138,7 @@ def _save(obj: RegistryObject, *, actor: str, log: bool) -> RegistryObject:
             obj.save()
             touched |= _touched_role_ids(obj)
             batch.saved(obj, touched)
-            registry_changed(role_ids=touched)
+            registry_changed(role_ids=touched, changed=[(type(obj), obj.pk)])
     except write_checks.RegistryRefused as exc:
         if not owner:
             raise
@@ -146,9 +182,9 @@ def registry_delete(obj: RegistryObject, *, actor: str) -> None:
             scheduling.schedule_account_sync(account_id=obj.account_id)
         if isinstance(obj, Mapping) and obj.enabled:
             revocations.mapping_removed(obj, role_id=obj.role_id, actor=actor, why="deleted")
-        label = str(obj)
+        label, changed = str(obj), [(type(obj), obj.pk)]
         obj.delete()
-        registry_changed(role_ids=touched)
+        registry_changed(role_ids=touched, changed=changed)
     logger.info("deleted %s %s by %s", type(obj).__name__.lower(), label, actor)
 
 

@@ -165,6 +165,7 @@ class WriteBatch:
                         protected=mapping.protected,
                         environment=mapping.environment,
                         pipeline_sources=mapping.pipeline_sources or (),
+                        ci_config_ref_uri=mapping.ci_config_ref_uri,
                         account=where,
                     )
                 )

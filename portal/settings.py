@@ -332,6 +332,9 @@ ROLEGATE_CLOCK_LEEWAY = env_int("ROLEGATE_CLOCK_LEEWAY", 30, minimum=0, maximum=
 # Seconds between two fetches of one GitLab issuer's JWKS when a token names an unknown kid: a
 # newly published GitLab key is accepted within this time (the contract promises 30 s at most).
 ROLEGATE_JWKS_MIN_REFRESH_SECONDS = env_int("ROLEGATE_JWKS_MIN_REFRESH_SECONDS", 30, minimum=1, maximum=30)
+# Seconds one JWKS fetch (discovery + keys) may take in all, however slowly GitLab answers, and
+# the longest a request waits for a fetch another request started (then 503 jwks_unavailable).
+ROLEGATE_JWKS_FETCH_SECONDS = env_int("ROLEGATE_JWKS_FETCH_SECONDS", 5, minimum=1, maximum=20)
 # Seconds a new signing key is published in the JWKS before it signs (rotate_signing_key).
 ROLEGATE_KEY_OVERLAP = env_int("ROLEGATE_KEY_OVERLAP", 86400, minimum=0)
 # Exchange requests per client IP and minute (0: no limit); counted in the Django cache.

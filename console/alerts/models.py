@@ -44,6 +44,7 @@ class Problem(models.Model):
         DRIFT_REPAIRED = "drift_repaired", "drift repaired"
         JWKS_UNREACHABLE = "jwks_unreachable", "issuer's JWKS unreachable"
         SIGNING_KEY_UNUSABLE = "signing_key_unusable", "signing key unusable"
+        REVOCATION_PERFORMED = "revocation_performed", "live sessions revoked"
 
     key = models.CharField(max_length=200)
     kind = models.CharField(max_length=32, choices=Kind.choices)

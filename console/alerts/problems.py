@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
 
 from console.alerts.models import Problem
 from exchange import keys
 from exchange.jwks_status import jwks_status
-from mappings.models import Issuer, Role
+from mappings.models import Issuer, Role, SessionRevocation
 
 # A policy above this fraction of its account's quota is a problem (IAM refuses it past 1.0).
 QUOTA_RATIO = 0.9
+# A revocation IAM received is announced once ("opened") and "cleared" this long after.
+REVOCATION_NOTICE = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,7 @@ class Found:
 
 
 def current_problems() -> list[Found]:
-    return [*_roles(), *_issuers(), *_signing_keys()]
+    return [*_roles(), *_revocations(), *_issuers(), *_signing_keys()]
 
 
 def _roles() -> Iterator[Found]:
@@ -63,6 +68,20 @@ def _roles() -> Iterator[Found]:
                 label,
                 f"The trust policy of role {label} had been changed in IAM by hand; Rolegate wrote it back",
             )
+
+
+def _revocations() -> Iterator[Found]:
+    """Revocations of live sessions that IAM received recently (an event, not a lasting state)."""
+    recent = SessionRevocation.objects.filter(applied_at__gte=timezone.now() - REVOCATION_NOTICE)
+    for revocation in recent.order_by("applied_at", "id"):
+        cutoff = revocation.cutoff.isoformat().replace("+00:00", "Z") if revocation.cutoff else "now"
+        yield Found(
+            f"revocation:{revocation.pk}",
+            Problem.Kind.REVOCATION_PERFORMED,
+            revocation.role_label,
+            f"Live sessions of role {revocation.role_label} issued before {cutoff} were revoked "
+            f"(by {revocation.actor}: {revocation.reason})",
+        )
 
 
 def _issuers() -> Iterator[Found]:

@@ -59,6 +59,11 @@ def rules_from_document(text: str) -> list[Rule]:
                 pipeline_sources=mapping["pipeline_sources"],
                 expires_at=mapping["expires_at"],
                 enabled=mapping["enabled"],
+                ci_config_ref_uri=mapping["ci_config_ref_uri"],
+                environment_protected=mapping["environment_protected"],
+                deployment_tiers=mapping["deployment_tiers"],
+                runner_environment=mapping["runner_environment"],
+                account_source_identity=account["source_identity"],
             )
         )
     return rules

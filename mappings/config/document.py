@@ -31,10 +31,12 @@ GUARDRAIL_FIELDS: dict[str, tuple[str, Any]] = {
     "max_project_breadth": ("str", guardrails.ANY),
     "require_environment": ("bool", False),
     "max_session_seconds": ("int?", None),
+    "require_ci_config_ref_uri": ("str?", None),
 }
 assert tuple(GUARDRAIL_FIELDS) == guardrails.NAMES
 
 # Per section: key -> (type, default). Types: "str", "str?", "bool", "int", "int?", "list", "list?",
+# "list1?" (a list of strings, or one string read as a list of one),
 # "datetime?", and "guardrails" (a mapping of GUARDRAIL_FIELDS; absent keys take their defaults).
 FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
     "issuers": {
@@ -52,6 +54,7 @@ FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
         "trust_policy_limit": ("int", 2048),
         "revoke_sessions_on_removal": ("bool", False),
         "guardrails": ("guardrails", {}),
+        "source_identity": ("bool", False),
     },
     "roles": {
         "account": ("str", REQUIRED),
@@ -69,6 +72,10 @@ FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
         "protected": ("bool", False),
         "environment": ("str?", None),
         "pipeline_sources": ("list?", []),
+        "ci_config_ref_uri": ("str?", None),
+        "environment_protected": ("bool", False),
+        "deployment_tiers": ("list1?", []),
+        "runner_environment": ("str?", None),
         "expires_at": ("datetime?", None),
         "enabled": ("bool", True),
     },
@@ -150,6 +157,10 @@ def _type_error(kind: str, value: Any) -> str | None:
         return None if isinstance(value, bool) else "must be true or false"
     if base == "int":
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if base == "list1":  # a list of strings, or one string for a list of one
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+            return None
+        return "must be a string or a list of strings"
     if base == "list":
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return None
@@ -203,8 +214,10 @@ def _typed_values(
             if problem:
                 errors.append((f"{path}.{key}", problem))
                 continue
-        if kind == "list?" and value is None:
+        if kind in ("list?", "list1?") and value is None:
             value = []
+        if kind == "list1?" and isinstance(value, str):
+            value = [value]
         if kind == "guardrails":
             value = _typed_values(GUARDRAIL_FIELDS, value, f"{path}.{key}", errors)
         values[key] = value
@@ -369,6 +382,7 @@ def _check_guardrails(document: Document, errors: list[tuple[str, str]]) -> None
             protected=item.values["protected"],
             environment=item.values["environment"],
             pipeline_sources=item.values["pipeline_sources"],
+            ci_config_ref_uri=item.values["ci_config_ref_uri"],
             account=f"account {account.key}",
         ):
             errors.append((f"{item.path}.{violation.field}", violation.message))

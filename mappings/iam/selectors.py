@@ -48,6 +48,7 @@ def role_policy_input(role: Role) -> policies.PolicyInput:
         issuers=issuers,
         rules=tuple(rules),
         now=timezone.now(),
+        source_identity=account.source_identity and account.mode == Account.Mode.BROKERED,
     )
 
 

@@ -3,6 +3,8 @@ nothing in between; delivered by Celery to real HTTP receivers, retried on trans
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
@@ -167,3 +169,23 @@ def test_a_shrink_only_role_is_a_problem_naming_what_is_missing_and_why():
     assert "missing n00, n01" in problem.summary and problem.summary.endswith(": over the quota")
     Role.objects.filter(pk=role.pk).update(sync_status=Role.SyncStatus.IN_SYNC, missing_mappings=[], last_error="")
     assert [event for _, event in services.alerts_evaluate()] == ["cleared"]
+
+
+def test_a_revocation_iam_received_is_announced_once_and_cleared_later():
+    import time_machine
+
+    from mappings.models import SessionRevocation
+
+    role = RoleFactory()
+    cutoff = timezone.now()
+    SessionRevocation.objects.create(
+        role=role, role_label="prod/deploy-web", cutoff=cutoff, actor="alice", reason="incident 42", applied_at=cutoff
+    )
+    SessionRevocation.objects.create(role=role, role_label="prod/deploy-web", actor="bob", reason="not applied yet")
+    assert [event for _, event in services.alerts_evaluate()] == ["opened"]
+    problem = Problem.objects.get()
+    assert problem.kind == "revocation_performed"
+    assert "prod/deploy-web" in problem.summary and "alice: incident 42" in problem.summary
+    assert services.alerts_evaluate() == []  # announced once
+    with time_machine.travel(cutoff + timedelta(minutes=16)):
+        assert [event for _, event in services.alerts_evaluate()] == ["cleared"]

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from mappings import services
 from mappings.matching import decide
+from mappings.models import Mapping
 from mappings.selectors import registry
 from tests.factories import RoleFactory, web_main_deploy
 
@@ -156,3 +157,45 @@ def test_warnings_name_the_risky_mappings_in_question(api, web_registry, web_mai
     assert body["decision"] == "granted"
     assert [(w["mapping"], w["code"]) for w in body["warnings"]] == [("web-reviews", "untrusted_pipeline_source")]
     assert "web-main-deploy grants to protected refs" in body["warnings"][0]["message"]
+
+
+def test_explain_names_each_new_condition_and_iam_agrees(api, web_registry, api_production_claims):
+    """The api-production mapping gains the pipeline-definition, environment and runner
+    conditions; its account opts in to source identity. Explain shows each failing condition with
+    its value, and the IAM verdict (the token Rolegate would mint, source identity included) agrees."""
+    mapping = Mapping.objects.get(name="api-production")
+    services.registry_update(
+        mapping,
+        actor="test",
+        ci_config_ref_uri="gitlab.example.com/platform/api//.gitlab-ci.yml@refs/heads/*",
+        environment_protected=True,
+        deployment_tiers=["production"],
+        runner_environment="self-hosted",
+    )
+    services.registry_update(mapping.role.account, actor="test", source_identity=True)
+    payload = {"issuer": "gitlab-example", "claims": api_production_claims, "role_arn": web_registry["api"]}
+    granted = api.post(URL, payload, format="json").json()
+    assert granted["decision"] == "granted"
+    assert (granted["iam"]["allowed"], granted["iam"]["unchecked"]) == (True, [])
+
+    claims = {
+        **api_production_claims,
+        "ci_config_ref_uri": "gitlab.example.com/mallory/fork//.gitlab-ci.yml@refs/heads/main",
+        "environment_protected": "false",
+        "deployment_tier": "staging",
+        "runner_environment": "gitlab-hosted",
+    }
+    denied = api.post(URL, {**payload, "claims": claims}, format="json").json()
+    assert denied["decision"] == "denied"
+    [evaluation] = [m for m in denied["mappings"] if m["name"] == "api-production"]
+    assert evaluation["failed"] == [
+        {
+            "field": "ci_config_ref_uri",
+            "pattern": "gitlab.example.com/platform/api//.gitlab-ci.yml@refs/heads/*",
+            "value": "gitlab.example.com/mallory/fork//.gitlab-ci.yml@refs/heads/main",
+        },
+        {"field": "environment_protected", "pattern": "true", "value": "false"},
+        {"field": "deployment_tiers", "pattern": "production", "value": "staging"},
+        {"field": "runner_environment", "pattern": "self-hosted", "value": "gitlab-hosted"},
+    ]
+    assert denied["iam"]["allowed"] is False

@@ -122,7 +122,7 @@ def test_a_granted_exchange_mints_the_promised_token(live, web_main_claims):
     assert "environment" not in claims  # absent in the source token
     assert claims["rolegate_mapping"] == "web-main-deploy"
     tags = claims["https://aws.amazon.com/tags"]
-    assert tags["principal_tags"] == {
+    promised = {
         "project_path": ["platform/web"],
         "namespace_path": ["platform"],
         "ref": ["main"],
@@ -131,6 +131,12 @@ def test_a_granted_exchange_mints_the_promised_token(live, web_main_claims):
         "pipeline_source": ["push"],
         "mapping": ["web-main-deploy"],
     }
+    # The promised tags, plus the documented ones for the mapping conditions (docs/api.md, "Session
+    # tags"), each the source claim's exact value.
+    assert {key: tags["principal_tags"].get(key) for key in promised} == promised
+    extra = {key: value for key, value in tags["principal_tags"].items() if key not in promised}
+    assert set(extra) <= {"ci_config_ref_uri", "environment_protected", "deployment_tier", "runner_environment"}
+    assert extra == {key: [source[key]] for key in extra}
     assert isinstance(tags["transitive_tag_keys"], list)
 
     event = audited(live, response.headers["X-Request-ID"])

@@ -64,6 +64,11 @@ MAPPINGS: list[dict[str, object]] = [
         "protected": True,
         "environment": "production",
         "pipeline_sources": ["push", "web"],
+        # The project's own reviewed pipeline, a protected production-tier environment, its own runners.
+        "ci_config_ref_uri": "gitlab.example.com/platform/api//.gitlab-ci.yml@refs/heads/*",
+        "environment_protected": True,
+        "deployment_tiers": ["production", "staging"],
+        "runner_environment": "self-hosted",
     },
     # Release tags of the website.
     {"name": "web-release", "role": "prod/release-web", "project": "platform/web", "ref": "v*", "ref_type": "tag"},
@@ -158,6 +163,43 @@ CASES: list[tuple[str, dict, str | None, str]] = [
     ),
     ("api staging environment is refused", claims(API_PROD, environment="staging"), DEPLOY_API, "no_matching_mapping"),
     ("api job without environment is refused", claims(API_PROD, environment=None), DEPLOY_API, "no_matching_mapping"),
+    (
+        "api production from another pipeline definition is refused",
+        claims(API_PROD, ci_config_ref_uri="gitlab.example.com/mallory/ci//evil.yml@refs/heads/main"),
+        DEPLOY_API,
+        "no_matching_mapping",
+    ),
+    (
+        "api production without a pipeline definition is refused",
+        claims(API_PROD, ci_config_ref_uri=None),
+        DEPLOY_API,
+        "no_matching_mapping",
+    ),
+    (
+        "api production in an unprotected environment is refused",
+        claims(API_PROD, environment_protected="false"),
+        DEPLOY_API,
+        "no_matching_mapping",
+    ),
+    (
+        "api production on the development tier is refused",
+        claims(API_PROD, deployment_tier="development"),
+        DEPLOY_API,
+        "no_matching_mapping",
+    ),
+    ("api production on the staging tier", claims(API_PROD, deployment_tier="staging"), DEPLOY_API, "granted"),
+    (
+        "api production on a GitLab-hosted runner is refused",
+        claims(API_PROD, runner_environment="gitlab-hosted"),
+        DEPLOY_API,
+        "no_matching_mapping",
+    ),
+    (
+        "api production whose pipeline definition no tag can carry",
+        claims(API_PROD, ci_config_ref_uri="gitlab.example.com/platform/api//.gitlab-ci.yml@refs/heads/ma{in"),
+        DEPLOY_API,
+        "claim_not_taggable",
+    ),
     ("api in a subgroup may read", claims(API_PROD, project_path="platform/team/api"), READONLY, "granted"),
     ("release tag releases", claims(RELEASE), RELEASE_WEB, "granted"),
     (

@@ -27,6 +27,7 @@ def failing_audit(*args, **kwargs):
 
 def test_a_grant_whose_audit_cannot_be_written_returns_no_token(api, registry, stand_in, web_main_claims, monkeypatch):
     monkeypatch.setattr(services, "audit_record", failing_audit)
+    monkeypatch.setattr(services, "audit_record_spending", failing_audit)  # the token endpoint's one statement
     response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
     assert response.status_code == 503
     body = response.json()

@@ -104,6 +104,7 @@ def test_an_audit_write_failure_is_counted(api, client, registry, stand_in, web_
 
     before = scrape(client)
     monkeypatch.setattr(services, "audit_record", failing_audit)
+    monkeypatch.setattr(services, "audit_record_spending", failing_audit)  # the token endpoint's one statement
     response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
     assert response.status_code == 503
     after = scrape(client)

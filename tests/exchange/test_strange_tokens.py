@@ -162,7 +162,7 @@ def test_any_validly_signed_hostile_payload_is_a_4xx_with_exactly_one_audit_even
 def test_the_debug_error_page_shows_neither_the_gitlab_token_nor_the_minted_one(
     registry, stand_in, web_main_claims, settings, monkeypatch, path
 ):
-    """A failure after the token was minted (here: the answer step raising) with DEBUG on: the
+    """A failure after the token was minted (here: building the granted event raising) with DEBUG on: the
     technical 500 page lists every frame's variables, but not the sensitive ones."""
     settings.DEBUG = True
     minted = []
@@ -179,7 +179,7 @@ def test_the_debug_error_page_shows_neither_the_gitlab_token_nor_the_minted_one(
         return minted[-1]
 
     monkeypatch.setattr(services.keys, "sign", remembering_sign)
-    monkeypatch.setattr(services, "_audit_granted", broken)
+    monkeypatch.setattr(services, "_granted_fields", broken)  # both record paths build the granted event
     monkeypatch.setattr(
         aws_sts,
         "assume_role_with_web_identity",

@@ -181,6 +181,12 @@ def test_missing_registered_claim(api, registry, stand_in, web_main_claims, clai
         ({"ref": "main:evil"}, "':'"),
         ({"ref": "x" * 300}, "too long"),
         ({"jti": ""}, "jti"),
+        # The new conditions' claims are JSON strings in GitLab's tokens: a boolean or a list is refused.
+        ({"environment_protected": True}, "environment_protected"),
+        ({"deployment_tier": ["production"]}, "deployment_tier"),
+        ({"runner_environment": 1}, "runner_environment"),
+        ({"ci_config_ref_uri": {"path": ".gitlab-ci.yml"}}, "ci_config_ref_uri"),
+        ({"ci_config_ref_uri": "g/" + "x" * 1100}, "too long"),
     ],
 )
 def test_wrongly_typed_or_shaped_claims(api, registry, stand_in, web_main_claims, overrides, check):

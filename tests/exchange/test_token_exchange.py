@@ -47,9 +47,13 @@ def test_web_main_gets_a_token_aws_accepts(api, registry, stand_in, web_main_cla
         "pipeline_id",
         "job_id",
         "user_login",
+        "ci_config_ref_uri",
+        "runner_environment",
     ):
         assert minted[name] == claims[name]
     assert "environment" not in minted
+    assert "environment_protected" not in minted and "deployment_tier" not in minted
+    assert "https://aws.amazon.com/source_identity" not in minted  # account prod has not opted in
     assert minted["rolegate_mapping"] == "web-main-deploy"
     tags = minted["https://aws.amazon.com/tags"]
     assert tags["principal_tags"] == {
@@ -59,6 +63,8 @@ def test_web_main_gets_a_token_aws_accepts(api, registry, stand_in, web_main_cla
         "ref_type": ["branch"],
         "ref_protected": ["true"],
         "pipeline_source": ["push"],
+        "ci_config_ref_uri": ["gitlab.example.com/platform/web//.gitlab-ci.yml@refs/heads/main"],
+        "runner_environment": ["gitlab-hosted"],
         "mapping": ["web-main-deploy"],
     }
     assert tags["transitive_tag_keys"] == sorted(tags["principal_tags"])

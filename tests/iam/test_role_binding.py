@@ -179,6 +179,7 @@ ISSUERS = ("gitlab-com", "gitlab-self")
 PATTERN_CHARS = "ab/{ü."  # literals of project/ref patterns (patterns never hold ':', '$', whitespace)
 ENV_PATTERN_CHARS = "ab{}#/."  # '{', '}', '#' no tag can hold: such rows exist from before validation
 VALUE_CHARS = "ab/{ü."
+CI_PATTERN_CHARS = "ab/@{."  # '{' no tag can hold
 HOSTILE_CHARS = "{}$#!~:\t\n\x0b\x0c\r\x1c\x85\u00a0\u2028é𝔘 "
 
 
@@ -233,12 +234,27 @@ def registries(draw):
                 | _pattern(ENV_PATTERN_CHARS, common=("*", "a*", "prod*"))
             ),
             pipeline_sources=draw(st.sampled_from([(), (), (), ("push",), ("push", "web")])),
+            ci_config_ref_uri=draw(
+                st.sampled_from([None, None, None, "a*", "a/b//*@refs/heads/?"]) | _pattern(CI_PATTERN_CHARS)
+            ),
+            environment_protected=draw(st.sampled_from([False, False, True])),
+            deployment_tiers=draw(st.sampled_from([(), (), (), ("production",), ("production", "staging")])),
+            runner_environment=draw(st.sampled_from([None, None, "self-hosted", "gitlab-hosted"])),
             expires_at=draw(st.sampled_from([None] * 5 + [NOW - timedelta(hours=1)])),
             enabled=draw(st.sampled_from([True] * 5 + [False])),
         )
         if role.mode == "brokered" and not role.tags and draw(st.integers(0, 3)):
             # Refused when written (IAM could not check them); rows from before still occur.
-            made = replace(made, protected=False, environment=None, pipeline_sources=())
+            made = replace(
+                made,
+                protected=False,
+                environment=None,
+                pipeline_sources=(),
+                ci_config_ref_uri=None,
+                environment_protected=False,
+                deployment_tiers=(),
+                runner_environment=None,
+            )
         rules.append(made)
     return roles, rules
 
@@ -290,6 +306,20 @@ def cases(draw):
     environment = field(near and near.environment, ENV_PATTERN_CHARS, some_environment)
     if environment is not None:
         claims["environment"] = environment
+    ci_config_ref_uri = field(near and near.ci_config_ref_uri, CI_PATTERN_CHARS, st.none() | _value(VALUE_CHARS))
+    if ci_config_ref_uri is not None:
+        claims["ci_config_ref_uri"] = ci_config_ref_uri
+    if environment is not None:  # GitLab sends these for jobs with an environment only
+        claims["environment_protected"] = (
+            "true" if near is not None and near.environment_protected else draw(st.sampled_from(["true", "false"]))
+        )
+        claims["deployment_tier"] = (
+            draw(st.sampled_from(near.deployment_tiers))
+            if near is not None and near.deployment_tiers and draw(st.integers(0, 5))
+            else draw(st.sampled_from(["production", "staging", "other", "Production"]))
+        )
+    runner = near.runner_environment if near is not None else None
+    claims["runner_environment"] = runner or draw(st.sampled_from(["self-hosted", "gitlab-hosted", "cloud"]))
     issuer = near.issuer if near is not None and draw(st.integers(0, 5)) else draw(st.sampled_from(ISSUERS))
     return roles, rules, claims, issuer
 

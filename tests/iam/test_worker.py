@@ -227,7 +227,7 @@ def test_an_expiring_mapping_leaves_iam_on_time_through_the_eta_sync(worker, wor
             role_name=role.name,
         )
 
-    wait_for(trusts_temp, process=process, log=log, timeout=30)  # the sync queued by the write
+    wait_for(trusts_temp, process=process, log=log, timeout=60)  # the sync queued by the write
     assert time.time() < expires.timestamp(), "the first sync came too late to show the expiry"
     wait_for(lambda: not trusts_temp(), process=process, log=log, timeout=90)
     lag = time.time() - expires.timestamp()

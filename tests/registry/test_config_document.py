@@ -42,6 +42,10 @@ def test_minimal_document_gets_the_contract_defaults(minimal):
         "protected": False,
         "environment": None,
         "pipeline_sources": [],
+        "ci_config_ref_uri": None,
+        "environment_protected": False,
+        "deployment_tiers": [],
+        "runner_environment": None,
         "expires_at": None,
         "enabled": True,
     }

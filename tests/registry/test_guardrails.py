@@ -27,6 +27,7 @@ STRICT = {
     "max_project_breadth": "namespace",
     "require_environment": True,
     "max_session_seconds": 3600,
+    "require_ci_config_ref_uri": "gitlab.example.com/platform/pipelines//*@refs/heads/main",
 }
 
 
@@ -53,7 +54,12 @@ def guarded(minimal: dict, **rails) -> dict:
 
 
 def compliant(minimal: dict) -> dict:
-    minimal["mappings"][0].update(protected=True, environment="production", pipeline_sources=["push", "web"])
+    minimal["mappings"][0].update(
+        protected=True,
+        environment="production",
+        pipeline_sources=["push", "web"],
+        ci_config_ref_uri="gitlab.example.com/platform/pipelines//deploy.yml@refs/heads/main",
+    )
     return minimal
 
 
@@ -100,7 +106,9 @@ def test_apply_refuses_each_guardrail_with_its_path(tmp_path, minimal, dry_run):
         "mappings[0].pipeline_sources",
         "mappings[0].project",
         "mappings[0].environment",
+        "mappings[0].ci_config_ref_uri",
     ]
+    assert "requires a ci_config_ref_uri pattern within" in lines[5]
     assert "account prod requires protected: true on every mapping (guardrail require_protected)" in lines[1]
     assert "forbids the pipeline source(s) merge_request_event" in lines[2]
     assert "max_project_breadth: namespace" in lines[3]
@@ -121,7 +129,12 @@ def test_a_compliant_file_applies_and_round_trips_through_export(tmp_path, minim
     apply(tmp_path, data)
     account = Account.objects.get()
     assert account.guardrails == guardrails.Guardrails(
-        True, ("merge_request_event", "external_pull_request_event"), "namespace", True, 3600
+        True,
+        ("merge_request_event", "external_pull_request_event"),
+        "namespace",
+        True,
+        3600,
+        "gitlab.example.com/platform/pipelines//*@refs/heads/main",
     )
     exported = export_document()
     assert yaml.safe_load(exported)["accounts"][0]["guardrails"] == STRICT
@@ -139,6 +152,7 @@ def test_unset_guardrails_export_their_defaults_and_re_apply_as_no_op(tmp_path, 
         "max_project_breadth": "any",
         "require_environment": False,
         "max_session_seconds": None,
+        "require_ci_config_ref_uri": None,
     }
 
 
@@ -283,3 +297,22 @@ def test_admin_account_form_names_the_mappings_a_new_guardrail_breaks(platform_a
     errors = response.context["adminform"].form.errors
     assert errors["require_protected"][0].startswith("Mapping web-any: account prod requires protected: true")
     assert Account.objects.get().require_protected is False
+
+
+def test_require_ci_config_ref_uri_accepts_only_narrower_patterns(tmp_path, minimal):
+    data = compliant(guarded(minimal))
+    data["mappings"][0]["ci_config_ref_uri"] = "gitlab.example.com/platform/*"
+    (line,) = refused(tmp_path, data)
+    assert line.startswith("mappings[0].ci_config_ref_uri: account prod requires a ci_config_ref_uri pattern within")
+    assert "'gitlab.example.com/platform/*' is broader" in line
+    data["mappings"][0]["ci_config_ref_uri"] = "gitlab.example.com/platform/pipelines//deploy-?.yml@refs/heads/main"
+    apply(tmp_path, data)
+    assert Mapping.objects.get().ci_config_ref_uri.endswith("deploy-?.yml@refs/heads/main")
+
+
+def test_require_ci_config_ref_uri_needs_a_brokered_account(tmp_path, minimal):
+    data = guarded(minimal, require_ci_config_ref_uri="gitlab.example.com/*")
+    data["accounts"][0]["mode"] = "direct"
+    data["mappings"] = []
+    lines = refused(tmp_path, data)
+    assert any(line.startswith("accounts[0].guardrails.require_ci_config_ref_uri: In direct mode") for line in lines)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from console.services import api_token_create
+from portal.commands import RolegateCommand
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Create a personal API token for a staff user and print it once (it is stored hashed)."
 
     def add_arguments(self, parser):

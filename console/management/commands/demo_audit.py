@@ -15,7 +15,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,6 +23,7 @@ from console.explain import explain_claims
 from exchange import reasons
 from exchange.audit import audit_record
 from exchange.models import AuditEvent
+from portal.commands import RolegateCommand
 
 USER_AGENT = "rolegate demo data"
 PROD = "arn:aws:iam::123456789012:role/"
@@ -82,7 +83,7 @@ def _claims(job_id: int, **given) -> dict:
     return claims
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Replace the demo's sample audit events (development only; labelled 'rolegate demo data')."
 
     @transaction.atomic

@@ -2,15 +2,16 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, make_aware
 
 from exchange.audit import write_csv, write_jsonl
 from exchange.models import AuditEvent
+from portal.commands import RolegateCommand
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Print audit events (docs/api.md#audit-event-fields), oldest first, as JSON lines or CSV."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -3,13 +3,13 @@
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
 
 from exchange import keys
 from exchange.models import SigningKey
+from portal.commands import RolegateCommand
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = (
         "Publish a new signing key in the JWKS; it signs after ROLEGATE_KEY_OVERLAP seconds, and the old key "
         "is retired once every token it signed has expired."

@@ -13,15 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import IntegrityError
 
 from mappings.config import ConfigError, apply_document, parse_document
+from portal.commands import RolegateCommand
 
 EXIT_CHANGES = 2
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Reconcile the registry with a configuration file; prints the plan object by object."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -10,13 +10,15 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
+
+from portal.commands import RolegateCommand
 
 USERNAME = "admin"
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Create or reset the development superuser 'admin' with a random password and print the login."
 
     @transaction.atomic

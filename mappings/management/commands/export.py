@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
-
 from mappings.config import export_document
+from portal.commands import RolegateCommand
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Print every issuer, account, role and mapping as a configuration file (re-applies as a no-op)."
 
     def handle(self, *args: Any, **options: Any) -> None:

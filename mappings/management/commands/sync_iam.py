@@ -14,14 +14,15 @@ from collections import Counter
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from mappings.iam import outcomes, retired, scheduling, selectors
 from mappings.iam.outcomes import SyncLine
 from mappings.models import Account
+from portal.commands import RolegateCommand
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Bring every managed account's OIDC provider and role trust policies in line with the mappings."
 
     def add_arguments(self, parser: CommandParser) -> None:

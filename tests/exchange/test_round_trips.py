@@ -1,0 +1,91 @@
+"""The hot path's database round trips (docs/architecture.md, "The hot path"): a granted
+``/api/v1/token`` exchange costs at most 3 on PostgreSQL -- the health check Django makes once per
+request (``conn_health_checks``), the registry version, and one statement that writes the replay
+row and the audit event together. BEGIN and COMMIT are round trips too, so none is allowed."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import pytest
+from django.db import close_old_connections, connection
+from django.test.utils import CaptureQueriesContext
+
+from exchange.models import AuditEvent, UsedToken
+from tests.exchange import cases
+from tests.exchange.conftest import exchange_params, post_form
+from tests.services import require_postgresql
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = "/api/v1/token"
+
+
+@contextmanager
+def round_trips(monkeypatch):
+    """What reaches the database: every statement, BEGIN and COMMIT included (Django's
+    CaptureQueriesContext logs transaction management too), and each health check."""
+    counted: list[str] = []
+    real_is_usable = connection.is_usable
+
+    def is_usable():
+        counted.append("health check")
+        return real_is_usable()
+
+    monkeypatch.setattr(connection, "is_usable", is_usable)
+    with CaptureQueriesContext(connection) as queries:
+        yield counted
+    counted.extend(query["sql"][:60] for query in queries.captured_queries)
+
+
+def test_a_granted_token_exchange_costs_at_most_three_round_trips(
+    api, registry, stand_in, web_main_claims, monkeypatch
+):
+    require_postgresql()
+    warm = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
+    assert warm.status_code == 200  # the registry snapshot, JWKS and signing key are cached now
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    with round_trips(monkeypatch) as counted:
+        close_old_connections()  # what request_started does under gunicorn (the test client skips it)
+        response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert response.status_code == 200
+    assert len(counted) <= 3, counted
+    assert "BEGIN" not in counted
+    event = AuditEvent.objects.get(request_id=response["X-Request-ID"])
+    assert event.outcome == "granted" and event.minted_jti
+    assert UsedToken.objects.filter(jti=event.jti).count() == 1
+
+
+def test_the_one_statement_refuses_a_replay_and_writes_only_the_refusal(api, registry, stand_in, web_main_claims):
+    require_postgresql()
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    first = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    second = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert first.status_code == 200 and second.status_code == 400
+    assert second.json()["error"] == "invalid_grant"
+    assert AuditEvent.objects.get(request_id=second["X-Request-ID"]).reason == "replay"
+    assert AuditEvent.objects.filter(outcome="granted").count() == 1
+    assert UsedToken.objects.count() == 1
+
+
+def test_the_one_statement_fails_closed_and_leaves_the_token_unspent(
+    api, registry, stand_in, web_main_claims, monkeypatch
+):
+    """A real failure of the audit insert inside the statement (the request id is taken): 503,
+    no token, and the replay row is not written either (one statement, all or nothing)."""
+    require_postgresql()
+    taken = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
+    assert taken.status_code == 200
+    from portal import middleware
+
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    with monkeypatch.context() as patch:
+        patch.setattr(middleware, "uuid", SimpleNamespace(uuid4=lambda: uuid.UUID(taken["X-Request-ID"])))
+        response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert response.status_code == 503
+    assert "access_token" not in response.json()
+    assert UsedToken.objects.count() == 1  # only the first request's row
+    again = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert again.status_code == 200  # the token was not spent: the job may retry
