@@ -41,6 +41,7 @@ ENV = {
     "DJANGO_SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdefghijklmnop",
     "ROLEGATE_ALLOW_HTTP": "1",
     "ROLEGATE_RATE_LIMIT": "0",
+    "ROLEGATE_PROJECT_RATE_LIMIT": "0",  # every bench request comes from one project
     "ROLEGATE_LOG_LEVEL": "WARNING",
     "ROLEGATE_ISSUER_ALLOWED_NETWORKS": "127.0.0.0/8",  # the stand-in GitLab on loopback
 }
