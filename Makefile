@@ -36,10 +36,12 @@ run: demo ## Serve Rolegate on http://127.0.0.1:8000 (PORT=8001 for another) wit
 	@echo "Serving on http://127.0.0.1:$(PORT)/ (tasks in-process; Ctrl-C stops)"
 	@$(DEV_ENV) $(PY) manage.py runserver --skip-checks 127.0.0.1:$(PORT)
 
-lint: venv ## ruff, import layers (pyproject's [tool.importlinter]), Django's checks, and missing migrations
+lint: venv ## ruff, import layers, types (mypy), dead code (vulture), Django's checks, missing migrations
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache --no-logo
+	$(VENV)/bin/mypy
+	$(VENV)/bin/vulture
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) manage.py check
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) manage.py makemigrations --check --dry-run
 
@@ -53,4 +55,4 @@ chaos: venv ## Fault injection under load (own PostgreSQL cluster, Redis, broker
 	$(PY) scripts/chaos.py
 
 clean: ## Remove the venv, the SQLite database and caches
-	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -190,7 +190,9 @@ def _shown(name: str) -> str:
 
 
 def _visible_column(name: str):
-    @admin.display(description=AuditEvent._meta.get_field(name).verbose_name, ordering=name)
+    verbose_name = next(field.verbose_name for field in AuditEvent._meta.fields if field.name == name)
+
+    @admin.display(description=verbose_name, ordering=name)
     def column(self, obj: AuditEvent):
         return visible(getattr(obj, name))
 
@@ -198,8 +200,12 @@ def _visible_column(name: str):
     return column
 
 
-# The display methods, one per text field (``project_path_shown``, ...).
-VisibleColumns = type("VisibleColumns", (), {_shown(name): _visible_column(name) for name in _TEXT_FIELDS})
+class VisibleColumns:
+    """The display methods, one per text field (``project_path_shown``, ...), set just below."""
+
+
+for _name in _TEXT_FIELDS:
+    setattr(VisibleColumns, _shown(_name), _visible_column(_name))
 
 
 @admin.register(AuditEvent)

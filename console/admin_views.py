@@ -6,8 +6,11 @@ registry (explain). Superusers have every permission.
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib import admin
 from django.contrib.auth.decorators import permission_required
+from django.http import QueryDict
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -79,8 +82,9 @@ def explain(request):
                 ),
             }
         # Never echo a pasted token back into the page.
-        form.data = form.data.copy()
-        form.data["token"] = ""
+        data = cast(QueryDict, form.data).copy()  # a bound form's POST data
+        data["token"] = ""
+        form.data = data
     else:
         # Prefilled from a link (an audit event's "explain this job"); nothing runs until submitted.
         form = ExplainForm(initial={k: v for k, v in request.GET.items() if k != "token"})

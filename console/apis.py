@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
@@ -38,7 +40,7 @@ class AuditEventPagination(CursorPagination):
         # The position is a time of ours, base64'd by DRF; anything else would fail in the query.
         if cursor is not None and cursor.position is not None:
             try:
-                if parse_datetime(cursor.position) is None:
+                if parse_datetime(str(cursor.position)) is None:
                     raise malformed
             except ValueError:
                 raise malformed from None
@@ -60,7 +62,9 @@ class AuditEventPagination(CursorPagination):
 
 def _audit_page_schema():
     """The documented shape of a page: the fields of docs/api.md#audit-event-fields, in their order."""
-    fields = {name: serializers.CharField(allow_null=True) for name in AUDIT_FIELDS}
+    fields: dict[str, serializers.Field[Any, Any, Any, Any]] = {
+        name: serializers.CharField(allow_null=True) for name in AUDIT_FIELDS
+    }
     fields["time"] = serializers.DateTimeField()
     fields["request_id"] = serializers.CharField()
     fields["outcome"] = serializers.ChoiceField(choices=AuditEvent.Outcome.values)
@@ -110,7 +114,7 @@ class AuditEventListApi(StaffApiMixin, APIView):
         )
         paginator = AuditEventPagination()
         page = paginator.paginate_queryset(events, request, view=self)
-        return paginator.get_paginated_response([audit_event_as_dict(event) for event in page])
+        return paginator.get_paginated_response([audit_event_as_dict(event) for event in page or []])
 
 
 class ExplainFailureSerializer(serializers.Serializer):

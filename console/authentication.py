@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
@@ -9,6 +12,9 @@ from console.models import ApiToken
 from console.services import api_token_hash, api_token_still_valid, api_token_touch
 from console.throttling import api_auth_failure_record, api_auth_retry_after
 from exchange.apis import client_ip
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _PermissionClass
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -83,6 +89,6 @@ class HasViewPermissions(permissions.BasePermission):
 class StaffApiMixin:
     """Staff users with the permissions in ``required_permissions`` (no default: each view says)."""
 
-    authentication_classes = [BearerTokenAuthentication]
-    permission_classes = [IsStaff, HasViewPermissions]
+    authentication_classes: Sequence[type[authentication.BaseAuthentication]] = [BearerTokenAuthentication]
+    permission_classes: Sequence[_PermissionClass] = [IsStaff, HasViewPermissions]
     required_permissions: tuple[str, ...]

@@ -91,8 +91,8 @@ def dashboard_data(*, now: datetime | None = None, days: int = DAYS) -> Dashboar
         since=since,
         days=day_counts,
         top_denial_reasons=[(r["reason"], r["n"]) for r in reasons],
-        top_projects=[(p["project_path"], p["granted"], p["denied"]) for p in projects],
-        top_roles=[(r["role_arn"], r["n"]) for r in roles],
+        top_projects=[(str(p["project_path"]), p["granted"], p["denied"]) for p in projects],  # None excluded
+        top_roles=[(str(r["role_arn"]), r["n"]) for r in roles],  # None excluded
         roles_with_problems=[r for r in flagged if r.sync_status in failing or r.drift or r.last_error],
         roles_pending=sum(1 for role in flagged if role.sync_status == Role.SyncStatus.PENDING),
     )

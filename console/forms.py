@@ -38,7 +38,8 @@ class ExplainForm(forms.Form):
     )
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         raw = (data.get("token") or "").strip()
         if raw:
             try:
@@ -88,7 +89,8 @@ class ReplayForm(forms.Form):
     MAX_BYTES = 1_000_000
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         upload = data.get("config_file")
         if upload is not None:
             if upload.size > self.MAX_BYTES:

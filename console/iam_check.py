@@ -49,7 +49,8 @@ def iam_verdict(rule: Rule, *, issuer: Issuer, claims: Mapping[str, object]) -> 
     try:
         if rule.account_mode == policies.DIRECT:
             # The job's own token reaches STS: its aud is the job's id_tokens aud.
-            aud = claims.get("aud") if isinstance(claims.get("aud"), str) else (issuer.audiences or [""])[0]
+            token_aud = claims.get("aud")
+            aud = token_aud if isinstance(token_aud, str) else (issuer.audiences or [""])[0]
             allowed = iam_eval.gitlab_token_allowed(
                 result.document,
                 issuer_url=issuer.url,

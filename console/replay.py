@@ -54,7 +54,7 @@ def replay_events(*, registry: Registry, events: Iterable[AuditEvent]) -> list[C
     for event in events:
         decision = decide(
             registry,
-            issuer=event.issuer,
+            issuer=event.issuer or "",  # no issuer: unknown to every registry
             claims=event_claims(event),
             now=event.time,
             role_arn=event.requested_role_arn or None,
@@ -63,7 +63,9 @@ def replay_events(*, registry: Registry, events: Iterable[AuditEvent]) -> list[C
         rule = decision.rule
         same = (
             decision.granted == was_granted
-            and (not was_granted or (rule.role_arn == event.role_arn and rule.name == event.mapping))
+            and (
+                not was_granted or (rule is not None and rule.role_arn == event.role_arn and rule.name == event.mapping)
+            )
             and (was_granted or decision.reason == event.reason)
         )
         if not same:

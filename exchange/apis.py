@@ -13,6 +13,8 @@ import ipaddress
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl
 
 from django.conf import settings
@@ -20,6 +22,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -47,9 +50,12 @@ class _BadRequest(Exception):
     pass
 
 
+_Value = TypeVar("_Value")
+
+
 @sensitive_variables()
-def _no_duplicates(pairs):
-    data = {}
+def _no_duplicates(pairs: Iterable[tuple[str, _Value]]) -> dict[str, _Value]:
+    data: dict[str, _Value] = {}
     for key, value in pairs:
         if key in data:
             raise _BadRequest(f"Parameter {key[:60]!r} is given more than once.")
@@ -58,7 +64,7 @@ def _no_duplicates(pairs):
 
 
 @sensitive_variables()
-def parse_body(*, content_type: str, content_length: str | None, read) -> dict[str, str]:
+def parse_body(*, content_type: str, content_length: str | None, read: Callable[[], bytes]) -> dict[str, str]:
     """The request's parameters as a dict; :class:`_BadRequest` with a sentence otherwise."""
     media_type = content_type.split(";")[0].strip().lower()
     if media_type not in (FORM, JSON):
@@ -120,7 +126,7 @@ def _trusted_proxy(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bo
     return any(address in network for network in settings.ROLEGATE_TRUSTED_PROXY_NETWORKS)
 
 
-def client_ip(meta: dict) -> str | None:
+def client_ip(meta: Mapping[str, Any]) -> str | None:
     """The client's address for the audit, the rate limit and the console's throttles; ``None``
     when it is not an IP (a unix socket), never a failed audit write. IPv4-mapped IPv6
     addresses are given as IPv4 (docs/operations.md#reverse-proxies-and-client-addresses).
@@ -149,7 +155,7 @@ def client_ip(meta: dict) -> str | None:
     return str(client)
 
 
-def _sentence(errors) -> str:
+def _sentence(errors: object) -> str:
     if isinstance(errors, dict):
         return "; ".join(f"{key}: {_sentence(value)}" for key, value in errors.items())
     if isinstance(errors, list):
@@ -170,7 +176,7 @@ class ExchangeApi(APIView):
     metadata_class = None
     endpoint = ""
 
-    def context(self, request) -> RequestContext:
+    def context(self, request: Request) -> RequestContext:
         if not hasattr(self, "_context"):
             request_id = getattr(request, "request_id", None) or uuid.uuid4().hex
             self._context = RequestContext(
@@ -183,14 +189,15 @@ class ExchangeApi(APIView):
         return self._context
 
     @property
-    def allowed_methods(self):
+    def allowed_methods(self) -> list[str]:
         return ["POST"]
 
-    def initial(self, request, *args, **kwargs):
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self._started = time.perf_counter()
         super().initial(request, *args, **kwargs)
 
-    def http_method_not_allowed(self, request, *args, **kwargs):
+    # DRF passes its Request where Django's View declares HttpRequest; DRF's stub ignores the same.
+    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
         services.exchange_refuse(
             ctx=self.context(request),
             error=ExchangeError(
@@ -204,7 +211,9 @@ class ExchangeApi(APIView):
         )
 
     @sensitive_variables()
-    def exchange_request(self, request, serializer_class) -> ExchangeRequest | ExchangeError:
+    def exchange_request(
+        self, request: Request, serializer_class: type[serializers.Serializer[Any]]
+    ) -> ExchangeRequest | ExchangeError:
         """The validated request, or the refusal the service is to record and raise."""
         try:
             params = parse_body(
@@ -237,14 +246,14 @@ class ExchangeApi(APIView):
             duration_seconds=data.get("duration_seconds"),
         )
 
-    def finalize_response(self, request, response, *args, **kwargs):
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
         response["Cache-Control"] = "no-store"
         response["Pragma"] = "no-cache"
         return response
 
 
-class _ExchangeInput(serializers.Serializer):
+class _ExchangeInput(serializers.Serializer[Any]):
     subject_token = serializers.CharField(max_length=16 * 1024, help_text="The GitLab CI ID token.")
     subject_token_type = serializers.ChoiceField(choices=SUBJECT_TOKEN_TYPES)
     audience = serializers.RegexField(
@@ -264,7 +273,7 @@ class TokenExchangeApi(ExchangeApi):
         grant_type = serializers.CharField(max_length=200, help_text=GRANT_TYPE_TOKEN_EXCHANGE)
 
     @extend_schema_serializer(component_name="TokenExchangeResponse")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         access_token = serializers.CharField()
         issued_token_type = serializers.CharField()
         token_type = serializers.CharField()
@@ -285,7 +294,7 @@ class TokenExchangeApi(ExchangeApi):
         },
     )
     @sensitive_variables()
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         grant = services.token_exchange(
             ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
         )
@@ -311,7 +320,7 @@ class CredentialsApi(ExchangeApi):
         duration_seconds = serializers.IntegerField(min_value=900, max_value=43200, required=False)
 
     @extend_schema_serializer(component_name="CredentialProcessOutput")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         Version = serializers.IntegerField()
         AccessKeyId = serializers.CharField()
         SecretAccessKey = serializers.CharField()
@@ -332,7 +341,7 @@ class CredentialsApi(ExchangeApi):
         },
     )
     @sensitive_variables()
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         credentials = services.credentials_exchange(
             ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
         )

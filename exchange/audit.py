@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import IO
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
@@ -25,6 +25,13 @@ from exchange.models import AuditEvent, UsedToken
 from exchange.safe_text import csv_cell
 from mappings.claims import AUDITED
 from portal import metrics
+
+
+class TextSink(Protocol):
+    """Where an export writes: a text file, a buffer, a management command's ``self.stdout``."""
+
+    def write(self, text: str, /) -> object: ...
+
 
 # The public shape of an audit event: exports, the audit API and the admin's downloads.
 AUDIT_FIELDS = (
@@ -49,7 +56,7 @@ AUDIT_FIELDS = (
 
 # ROLEGATE_AUDIT_LOG: each stored event, once committed, as one line here (docs/operations.md "Logs").
 audit_logger = logging.getLogger("rolegate.audit")
-_MAX_LENGTHS = {f.name: f.max_length for f in AuditEvent._meta.get_fields() if getattr(f, "max_length", None)}
+_MAX_LENGTHS = {f.name: f.max_length for f in AuditEvent._meta.fields if f.max_length}
 
 
 def _fit(name: str, value: object) -> str | None:
@@ -76,7 +83,7 @@ def audit_event(
     client_ip: str | None = None,
     user_agent: str = "",
     issuer: str | None = None,
-    claims: dict | None = None,
+    claims: dict[str, Any] | None = None,
     token_verified: bool = False,
     requested_role_arn: str | None = None,
     role_arn: str | None = None,
@@ -112,7 +119,7 @@ def audit_event(
     )
 
 
-def audit_record(**fields) -> AuditEvent:
+def audit_record(**fields: Any) -> AuditEvent:
     """Write one audit event (the arguments of :func:`audit_event`). Raises the database's error
     if it cannot be written: callers fail the request (fail closed)."""
     event = audit_event(**fields)
@@ -121,7 +128,7 @@ def audit_record(**fields) -> AuditEvent:
     return event
 
 
-def audit_record_spending(*, used: UsedToken, **fields) -> AuditEvent | None:
+def audit_record_spending(*, used: UsedToken, **fields: Any) -> AuditEvent | None:
     """Spend a subject token (its replay row ``used``) and write the granted event, all or
     nothing; ``None`` (and nothing written) when the token was already spent for that role.
 
@@ -162,11 +169,19 @@ class _no_transaction:
         return None
 
 
-def _columns(model: type[models.Model]) -> list[models.Field]:
+def _columns(model: type[models.Model]) -> list[models.Field[Any, Any]]:
     return [f for f in model._meta.concrete_fields if not f.primary_key]
 
 
-def _cast(field: models.Field) -> str:
+def _column(field: object) -> str:
+    """A concrete field's column name."""
+    column = getattr(field, "column", None)
+    if not isinstance(column, str):
+        raise TypeError(f"{field!r} has no column")
+    return column
+
+
+def _cast(field: models.Field[Any, Any]) -> str:
     """The column's base type (no length), so a text parameter is read as the column's type."""
     return re.sub(r"\(.*\)", "", field.db_type(connection) or "text")
 
@@ -176,20 +191,20 @@ def _spend_and_record_statement() -> str:
     """Built once from the models' metadata (names only; every value is a parameter)."""
     quote = connection.ops.quote_name
     used_fields, event_fields = _columns(UsedToken), _columns(AuditEvent)
-    unique = ", ".join(quote(UsedToken._meta.get_field(name).column) for name in ("issuer", "jti", "role_arn"))
+    unique = ", ".join(quote(_column(UsedToken._meta.get_field(name))) for name in ("issuer", "jti", "role_arn"))
     # Table and column names from the models; every value is a parameter.
     return (
         f"WITH used AS (INSERT INTO {quote(UsedToken._meta.db_table)} "  # noqa: S608
-        f"({', '.join(quote(f.column) for f in used_fields)}) "
+        f"({', '.join(quote(_column(f)) for f in used_fields)}) "
         f"VALUES ({', '.join(f'%s::{_cast(f)}' for f in used_fields)}) "
         f"ON CONFLICT ({unique}) DO NOTHING RETURNING 1) "
-        f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(f.column) for f in event_fields)}) "
+        f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(_column(f)) for f in event_fields)}) "
         f"SELECT {', '.join(f'%s::{_cast(f)}' for f in event_fields)} FROM used "
-        f"RETURNING {quote(AuditEvent._meta.pk.column)}"
+        f"RETURNING {quote(_column(AuditEvent._meta.pk))}"
     )
 
 
-def _spend_and_record_sql(used: UsedToken, event: AuditEvent) -> tuple[str, list]:
+def _spend_and_record_sql(used: UsedToken, event: AuditEvent) -> tuple[str, list[Any]]:
     params = [f.get_db_prep_save(getattr(used, f.attname), connection) for f in _columns(UsedToken)]
     params += [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _columns(AuditEvent)]
     return _spend_and_record_statement(), params
@@ -269,13 +284,13 @@ def _audit_log(event: AuditEvent) -> None:
     )
 
 
-def audit_event_as_dict(event: AuditEvent) -> dict:
+def audit_event_as_dict(event: AuditEvent) -> dict[str, Any]:
     data = {name: getattr(event, name) for name in AUDIT_FIELDS}
     data["time"] = event.time.isoformat().replace("+00:00", "Z")
     return data
 
 
-def write_jsonl(events: Iterable[AuditEvent], stream: IO[str]) -> int:
+def write_jsonl(events: Iterable[AuditEvent], stream: TextSink) -> int:
     count = 0
     for event in events:
         stream.write(json.dumps(audit_event_as_dict(event), separators=(",", ":")) + "\n")
@@ -283,7 +298,7 @@ def write_jsonl(events: Iterable[AuditEvent], stream: IO[str]) -> int:
     return count
 
 
-def write_csv(events: Iterable[AuditEvent], stream: IO[str]) -> int:
+def write_csv(events: Iterable[AuditEvent], stream: TextSink) -> int:
     """Events as CSV for spreadsheets: every cell quoted, controls escaped, formulas neutralised
     (:func:`exchange.safe_text.csv_cell`); JSON lines keep the text exact (JSON escapes controls)."""
     writer = csv.DictWriter(stream, fieldnames=AUDIT_FIELDS, extrasaction="raise", quoting=csv.QUOTE_ALL)

@@ -13,6 +13,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore import UNSIGNED
@@ -21,8 +22,11 @@ from django.views.decorators.debug import sensitive_variables
 
 from mappings.aws_errors import aws_errors
 
+if TYPE_CHECKING:  # the service stubs are a development dependency (requirements-dev.txt)
+    from mypy_boto3_sts import STSClient
+
 _lock = threading.Lock()
-_client = None
+_client: STSClient | None = None
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class Credentials:
     expiration: datetime
 
 
-def client():
+def client() -> STSClient:
     """The process's STS client, built on first use."""
     global _client
     if _client is None:

@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 from django.conf import settings
@@ -56,7 +57,7 @@ def refresh_interval() -> int:
     return settings.ROLEGATE_JWKS_MIN_REFRESH_SECONDS
 
 
-def _keys_by_kid(entries: list[dict]) -> dict[str, jwt.PyJWK]:
+def _keys_by_kid(entries: list[dict[str, Any]]) -> dict[str, jwt.PyJWK]:
     keys = {}
     for item in entries:
         parsed = parsed_key(item)
@@ -103,7 +104,8 @@ class _Shared:
 
     def read(self) -> str | None:
         try:
-            return cache.get(self.keys_key)
+            value: str | None = cache.get(self.keys_key)
+            return value
         except (RedisError, OSError) as exc:
             raise _SharedDown() from exc
 

@@ -20,12 +20,14 @@ import threading
 import time
 from collections.abc import Iterator
 from ipaddress import ip_address
+from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from mappings.addresses import address_refusal
@@ -48,7 +50,7 @@ def fetch_deadline() -> int:
 class _Fetch(threading.local):
     """The sockets the current thread's fetch opened (the watchdog shuts them at the deadline)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sockets: list[socket.socket] | None = None
 
 
@@ -67,25 +69,35 @@ def _checked(sock: socket.socket) -> socket.socket:
     return sock
 
 
-def _watched(pool_class):
-    class Connection(pool_class.ConnectionCls):
-        def _new_conn(self):
-            return _checked(super()._new_conn())
-
-    return type(f"Watched{pool_class.__name__}", (pool_class,), {"ConnectionCls": Connection})
+class _CheckedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _checked(super()._new_conn())
 
 
-_POOLS = {"http": _watched(HTTPConnectionPool), "https": _watched(HTTPSConnectionPool)}
+class _CheckedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _checked(super()._new_conn())
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
 
 
 class _Adapter(HTTPAdapter):
     """requests' adapter, its connections checked and watched (:func:`_checked`)."""
 
-    def init_poolmanager(self, *args, **kwargs):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
 
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
         manager.pool_classes_by_scheme = dict(_POOLS)  # through a proxy, the proxy's address is checked
         return manager
@@ -161,7 +173,7 @@ def _get_json(session: requests.Session, url: str, deadline: float) -> object:
         raise JwksFetchError(f"{url} did not answer JSON") from None
 
 
-def fetch_jwks_document(issuer: RegisteredIssuer) -> list[dict]:
+def fetch_jwks_document(issuer: RegisteredIssuer) -> list[dict[str, Any]]:
     """The issuer's usable JWKS entries (RS256 signing keys with a ``kid``), via its configured
     ``jwks_url`` or OIDC discovery, within :func:`fetch_deadline` seconds."""
     deadline = time.monotonic() + fetch_deadline()
@@ -188,7 +200,7 @@ def fetch_jwks_document(issuer: RegisteredIssuer) -> list[dict]:
     return entries
 
 
-def parsed_key(item: dict) -> jwt.PyJWK | None:
+def parsed_key(item: dict[str, Any]) -> jwt.PyJWK | None:
     """``item`` as an RS256 key, or ``None`` when it is not one."""
     try:
         return jwt.PyJWK(item, algorithm="RS256")

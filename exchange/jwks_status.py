@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from django.core.cache import cache
 from redis.exceptions import RedisError
@@ -40,10 +41,11 @@ def jwks_fetch_recorded(*, issuer: str, error: str | None) -> None:
         logger.warning("JWKS status of issuer %s not recorded: the cache is unavailable (%s)", issuer, exc)
 
 
-def jwks_status(issuer: str) -> dict | None:
+def jwks_status(issuer: str) -> dict[str, Any] | None:
     """The last recorded attempt: ``{"ok", "error", "at", "failing_since"}``, or ``None``."""
     try:
-        return cache.get(_key(issuer))
+        status: dict[str, Any] | None = cache.get(_key(issuer))
+        return status
     except RedisError as exc:
         logger.warning("JWKS status of issuer %s unknown: the cache is unavailable (%s)", issuer, exc)
         return None

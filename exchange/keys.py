@@ -98,8 +98,8 @@ def _encrypt(private_key: rsa.RSAPrivateKey, kid: str) -> bytes:
     return _BLOB_VERSION + nonce + _kek().encrypt(nonce, der, kid.encode("ascii"))
 
 
-def _decrypt(blob: bytes, kid: str) -> rsa.RSAPrivateKey:
-    blob = bytes(blob)
+def _decrypt(stored: bytes | memoryview, kid: str) -> rsa.RSAPrivateKey:
+    blob = bytes(stored)  # a BinaryField reads as memoryview on PostgreSQL
     if blob[:2] != _BLOB_VERSION:
         raise SigningKeyError(f"signing key {kid} has an unknown encryption format")
     # The current secret first, then DJANGO_SECRET_KEY_FALLBACKS: rotating the secret keeps the
@@ -260,7 +260,7 @@ def published_keys() -> list[dict[str, str]]:
 
 
 @sensitive_variables()
-def sign(payload: dict) -> str:
+def sign(payload: dict[str, object]) -> str:
     """``payload`` as an RS256 JWT signed with the current key, ``kid`` in the header."""
     kid, private_key = current_signing_key()
     return jwt.encode(payload, private_key, algorithm=ALGORITHM, headers={"kid": kid, "typ": "JWT"})

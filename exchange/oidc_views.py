@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
@@ -15,7 +15,7 @@ CACHE_SECONDS = 300
 MINTED_CLAIMS = [*IN_MINTED_TOKENS, minted.MAPPING_CLAIM, minted.TAGS_CLAIM]
 
 
-def _public(data: dict) -> JsonResponse:
+def _public(data: dict[str, object]) -> JsonResponse:
     response = JsonResponse(data)
     response["Cache-Control"] = f"public, max-age={CACHE_SECONDS}"
     response["Access-Control-Allow-Origin"] = "*"
@@ -24,7 +24,7 @@ def _public(data: dict) -> JsonResponse:
 
 @csrf_exempt  # public and read-only: any other method is 405, not a CSRF 403
 @require_safe  # GET and HEAD
-def openid_configuration(request):
+def openid_configuration(request: HttpRequest) -> JsonResponse:
     issuer = settings.ROLEGATE_ISSUER
     return _public(
         {
@@ -43,5 +43,5 @@ def openid_configuration(request):
 
 @csrf_exempt
 @require_safe  # GET and HEAD
-def jwks(request):
+def jwks(request: HttpRequest) -> JsonResponse:
     return _public({"keys": keys.published_keys()})

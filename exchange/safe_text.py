@@ -8,6 +8,7 @@ it came; only what is shown or exported is changed. See docs/operations.md "Secu
 from __future__ import annotations
 
 import re
+from typing import overload
 
 # Characters that must never reach a terminal or a reader's eyes as themselves:
 # C0 controls and DEL (ESC starts terminal escape sequences), C1 controls (U+009B is a one-byte
@@ -18,11 +19,15 @@ _INVISIBLE = re.compile(
 )
 
 
-def _escape(match: re.Match) -> str:
+def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+@overload
+def visible(text: str) -> str: ...
+@overload
+def visible(text: object) -> object: ...
 def visible(text: object) -> object:
     r"""``text`` with every control, bidi and invisible character written as an escape
     (``\x1b``, ``\u202e``); anything that is not a string is returned as is."""

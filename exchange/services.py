@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -53,15 +53,22 @@ class ExchangeError(ApiError):
     an event of its own (``exchange.audit.audit_count_refusal``)."""
 
     def __init__(
-        self, code: str, reason: str, description: str, *, status_code: int = 400, headers=None, before_token=False
-    ):
+        self,
+        code: str,
+        reason: str,
+        description: str,
+        *,
+        status_code: int = 400,
+        headers: dict[str, str] | None = None,
+        before_token: bool = False,
+    ) -> None:
         super().__init__(code, description, status_code=status_code, headers=headers)
         self.reason = reason
         self.before_token = before_token
 
 
 class AuditUnavailable(ApiError):
-    def __init__(self):
+    def __init__(self) -> None:
         metrics.AUDIT_WRITE_FAILURES.inc()
         super().__init__(
             "temporarily_unavailable",
@@ -122,7 +129,7 @@ class _Trail:
     """What the request's audit event says, filled in as each step learns it."""
 
     requested_role_arn: str | None
-    claims: dict | None = None
+    claims: dict[str, Any] | None = None
     issuer: str | None = None
     token_verified: bool = False
     role_arn: str | None = None
@@ -130,7 +137,7 @@ class _Trail:
     role_session_name: str | None = None
     minted_jti: str | None = None  # only a granted event names the token it handed out
 
-    def fields(self, *, granted: bool) -> dict:
+    def fields(self, *, granted: bool) -> dict[str, Any]:
         return {
             "requested_role_arn": self.requested_role_arn,
             "claims": self.claims,
@@ -207,7 +214,9 @@ def _exchange(
     ctx: RequestContext,
     request: ExchangeRequest | ExchangeError,
     answer: Callable[[_Granted, _Minted], Grant],
-    record: Callable[..., Grant],
+    record: Callable[
+        [RequestContext, gitlab.VerifiedToken, _Granted, _Minted, _Trail, Callable[[_Granted, _Minted], Grant]], Grant
+    ],
 ) -> Grant:
     request = _admit(ctx, request)
     trail = _Trail(requested_role_arn=request.audience)
@@ -374,7 +383,7 @@ def _decide(snapshot: Registry, verified: gitlab.VerifiedToken, request: Exchang
     return _Granted(rule=rule, sub=decision.sub, detail=decision.detail)  # decide() checked the sub's length
 
 
-def minted_claims(*, rule: Rule, claims: dict, sub: str, jti: str, now: int) -> dict:
+def minted_claims(*, rule: Rule, claims: dict[str, Any], sub: str, jti: str, now: int) -> dict[str, Any]:
     """The claims of the token Rolegate mints (docs/api.md, "The minted token")."""
     payload = {
         "iss": settings.ROLEGATE_ISSUER,
@@ -399,7 +408,7 @@ def minted_claims(*, rule: Rule, claims: dict, sub: str, jti: str, now: int) -> 
 
 
 @sensitive_variables()
-def _mint(ctx: RequestContext, granted: _Granted, claims: dict, trail: _Trail) -> _Minted:
+def _mint(ctx: RequestContext, granted: _Granted, claims: dict[str, Any], trail: _Trail) -> _Minted:
     """Rolegate's token for the granted role, signed with the current key."""
     session_name = minted.role_session_name(claims["project_id"], claims["job_id"])
     jti = keys.new_jti()
@@ -526,7 +535,7 @@ def _assume_role(*, rule: Rule, session_name: str, token: str, duration_seconds:
         ) from None
 
 
-def _granted_fields(ctx: RequestContext, granted: _Granted, trail: _Trail) -> dict:
+def _granted_fields(ctx: RequestContext, granted: _Granted, trail: _Trail) -> dict[str, Any]:
     return {
         "request_id": ctx.request_id,
         "endpoint": ctx.endpoint,

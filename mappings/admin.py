@@ -7,14 +7,21 @@ IAM sync scheduling. The forms show the models' own validation messages.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Q
-from django.http import HttpResponseRedirect
+from django.db.models import Count, Field, Model, Q, QuerySet
+from django.forms import BaseInlineFormSet, ModelForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django_stubs_ext import StrPromise
 
 from mappings import lint, selectors, services
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
@@ -35,7 +42,7 @@ ROLE_SYNC_FIELDS = ("sync_status", "synced_at", "live_policy_sha256", "drift", "
 PROVIDER_SYNC_FIELDS = ("provider_status", "provider_synced_at", "provider_error")
 
 
-def _actor(request) -> str:
+def _actor(request: HttpRequest) -> str:
     return f"admin:{request.user.get_username()}"
 
 
@@ -44,31 +51,31 @@ class LinesField(forms.CharField):
 
     widget = forms.Textarea(attrs={"rows": 3, "cols": 60})
 
-    def prepare_value(self, value):
+    def prepare_value(self, value: Any) -> Any:
         if isinstance(value, list | tuple):
             return "\n".join(str(item) for item in value)
         return value
 
-    def to_python(self, value):
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]  # a list, not a str
         text = super().to_python(value) or ""
         return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-class ThroughServicesForm(forms.ModelForm):
+class ThroughServicesForm(forms.ModelForm[Any]):
     """After the model's own validation, the registry services' checks of what saving would leave
     (guardrails of the account, trust-policy quotas), shown on the form before anything is saved."""
 
-    def _post_clean(self):
-        super()._post_clean()
+    def _post_clean(self) -> None:
+        super()._post_clean()  # type: ignore[misc]  # private ModelForm hooks django-stubs leave out
         if self.errors or not _related_saved(self.instance):
             return
         try:
             services.registry_check(self.instance)
         except ValidationError as exc:
-            self._update_errors(exc)
+            self._update_errors(exc)  # type: ignore[attr-defined]
 
 
-def _related_saved(obj) -> bool:
+def _related_saved(obj: Model) -> bool:
     """Whether the objects ``obj`` refers to exist (an inline on an add page: not yet)."""
     for name in ("issuer", "role", "account"):
         related_id = getattr(obj, f"{name}_id", False)
@@ -164,13 +171,19 @@ class RoleForm(ThroughServicesForm):
         fields = ("account", "name", "max_session_seconds", "session_tags")
 
 
-class ThroughServicesAdmin(admin.ModelAdmin):
+class ThroughServicesAdmin(admin.ModelAdmin[Any]):
     """Saves and deletes through ``mappings.services`` instead of the model's save/delete.
 
     The forms show the services' refusals as form errors; a refusal only the combined save can
     see (a role and its inline mappings together) rolls the save back with a message instead."""
 
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except ValidationError as exc:
@@ -178,18 +191,20 @@ class ThroughServicesAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Nothing was saved: {message}", messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool) -> None:
         services.registry_save(obj, actor=_actor(request))
 
-    def delete_model(self, request, obj):
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
         services.registry_delete(obj, actor=_actor(request))
 
     @transaction.atomic
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for obj in queryset:
             services.registry_delete(obj, actor=_actor(request))
 
-    def save_formset(self, request, form, formset, change):
+    def save_formset(
+        self, request: HttpRequest, form: ModelForm[Any], formset: BaseInlineFormSet[Any, Any, Any], change: bool
+    ) -> None:
         instances = formset.save(commit=False)
         for obj in formset.deleted_objects:
             services.registry_delete(obj, actor=_actor(request))
@@ -198,7 +213,7 @@ class ThroughServicesAdmin(admin.ModelAdmin):
         formset.save_m2m()
 
 
-def _with_account(db_field, kwargs):
+def _with_account(db_field: Field[Any, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Role choices label themselves ``account/name``: load the accounts in the same query."""
     if db_field.name == "role":
         kwargs.setdefault("queryset", Role.objects.select_related("account"))
@@ -208,18 +223,20 @@ def _with_account(db_field, kwargs):
 class RoleFilter(admin.RelatedFieldListFilter):
     """Roles by ``account/name``, labelled without a query per role."""
 
-    def field_choices(self, field, request, model_admin):
-        return [(role.pk, str(role)) for role in Role.objects.select_related("account")]
+    def field_choices(
+        self, field: Field[Any, Any], request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str | StrPromise]]:
+        return [(str(role.pk), str(role)) for role in Role.objects.select_related("account")]
 
 
 class ExpiredFilter(admin.SimpleListFilter):
     title = "expired"
     parameter_name = "expired"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [("yes", "Expired"), ("no", "Not expired")]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         expired = Q(expires_at__isnull=False, expires_at__lte=timezone.now())
         if self.value() == "yes":
             return queryset.filter(expired)
@@ -235,16 +252,17 @@ class IssuerAdmin(ThroughServicesAdmin):
     search_fields = ("name", "url")
     fields = ("name", "url", "audiences", "jwks_url")
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_mappings=Count("mappings"))
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset: QuerySet[Any] = super().get_queryset(request).annotate(_mappings=Count("mappings"))
+        return queryset
 
     @admin.display(description="audiences")
-    def audience_list(self, obj):
+    def audience_list(self, obj: Issuer) -> str:
         return ", ".join(obj.audiences)
 
     @admin.display(description="mappings", ordering="_mappings")
-    def mapping_count(self, obj):
-        return obj._mappings
+    def mapping_count(self, obj: Any) -> int:
+        return int(obj._mappings)  # annotated by get_queryset
 
 
 @admin.register(Account)
@@ -274,19 +292,20 @@ class AccountAdmin(AccountSyncAdminMixin, ThroughServicesAdmin):
     list_filter = ("mode", "provider_status")
     search_fields = ("name", "account_id")
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_roles=Count("roles"))
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset: QuerySet[Any] = super().get_queryset(request).annotate(_roles=Count("roles"))
+        return queryset
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str] | tuple[str, ...]:
         fields = tuple(super().get_readonly_fields(request, obj))
         return fields + tuple(name for name in PROVIDER_SYNC_FIELDS if name not in fields)
 
     @admin.display(description="roles", ordering="_roles")
-    def role_count(self, obj):
-        return obj._roles
+    def role_count(self, obj: Any) -> int:
+        return int(obj._roles)  # annotated by get_queryset
 
 
-class MappingInline(admin.StackedInline):
+class MappingInline(admin.StackedInline[Mapping, Role]):
     """The role's mappings, one block each (a table row is too wide for the pipeline sources)."""
 
     model = Mapping
@@ -295,7 +314,7 @@ class MappingInline(admin.StackedInline):
     show_change_link = True
     fields = tuple(name for name in MAPPING_FIELDS if name != "role")  # the role is the page's
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return super().get_queryset(request).select_related("issuer")
 
 
@@ -308,23 +327,26 @@ class RoleAdmin(RoleSyncAdminMixin, ThroughServicesAdmin):
     search_fields = ("name", "account__name", "account__account_id", "mappings__project")
     inlines = [MappingInline]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         live = Q(mappings__enabled=True) & (
             Q(mappings__expires_at__isnull=True) | Q(mappings__expires_at__gt=timezone.now())
         )
-        return super().get_queryset(request).annotate(_live=Count("mappings", filter=live, distinct=True))
+        queryset: QuerySet[Any] = (
+            super().get_queryset(request).annotate(_live=Count("mappings", filter=live, distinct=True))
+        )
+        return queryset
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str] | tuple[str, ...]:
         fields = tuple(super().get_readonly_fields(request, obj))
         return fields + tuple(name for name in ROLE_SYNC_FIELDS if name not in fields)
 
     @admin.display(description="role ARN")
-    def arn(self, obj):
+    def arn(self, obj: Role) -> str:
         return obj.arn
 
     @admin.display(description="live mappings", ordering="_live")
-    def live_mapping_count(self, obj):
-        return obj._live
+    def live_mapping_count(self, obj: Any) -> int:
+        return int(obj._live)  # annotated by get_queryset
 
 
 @admin.register(Mapping)
@@ -362,7 +384,7 @@ class MappingAdmin(ThroughServicesAdmin):
 
     readonly_fields = ("lint_warnings",)
 
-    def get_fieldsets(self, request, obj=None):
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
@@ -374,10 +396,12 @@ class MappingAdmin(ThroughServicesAdmin):
             ),
         )
 
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+    def formfield_for_foreignkey(
+        self, db_field: Any, request: HttpRequest, **kwargs: Any
+    ) -> forms.ModelChoiceField[Any] | None:
         return super().formfield_for_foreignkey(db_field, request, **_with_account(db_field, kwargs))
 
-    def get_changelist_instance(self, request):
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
         """Lint the page's mappings among all the mappings of their roles, in one pass."""
         changelist = super().get_changelist_instance(request)
         found = _lint_for(mapping.role.arn for mapping in changelist.result_list)
@@ -386,7 +410,7 @@ class MappingAdmin(ThroughServicesAdmin):
         return changelist
 
     @admin.display(description="warnings")
-    def warnings(self, obj):
+    def warnings(self, obj: Mapping) -> str:
         found = getattr(obj, "lint_warnings_found", [])
         if not found:
             return ""
@@ -396,7 +420,7 @@ class MappingAdmin(ThroughServicesAdmin):
         )
 
     @admin.display(description="lint warnings")
-    def lint_warnings(self, obj):
+    def lint_warnings(self, obj: Mapping | None) -> str:
         if obj is None or obj.pk is None:
             return "-"
         found = _lint_for([obj.role.arn]).get(obj.name, [])
@@ -407,16 +431,16 @@ class MappingAdmin(ThroughServicesAdmin):
         )
 
     @admin.display(description="role", ordering="role__name")
-    def role_short(self, obj):
+    def role_short(self, obj: Mapping) -> SafeString:
         """account/name, the ARN on hover: the full ARN would push the state columns off screen."""
         return format_html('<span title="{}">{}</span>', obj.role.arn, obj.role)
 
     @admin.display(description="pipeline sources")
-    def sources(self, obj):
+    def sources(self, obj: Mapping) -> str:
         return ", ".join(obj.pipeline_sources) or "any"
 
     @admin.display(description="expires", ordering="expires_at")
-    def expires(self, obj):
+    def expires(self, obj: Mapping) -> str:
         if obj.expires_at is None:
             return "never"
         when = timezone.localtime(obj.expires_at).strftime("%Y-%m-%d %H:%M %Z")
@@ -425,7 +449,7 @@ class MappingAdmin(ThroughServicesAdmin):
         return when
 
 
-def _lint_for(role_arns) -> dict[str, list[lint.Warning]]:
+def _lint_for(role_arns: Iterable[str]) -> dict[str, list[lint.Warning]]:
     """Lint warnings by mapping name for the mappings of these roles (the registry snapshot)."""
     registry = selectors.registry()
     rules = [rule for arn in sorted(set(role_arns)) for rule in registry.rules_for_role(arn)]

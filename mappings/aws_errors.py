@@ -42,7 +42,7 @@ class AwsError(Exception):
         self.code = code
         self.message = message
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[AwsError], tuple[str, str]]:
         # Picklable with its two arguments, so Celery keeps the error itself (not a wrapper
         # showing its repr) when a task retries it.
         return type(self), (self.code, self.message)

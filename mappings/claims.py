@@ -14,6 +14,7 @@ Pure data, no Django.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -195,7 +196,7 @@ CATALOGUE: tuple[Claim, ...] = (
 BY_NAME: dict[str, Claim] = {claim.name: claim for claim in CATALOGUE}
 
 
-def _names(*, where) -> tuple[str, ...]:
+def _names(*, where: Callable[[Claim], bool]) -> tuple[str, ...]:
     return tuple(claim.name for claim in CATALOGUE if where(claim))
 
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from mappings import patterns
 
 ANY, NAMESPACE, PROJECT = "any", "namespace", "project"
-BREADTHS = (ANY, NAMESPACE, PROJECT)
 _BREADTH_ORDER = {PROJECT: 0, NAMESPACE: 1, ANY: 2}
 
 # The guardrails as they appear under ``accounts[].guardrails`` (and as Account fields), in order.

@@ -16,14 +16,15 @@ and https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from mappings import minted, patterns, policies
 
 _OPERATORS = {"StringEquals", "StringNotEquals", "StringLike", "StringNotLike"}
-_DATE_OPERATORS = {
+_DATE_OPERATORS: dict[str, Callable[[datetime, datetime], bool]] = {
     "DateEquals": lambda a, b: a == b,
     "DateNotEquals": lambda a, b: a != b,
     "DateLessThan": lambda a, b: a < b,
@@ -47,7 +48,7 @@ class Request:
     resource: str = "*"
 
 
-def _as_list(value: object) -> list:
+def _as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
@@ -94,7 +95,7 @@ def _condition_holds(operator: str, key: str, expected: object, context: Mapping
     return not hit if negated else hit
 
 
-def _statement_applies(statement: Mapping, request: Request) -> bool:
+def _statement_applies(statement: Mapping[str, Any], request: Request) -> bool:
     if "NotPrincipal" in statement or "NotAction" in statement or "NotResource" in statement:
         raise UnsupportedPolicy("NotPrincipal/NotAction/NotResource")
     # No Principal: an identity (permission) policy, which applies to the session it is on.
@@ -113,7 +114,7 @@ def _statement_applies(statement: Mapping, request: Request) -> bool:
     return True
 
 
-def allows(policy: Mapping, request: Request) -> bool:
+def allows(policy: Mapping[str, Any], request: Request) -> bool:
     """Whether ``policy`` lets ``request`` through: some Allow applies and no Deny does."""
     allowed = False
     for statement in _as_list(policy.get("Statement", [])):
@@ -127,7 +128,7 @@ def allows(policy: Mapping, request: Request) -> bool:
     return allowed
 
 
-def session_allows(permission_policies: Sequence[Mapping], request: Request) -> bool:
+def session_allows(permission_policies: Sequence[Mapping[str, Any]], request: Request) -> bool:
     """Whether a role session may make ``request`` under the role's permission policies (one
     ``Statement`` list each, evaluated together): some Allow applies and no Deny does. The
     session's ``aws:TokenIssueTime`` goes in the request's context."""
@@ -164,7 +165,7 @@ def web_identity_requests(
 
 
 def minted_token_allowed(
-    policy: Mapping,
+    policy: Mapping[str, Any],
     *,
     rolegate_issuer: str,
     account_id: str,
@@ -203,7 +204,7 @@ def minted_token_allowed(
 
 
 def minted_sub_allowed(
-    policy: Mapping,
+    policy: Mapping[str, Any],
     *,
     rolegate_issuer: str,
     account_id: str,
@@ -226,7 +227,7 @@ def minted_sub_allowed(
 
 
 def gitlab_token_allowed(
-    policy: Mapping, *, issuer_url: str, account_id: str, aud: str, claims: Mapping[str, object]
+    policy: Mapping[str, Any], *, issuer_url: str, account_id: str, aud: str, claims: Mapping[str, object]
 ) -> bool:
     """Whether IAM would accept a GitLab ID token with ``claims`` directly (direct mode)."""
     sub = minted.gitlab_sub(str(claims["project_path"]), str(claims["ref_type"]), str(claims["ref"]))

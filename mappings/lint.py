@@ -44,7 +44,7 @@ class Warning:
     code: str
     message: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str]:
         return {"mapping": self.mapping, "code": self.code, "message": self.message}
 
 

@@ -411,7 +411,7 @@ class Registry:
         for length in self._prefix_lengths[issuer]:
             if length > len(project_path):
                 break
-            found.extend(buckets.get(project_path[:length], ()))
+            found.extend(buckets.get(project_path[:length]) or ())
         found.sort(key=lambda r: r.name)
         return found
 

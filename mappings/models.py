@@ -7,7 +7,9 @@ Models hold fields and field-level validation only. Writes go through ``mappings
 
 from __future__ import annotations
 
+import re
 import uuid
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -118,7 +120,7 @@ validate_account_id = RegexValidator(r"^[0-9]{12}\Z", 'An AWS account id is exac
 validate_role_name = RegexValidator(
     r"^[A-Za-z0-9_+=,.@-]{1,64}\Z",
     "IAM role names are 1-64 characters of letters, digits and + = , . @ _ -.",
-    flags=0,
+    flags=re.NOFLAG,  # as in the migrations that record this validator
 )
 validate_role_arn = RegexValidator(
     r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}\Z",
@@ -358,7 +360,7 @@ class Role(TimestampedModel):
         return role_arn(self.account.account_id, self.name)
 
     def clean(self) -> None:
-        account = _related(self, "account")
+        account = _related(self, "account", Account)
         if account is not None:
             _raise_violations(
                 guardrail_rules.role_violations(
@@ -367,12 +369,16 @@ class Role(TimestampedModel):
             )
 
 
-def _related(obj: models.Model, name: str):
+_Related = TypeVar("_Related", bound=models.Model)
+
+
+def _related(obj: models.Model, name: str, model: type[_Related]) -> _Related | None:
     """``obj.<name>``, or None while it is unset (the missing field is reported on its own)."""
     try:
-        return getattr(obj, name)
+        value = getattr(obj, name)
     except models.ObjectDoesNotExist:
         return None
+    return value if isinstance(value, model) else None
 
 
 def _raise_violations(violations: list[guardrail_rules.Violation]) -> None:
@@ -474,7 +480,7 @@ class Mapping(TimestampedModel):
             )
         if self.runner_environment == "":
             self.runner_environment = None
-        role = _related(self, "role")  # a missing role is reported on the field itself
+        role = _related(self, "role", Role)  # a missing role is reported on the field itself
         conditioned = (
             self.protected
             or self.environment is not None
@@ -484,8 +490,12 @@ class Mapping(TimestampedModel):
             or bool(self.deployment_tiers)
             or self.runner_environment is not None
         )
-        brokered = role is not None and role.account_id is not None and role.account.mode == Account.Mode.BROKERED
-        if conditioned and brokered and not role.session_tags:
+        brokered_role = (
+            role
+            if role is not None and role.account_id is not None and role.account.mode == Account.Mode.BROKERED
+            else None
+        )
+        if conditioned and brokered_role is not None and not brokered_role.session_tags:
             raise ValidationError(
                 f"Role {role} does not use session tags, so IAM cannot check this mapping's protected, "
                 "environment, pipeline_sources, ci_config_ref_uri, environment_protected, deployment_tiers or "
@@ -495,7 +505,7 @@ class Mapping(TimestampedModel):
         for name in ("environment", "ci_config_ref_uri"):
             pattern = getattr(self, name)
             untaggable = minted.untaggable_pattern_chars(pattern) if isinstance(pattern, str) else ""
-            if brokered and role.session_tags and untaggable:
+            if brokered_role is not None and brokered_role.session_tags and untaggable:
                 # IAM compares this pattern with the session tag of the same name, whose values hold
                 # only letters, digits, spaces and _ . : / = + - @ (docs/trust-model.md).
                 raise ValidationError(

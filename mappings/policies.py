@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mappings import minted, patterns
@@ -71,7 +72,7 @@ class PolicyInput:
 class TrustPolicy:
     """A policy that fits: the document, its minified text and what IAM cannot enforce."""
 
-    document: dict
+    document: dict[str, Any]
     text: str
     size: int
     limit: int
@@ -83,7 +84,7 @@ class TrustPolicy:
         return policy_sha256(self.document)
 
     @property
-    def fits(self) -> bool:
+    def fits(self) -> Literal[True]:  # a literal, so `if result.fits` tells the two results apart
         return True
 
 
@@ -91,7 +92,7 @@ class TrustPolicy:
 class PolicyTooLarge:
     """A policy that does not fit the account's quota; never written to IAM."""
 
-    document: dict
+    document: dict[str, Any]
     size: int
     limit: int
     warnings: tuple[str, ...] = ()
@@ -111,7 +112,7 @@ class PolicyTooLarge:
         )
 
     @property
-    def fits(self) -> bool:
+    def fits(self) -> Literal[False]:
         return False
 
 
@@ -199,14 +200,16 @@ class _Signature:
         """Whether every request meeting ``other`` also meets ``self``."""
         return checks_imply(self.checks, other.checks)
 
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         return tuple((check.field, check.patterns) for check in self.checks)
 
 
 _NO_CONDITIONS = _Signature(())
 
 
-def _statement(*, federated: str, actions: Sequence[str], equals: dict[str, object], like: dict[str, object]) -> dict:
+def _statement(
+    *, federated: str, actions: Sequence[str], equals: dict[str, object], like: dict[str, object]
+) -> dict[str, Any]:
     condition: dict[str, dict[str, object]] = {}
     if equals:
         condition["StringEquals"] = dict(sorted(equals.items()))
@@ -229,7 +232,7 @@ def _one_or_list(values: Sequence[str]) -> object:
 _ASSUME_ACTIONS = ["sts:AssumeRole", "sts:AssumeRoleWithSAML", ASSUME_ACTION, TAG_ACTION]
 
 
-def trusts_nobody() -> dict:
+def trusts_nobody() -> dict[str, Any]:
     """A valid trust policy that lets no one assume the role."""
     return {
         "Version": POLICY_VERSION,
@@ -237,7 +240,7 @@ def trusts_nobody() -> dict:
     }
 
 
-def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
+def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict[str, Any]]:
     host = provider_host(data.rolegate_issuer)
     federated = provider_arn(data.account_id, data.rolegate_issuer)
     groups: dict[_Signature, list[str]] = {}
@@ -283,7 +286,7 @@ def _brokered_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
     return statements
 
 
-def _direct_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
+def _direct_statements(data: PolicyInput, rules: list[Rule]) -> list[dict[str, Any]]:
     issuers = {issuer.name: issuer for issuer in data.issuers}
     groups: dict[str, list[str]] = {}
     for rule in rules:
@@ -304,12 +307,12 @@ def _direct_statements(data: PolicyInput, rules: list[Rule]) -> list[dict]:
     return statements
 
 
-def minify(document: dict) -> str:
+def minify(document: dict[str, Any]) -> str:
     """The document as IAM receives it from us: compact JSON, keys in our order."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 
 
-def policy_size(document: dict) -> int:
+def policy_size(document: dict[str, Any]) -> int:
     """Size as IAM counts it against ACLSizePerRole: characters, whitespace not counted."""
     return len(_WHITESPACE.sub("", minify(document)))
 

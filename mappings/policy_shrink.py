@@ -22,21 +22,22 @@ desired, and its new one was not live.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from mappings import patterns, policies
 
 _SUB_SUFFIX = ":sub"
 
 
-def _as_list(value: object) -> list:
+def _as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _one_or_list(values: list) -> object:
+def _one_or_list(values: list[Any]) -> object:
     return values[0] if len(values) == 1 else values
 
 
-def _statements(document: Mapping) -> list[dict]:
+def _statements(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [s for s in _as_list(document.get("Statement", [])) if isinstance(s, dict)]
 
 
@@ -73,7 +74,7 @@ def _both(operator: str, live: list[str], desired: list[str]) -> list[str]:
     return live if sorted(live) == sorted(desired) else []
 
 
-def _conjunction(live: dict, desired: Mapping) -> dict | None:
+def _conjunction(live: dict[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
     """One Allow admitting only requests both Allows admit, built on ``live`` (None: none found).
 
     Conditions are ANDed: a key only one of them conditions is copied; the same operator on the
@@ -109,7 +110,7 @@ def _conjunction(live: dict, desired: Mapping) -> dict | None:
     return result
 
 
-def _sub_key(statement: Mapping) -> tuple[str, str] | None:
+def _sub_key(statement: Mapping[str, Any]) -> tuple[str, str] | None:
     for operator, block in (statement.get("Condition") or {}).items():
         if operator in ("StringEquals", "StringLike"):
             for key in block:
@@ -118,17 +119,17 @@ def _sub_key(statement: Mapping) -> tuple[str, str] | None:
     return None
 
 
-def _with_values(statement: dict, operator: str, key: str, values: list[str]) -> dict:
+def _with_values(statement: dict[str, Any], operator: str, key: str, values: list[str]) -> dict[str, Any]:
     condition = {op: dict(block) for op, block in statement["Condition"].items()}
     condition[operator][key] = _one_or_list(values)
     return {**statement, "Condition": condition}
 
 
-def _covered_part(statement: dict, allows: list[dict]) -> dict | None:
+def _covered_part(statement: dict[str, Any], allows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """``statement`` keeping only the ``sub`` values some Allow of ``allows`` admits in full (no
     condition added: never larger than ``statement``); None when none is."""
 
-    def covered(candidate: dict) -> bool:
+    def covered(candidate: dict[str, Any]) -> bool:
         return any(policies.same_policy(_conjunction(candidate, d), candidate) for d in allows)
 
     found = _sub_key(statement)
@@ -142,8 +143,8 @@ def _covered_part(statement: dict, allows: list[dict]) -> dict | None:
     return statement if kept == values else _with_values(statement, operator, key, kept)
 
 
-def _document(version: object, denies: list[dict], allows: list[dict]) -> dict:
-    unique: list[dict] = []
+def _document(version: object, denies: list[dict[str, Any]], allows: list[dict[str, Any]]) -> dict[str, Any]:
+    unique: list[dict[str, Any]] = []
     for statement in allows:
         if not any(policies.same_policy(statement, seen) for seen in unique):
             unique.append(statement)
@@ -152,7 +153,7 @@ def _document(version: object, denies: list[dict], allows: list[dict]) -> dict:
     return {"Version": version or policies.POLICY_VERSION, "Statement": [*denies, *unique]}
 
 
-def shrink_only(live: Mapping, desired: Mapping, *, limit: int) -> dict:
+def shrink_only(live: Mapping[str, Any], desired: Mapping[str, Any], *, limit: int) -> dict[str, Any]:
     """The live policy without every trust ``desired`` no longer grants, adding none, within
     ``limit`` characters: the intersection of the two when it fits, else the live statements
     narrowed to the ``sub`` values ``desired`` admits in full (never larger than the live policy),
@@ -175,7 +176,7 @@ def shrink_only(live: Mapping, desired: Mapping, *, limit: int) -> dict:
     return policies.trusts_nobody()
 
 
-def missing(policy: Mapping, statements: list[dict]) -> bool:
+def missing(policy: Mapping[str, Any], statements: list[dict[str, Any]]) -> bool:
     """Whether some Allow of ``statements`` is not admitted in full by one Allow of ``policy``
     (sound: True may be a false alarm, never a miss): which mappings a shrink-only policy lacks."""
     allows = [s for s in _statements(policy) if s.get("Effect") == "Allow"]

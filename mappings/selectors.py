@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q, QuerySet
@@ -85,7 +86,7 @@ def build_rule(
     )
 
 
-def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet:
+def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet[Mapping, tuple[Any, ...]]:
     """The columns :func:`_rule` reads, in its order, then ``more``."""
     return mappings.values_list(
         "id",
@@ -118,7 +119,7 @@ def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet:
 _RULE_WIDTH = 23  # the columns of _rule_rows before ``more``
 
 
-def _rule(row: tuple) -> Rule:
+def _rule(row: tuple[Any, ...]) -> Rule:
     (
         pk,
         name,
@@ -244,7 +245,7 @@ def _read(cached: _Snapshot | None, version: int, stamp: object) -> _Snapshot:
     return _built(version, stamp)
 
 
-def _continuous(changes: list[tuple], cached: _Snapshot, version: int, stamp: object) -> bool:
+def _continuous(changes: list[tuple[Any, ...]], cached: _Snapshot, version: int, stamp: object) -> bool:
     """Whether ``changes`` lead from the cached snapshot to ``version``: the log still holds the
     cached version with its stamp (same history, not pruned) and the current one, and nothing
     after the cached version is a bulk write."""
@@ -276,7 +277,7 @@ def _built(version: int, stamp: object) -> _Snapshot:
     return snapshot
 
 
-def _patched(cached: _Snapshot, changes: list[tuple], version: int, stamp: object) -> _Snapshot:
+def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], version: int, stamp: object) -> _Snapshot:
     """Reload the mappings a change can reach -- changed mappings, and every mapping of a changed
     role, account or issuer -- and drop the rules they replace or that are gone."""
     ids: dict[str, set[int]] = {kind: set() for kind in RegistryChange.Kind.values}

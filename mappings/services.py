@@ -22,7 +22,7 @@ from mappings.models import Account, Issuer, Mapping, RegistryChange, RegistryVe
 
 logger = logging.getLogger(__name__)
 
-RegistryObject = TypeVar("RegistryObject", Issuer, Account, Role, Mapping)
+RegistryObject = TypeVar("RegistryObject", bound=Issuer | Account | Role | Mapping)
 
 
 def _touched_role_ids(obj: models.Model) -> set[int]:
@@ -45,7 +45,11 @@ def _touched_role_ids(obj: models.Model) -> set[int]:
 
 # Versions kept in the change log; a process further behind than this rebuilds its snapshot.
 CHANGES_KEPT = 1000
-_KINDS = {Issuer: RegistryChange.Kind.ISSUER, Account: RegistryChange.Kind.ACCOUNT, Role: RegistryChange.Kind.ROLE}
+_KINDS: dict[type[models.Model], RegistryChange.Kind] = {
+    Issuer: RegistryChange.Kind.ISSUER,
+    Account: RegistryChange.Kind.ACCOUNT,
+    Role: RegistryChange.Kind.ROLE,
+}
 
 
 def registry_changed(
@@ -78,7 +82,8 @@ def _version_bump(stamp: uuid.UUID) -> int:
             cursor.execute(bump, [value])
             row = cursor.fetchone()
         if row is not None:
-            return row[0]
+            version: int = row[0]
+            return version
         _, created = RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1, "stamp": stamp})
         if created:
             return 1
@@ -195,23 +200,23 @@ def _mapping_trust_taken(mapping: Mapping, *, actor: str) -> None:
         revocations.mapping_removed(mapping, role_id=before["role_id"], actor=actor, why="moved to another role")
 
 
-def issuer_create(*, actor: str, **fields) -> Issuer:
+def issuer_create(*, actor: str, **fields: object) -> Issuer:
     return registry_save(Issuer(**fields), actor=actor)
 
 
-def account_create(*, actor: str, **fields) -> Account:
+def account_create(*, actor: str, **fields: object) -> Account:
     return registry_save(Account(**fields), actor=actor)
 
 
-def role_create(*, actor: str, **fields) -> Role:
+def role_create(*, actor: str, **fields: object) -> Role:
     return registry_save(Role(**fields), actor=actor)
 
 
-def mapping_create(*, actor: str, **fields) -> Mapping:
+def mapping_create(*, actor: str, **fields: object) -> Mapping:
     return registry_save(Mapping(**fields), actor=actor)
 
 
-def registry_update(obj: RegistryObject, *, actor: str, **fields) -> RegistryObject:
+def registry_update(obj: RegistryObject, *, actor: str, **fields: object) -> RegistryObject:
     """Set ``fields`` on ``obj`` and save it through :func:`registry_save`."""
     for name, value in fields.items():
         setattr(obj, name, value)

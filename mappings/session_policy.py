@@ -11,6 +11,7 @@ Reference: https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_use_revoke-
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 POLICY_NAME = "RolegateRevokeOlderSessions"
 _FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -28,7 +29,7 @@ def cutoff_text(cutoff: datetime) -> str:
     return whole_second(cutoff).astimezone(UTC).strftime(_FORMAT)
 
 
-def revoke_older_sessions(cutoff: datetime) -> dict:
+def revoke_older_sessions(cutoff: datetime) -> dict[str, Any]:
     """Deny everything to sessions issued before ``cutoff``."""
     return {
         "Version": "2012-10-17",

@@ -17,7 +17,7 @@ does (section and key) so ``apply`` can give its path, and the admin a form erro
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -68,7 +68,7 @@ class PolicySize:
         verdict = "" if self.fits else f" (over by {self.after - self.limit})"
         return f"policy {self.role}: {before} -> {self.after} of {self.limit} characters{verdict}"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "role": self.role,
             "role_arn": self.role_arn,
@@ -145,7 +145,7 @@ class WriteBatch:
             raise RegistryRefused(refusals)
 
     def _guardrail_refusals(self) -> list[Refusal]:
-        refusals = []
+        refusals: list[Refusal] = []
         for account in Account.objects.filter(pk__in=self.accounts).order_by("name"):
             rails = account.guardrails
             where = f"account {account.name}"
@@ -203,10 +203,10 @@ def current() -> WriteBatch | None:
     return _current.get()
 
 
-def begin() -> tuple[WriteBatch, object]:
+def begin() -> tuple[WriteBatch, Token[WriteBatch | None]]:
     batch = WriteBatch()
     return batch, _current.set(batch)
 
 
-def end(token: object) -> None:
+def end(token: Token[WriteBatch | None]) -> None:
     _current.reset(token)

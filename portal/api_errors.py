@@ -15,7 +15,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 class ApiError(Exception):
     """A client-visible error: an OAuth-style ``code``, a sentence, an HTTP status."""
 
-    def __init__(self, code: str, description: str, *, status_code: int = 400, headers: dict | None = None):
+    def __init__(self, code: str, description: str, *, status_code: int = 400, headers: dict[str, str] | None = None):
         super().__init__(description)
         self.code = code
         self.description = description

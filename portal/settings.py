@@ -14,11 +14,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+import django_stubs_ext
 from celery.schedules import crontab
 from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.log_context import logging_config
+
+# Django's generic classes (ModelAdmin[Role], ModelForm[Issuer], QuerySet[...]) subscriptable at
+# run time, as django-stubs types them for mypy (docs/architecture.md, "Static checks").
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -96,12 +101,13 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 # hidden from error pages and reports with DEBUG on too.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.error_reports.AlwaysSafeExceptionReporterFilter"
 
-SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or (_dev_secret_key() if DEBUG else None)
-if not SECRET_KEY:
+_secret_key = env_secret("DJANGO_SECRET_KEY") or (_dev_secret_key() if DEBUG else None)
+if not _secret_key:
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY is not set. Set it (or DJANGO_SECRET_KEY_FILE) to a long random value; "
         "it also protects Rolegate's signing keys at rest. Only DJANGO_DEBUG=1 generates one."
     )
+SECRET_KEY: str = _secret_key
 
 # Old secrets, comma-separated, still accepted (sessions, signing keys at rest) while rotating.
 SECRET_KEY_FALLBACKS = [k.strip() for k in (env_secret("DJANGO_SECRET_KEY_FALLBACKS") or "").split(",") if k.strip()]
@@ -460,7 +466,7 @@ ROLEGATE_METRICS_ALLOWED_NETWORKS = _networks("ROLEGATE_METRICS_ALLOWED_NETWORKS
 
 def _alert_webhooks(name: str) -> list[tuple[str, str]]:
     """``kind:url`` entries, comma-separated: ``slack:https://hooks.slack.com/…,json:https://…``."""
-    hooks = []
+    hooks: list[tuple[str, str]] = []
     for item in (env_secret(name) or "").split(","):
         item = item.strip()
         if not item:

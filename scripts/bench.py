@@ -261,6 +261,8 @@ def measure_patches() -> dict:
 
     issuer = Issuer.objects.get()
     big = Role.objects.filter(account__mode="brokered").order_by("id").first()
+    if big is None:
+        raise RuntimeError("the bench's registry has no brokered role")
     # The mappings changed here get a role of their own: the services check the trust policy of
     # the role a write touches, which for a role holding 25,000 of the bench's mappings is slow
     # (and not what is measured here).

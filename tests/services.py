@@ -39,7 +39,7 @@ def require_broker() -> str:
 
     url = getattr(settings, "TEST_BROKER_URL", None)
     require(bool(url), "this test needs a Celery broker (set CELERY_BROKER_URL)")
-    return url
+    return str(url)
 
 
 def free_port() -> int:

@@ -29,7 +29,7 @@ class DatabaseCollector:
             "account__name", "name", "policy_size", "account__trust_policy_limit"
         )
         for account, role, size, limit in rows.order_by("account__name", "name"):
-            if limit:
+            if limit and size is not None:
                 quota.add_metric([account, role], size / limit)
         yield quota
 

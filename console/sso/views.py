@@ -6,13 +6,14 @@ from django.contrib import messages
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.views import View
 from mozilla_django_oidc import views as oidc_views
 
 from console.sso import provider, roles
 from console.sso.backends import oidc_setting
 
 
-class _Enabled:
+class _Enabled(View):
     def dispatch(self, request, *args, **kwargs):
         if not provider.enabled():
             raise Http404("Signing in with GitLab is not configured (ROLEGATE_OIDC_ISSUER).")

@@ -83,7 +83,12 @@ FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
 
 # Keys that name another object of the file rather than a model field.
 _REFERENCE_KEYS = {"roles": {"account"}, "mappings": {"issuer", "role"}}
-_MODELS = {"issuers": Issuer, "accounts": Account, "roles": Role, "mappings": Mapping}
+_MODELS: dict[str, type[Issuer | Account | Role | Mapping]] = {
+    "issuers": Issuer,
+    "accounts": Account,
+    "roles": Role,
+    "mappings": Mapping,
+}
 
 
 class ConfigError(Exception):
@@ -111,15 +116,16 @@ class Document:
     mappings: dict[str, Item] = field(default_factory=dict)
 
     def section(self, name: str) -> dict[str, Item]:
-        return getattr(self, name)
+        items: dict[str, Item] = getattr(self, name)
+        return items
 
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set = set()
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+    seen: set[object] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
@@ -184,7 +190,7 @@ def _messages(error: ValidationError) -> dict[str, list[str]]:
 
 
 def _typed_values(
-    spec: dict[str, tuple[str, Any]], raw: dict, path: str, errors: list[tuple[str, str]]
+    spec: dict[str, tuple[str, Any]], raw: dict[str, Any], path: str, errors: list[tuple[str, str]]
 ) -> dict[str, Any]:
     """The well-typed values of ``raw`` by ``spec``, defaults filled in; problems go to ``errors``."""
     for key in raw:
@@ -255,7 +261,7 @@ def _check_item(section: str, index: int, raw: Any, errors: list[tuple[str, str]
     return values, len(errors) == count
 
 
-def _load(text: str, errors: list[tuple[str, str]]) -> dict | None:
+def _load(text: str, errors: list[tuple[str, str]]) -> dict[str, Any] | None:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:
@@ -328,7 +334,7 @@ def _key(section: str, values: dict[str, Any]) -> str | None:
         return None
     if section == "roles":
         return f"{values['account']}/{values['name']}" if "account" in values else None
-    return values["name"]
+    return str(values["name"])
 
 
 def _check_references(every: dict[str, list[Item]], errors: list[tuple[str, str]]) -> None:

@@ -16,7 +16,7 @@ HEADER = "# Rolegate configuration (python manage.py export). Apply with: python
 class _Dumper(yaml.SafeDumper):
     """Block-style YAML whose nested lists are indented under their key."""
 
-    def increase_indent(self, flow: bool = False, indentless: bool = False):
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         return super().increase_indent(flow, False)
 
 

@@ -37,7 +37,7 @@ class Change:
             line += ": " + ", ".join(f"{name} {show(old)} -> {show(new)}" for name, old, new in self.fields)
         return line
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "action": self.action,
             "kind": _SINGULAR[self.section],
@@ -57,7 +57,7 @@ class PlanWarning:
     def describe(self) -> str:
         return f"! warning {self.path} ({self.warning.code}): {self.warning.message}"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, **self.warning.as_dict()}
 
 
@@ -91,7 +91,7 @@ class Plan:
             summary = "No changes. " + summary
         return [*lines, summary, *(warning.describe() for warning in self.warnings)]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The plan for tools (``apply --format json``; docs/commands.md)."""
         return {
             "changes": [change.as_dict() for change in self.changes],
@@ -158,7 +158,7 @@ def load_state() -> dict[str, dict[str, Any]]:
         "roles": Role.objects.select_related("account"),
         "mappings": Mapping.objects.select_related("issuer", "role__account"),
     }
-    state = {}
+    state: dict[str, dict[str, Any]] = {}
     for section, queryset in querysets.items():
         state[section] = {object_key(section, obj): obj for obj in queryset}
     # One object per row: an account updated by the plan is the one its roles' mappings are
@@ -325,7 +325,12 @@ def _warnings(document: Document) -> list[PlanWarning]:
     return [PlanWarning(document.mappings[w.mapping].path, w) for w in warnings if w.mapping in document.mappings]
 
 
-_MODEL = {"issuers": Issuer, "accounts": Account, "roles": Role, "mappings": Mapping}
+_MODEL: dict[str, type[Issuer | Account | Role | Mapping]] = {
+    "issuers": Issuer,
+    "accounts": Account,
+    "roles": Role,
+    "mappings": Mapping,
+}
 
 
 def _assign(section: str, obj: Any, item: Item, objects: dict[str, dict[str, Any]]) -> None:

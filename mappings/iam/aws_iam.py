@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import boto3
@@ -27,6 +27,11 @@ from mappings.aws_errors import classify as classify
 from mappings.iam.outcomes import CREATED, UNCHANGED, UPDATED
 from mappings.policies import provider_arn
 
+if TYPE_CHECKING:  # the service stubs are a development dependency (requirements-dev.txt)
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_sts import STSClient
+    from mypy_boto3_sts.type_defs import CredentialsTypeDef
+
 _CONFIG = Config(
     connect_timeout=5,
     read_timeout=20,
@@ -40,8 +45,8 @@ _SESSION_NAME = "rolegate-iam-sync"
 # --- clients ---------------------------------------------------------------------------------
 
 _lock = threading.Lock()
-_base_clients: dict[str, Any] = {}
-_assumed: dict[str, tuple[float, Any]] = {}  # manager role ARN -> (expires at, IAM client)
+_base_clients: dict[str, Any] = {}  # service name -> client (boto3 types it by its name only)
+_assumed: dict[str, tuple[float, IAMClient]] = {}  # manager role ARN -> (expires at, IAM client)
 
 
 def reset_clients() -> None:
@@ -59,21 +64,23 @@ def _base_client(service: str) -> Any:
         return client
 
 
-def sts_client() -> Any:
+def sts_client() -> STSClient:
     """The STS client of the worker's own credentials."""
-    return _base_client("sts")
+    client: STSClient = _base_client("sts")
+    return client
 
 
-def iam_client(manager_role_arn: str | None = None) -> Any:
+def iam_client(manager_role_arn: str | None = None) -> IAMClient:
     """The IAM client for an account: the worker's own credentials, or the manager role's."""
     if not manager_role_arn:
-        return _base_client("iam")
+        base: IAMClient = _base_client("iam")
+        return base
     with _lock:
         cached = _assumed.get(manager_role_arn)
     if cached and cached[0] - _REFRESH_MARGIN_SECONDS > time.time():
         return cached[1]
     credentials = assume_manager_role(manager_role_arn)
-    client = boto3.session.Session(
+    client: IAMClient = boto3.session.Session(
         aws_access_key_id=credentials["AccessKeyId"],
         aws_secret_access_key=credentials["SecretAccessKey"],
         aws_session_token=credentials["SessionToken"],
@@ -83,7 +90,7 @@ def iam_client(manager_role_arn: str | None = None) -> Any:
     return client
 
 
-def assume_manager_role(role_arn: str) -> dict[str, Any]:
+def assume_manager_role(role_arn: str) -> CredentialsTypeDef:
     """Temporary credentials of ``role_arn`` (``Credentials`` of STS AssumeRole); never logged.
 
     https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html
@@ -149,15 +156,15 @@ def ensure_oidc_provider(
 # --- role trust policies ---------------------------------------------------------------------
 
 
-def _decode_policy(document: object) -> dict:
+def _decode_policy(document: object) -> dict[str, Any]:
     if isinstance(document, str):
-        return json.loads(unquote(document))
+        document = json.loads(unquote(document))
     if isinstance(document, dict):
         return document
     raise AwsPermanentError("MalformedPolicyDocument", f"unexpected trust policy {type(document).__name__}")
 
 
-def get_role_trust_policy(role_name: str, *, manager_role_arn: str | None = None) -> dict | None:
+def get_role_trust_policy(role_name: str, *, manager_role_arn: str | None = None) -> dict[str, Any] | None:
     """The role's trust policy (URL-decoded JSON), or ``None`` when the role does not exist.
 
     https://docs.aws.amazon.com/IAM/latest/APIReference/API_GetRole.html
@@ -184,7 +191,9 @@ def update_role_trust_policy(role_name: str, policy_text: str, *, manager_role_a
 # --- the revoke-older-sessions inline policy (the one permission policy Rolegate writes) -------
 
 
-def get_role_inline_policy(role_name: str, policy_name: str, *, manager_role_arn: str | None = None) -> dict | None:
+def get_role_inline_policy(
+    role_name: str, policy_name: str, *, manager_role_arn: str | None = None
+) -> dict[str, Any] | None:
     """One inline policy of the role (URL-decoded JSON), or ``None`` when it has none so named.
 
     https://docs.aws.amazon.com/IAM/latest/APIReference/API_GetRolePolicy.html

@@ -26,5 +26,5 @@ class SyncLine:
     def text(self) -> str:
         return f"{self.label}: {self.outcome}" + (f": {self.reason}" if self.reason else "")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str]:
         return asdict(self)

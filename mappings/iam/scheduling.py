@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from celery.exceptions import Retry
 from django.conf import settings
@@ -30,6 +31,9 @@ from mappings.iam.outcomes import ALREADY_QUEUED, FAILED, QUEUED, SyncLine
 from mappings.iam.selectors import role_label
 from mappings.iam.tasks import sync_account, sync_role
 from mappings.models import Account, Role
+
+if TYPE_CHECKING:
+    from celery import Task
 
 # A queued task not started after this long is presumed lost and may be queued again.
 QUEUED_EXPIRY = tasks.QUEUED_EXPIRY
@@ -66,7 +70,8 @@ def schedule_role_sync(*, role_ids: Iterable[int]) -> None:
 
 def _pending_ids() -> set[int]:
     """Role ids scheduled on this thread's database connection and not queued yet."""
-    return connections[DEFAULT_DB_ALIAS].__dict__.setdefault("rolegate_iam_pending", set())
+    pending: set[int] = connections[DEFAULT_DB_ALIAS].__dict__.setdefault("rolegate_iam_pending", set())
+    return pending
 
 
 def _enqueue_pending() -> None:
@@ -123,10 +128,7 @@ def sync_request(
     no worker answers); without, the report is one line, ``queued`` (or ``already queued``: a role
     keeps at most one sync queued). An AWS failure the task would retry is one ``failed`` line.
     """
-    if isinstance(target, Role):
-        label, task, kwargs = role_label(target), sync_role, {"role_id": target.pk, "dry_run": dry_run}
-    else:
-        label, task, kwargs = f"account {target.name}", sync_account, {"account_id": target.pk, "dry_run": dry_run}
+    label, task, kwargs = _sync_task(target, dry_run=dry_run)
     try:
         if not broker_configured():
             lines = task.apply(kwargs=kwargs, throw=True).get()
@@ -140,3 +142,12 @@ def sync_request(
     except (AwsError, Retry) as exc:
         return [SyncLine(label, FAILED, f"{getattr(exc, 'exc', None) or exc}")]
     return [SyncLine(**line) for line in lines]
+
+
+def _sync_task(
+    target: Role | Account, *, dry_run: bool
+) -> tuple[str, Task[..., list[dict[str, str]]], dict[str, object]]:
+    """The label, task and arguments that sync ``target``."""
+    if isinstance(target, Role):
+        return role_label(target), sync_role, {"role_id": target.pk, "dry_run": dry_run}
+    return f"account {target.name}", sync_account, {"account_id": target.pk, "dry_run": dry_run}

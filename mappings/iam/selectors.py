@@ -101,7 +101,10 @@ def expiries_between(
     mappings = Mapping.objects.filter(enabled=True, expires_at__gt=start, expires_at__lte=end)
     if role_ids is not None:
         mappings = mappings.filter(role_id__in=list(role_ids))
-    return sorted(set(mappings.values_list("role_id", "expires_at")), key=lambda item: (item[1], item[0]))
+    found = {
+        (role_id, moment) for role_id, moment in mappings.values_list("role_id", "expires_at") if moment is not None
+    }
+    return sorted(found, key=lambda item: (item[1], item[0]))
 
 
 def roles_expired_since_sync(now: datetime) -> list[int]:

@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -156,7 +157,7 @@ def _role_sync(*, role_id: int, dry_run: bool = False) -> SyncLine | None:
     raise transient
 
 
-def _full_sync(role: Role, live: dict, result: policies.TrustPolicy, *, dry_run: bool) -> SyncLine:
+def _full_sync(role: Role, live: dict[str, Any], result: policies.TrustPolicy, *, dry_run: bool) -> SyncLine:
     """Write the desired policy (when it differs); IAM refusing it for good means shrink-only."""
     label = role_label(role)
     differs = not policies.same_policy(live, result.document)
@@ -180,7 +181,9 @@ def _full_sync(role: Role, live: dict, result: policies.TrustPolicy, *, dry_run:
     return SyncLine(label, UPDATED if differs else UNCHANGED, reason)
 
 
-def _shrink_only(role: Role, live: dict, result: policies.PolicyResult, *, why: str, dry_run: bool) -> SyncLine:
+def _shrink_only(
+    role: Role, live: dict[str, Any], result: policies.PolicyResult, *, why: str, dry_run: bool
+) -> SyncLine:
     """Write the live trust minus what is no longer desired; the line is ``failed`` with what
     is missing and why (the full policy is tried again by every later sync)."""
     label = role_label(role)
@@ -213,7 +216,7 @@ def _shrink_note(role: Role) -> str:
     return f"shrink-only since {role.synced_at:%Y-%m-%d %H:%M:%S}Z (missing {missing}): {role.last_error}"
 
 
-def missing_mappings(role: Role, policy: dict) -> list[str]:
+def missing_mappings(role: Role, policy: dict[str, Any]) -> list[str]:
     """The role's live mappings whose trust ``policy`` does not hold (sound: may name one whose
     trust it does hold in another shape, never misses one)."""
     data = role_policy_input(role)

@@ -12,6 +12,7 @@ module by name.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TypedDict
 
 from celery import shared_task
 from django.utils import timezone
@@ -19,7 +20,16 @@ from django.utils import timezone
 from mappings.iam import selectors, services
 from mappings.iam.aws_iam import AwsTransientError
 
-RETRY = {
+
+class _RetryOptions(TypedDict):
+    autoretry_for: tuple[type[BaseException], ...]
+    retry_backoff: int
+    retry_backoff_max: int
+    retry_jitter: bool
+    max_retries: int
+
+
+RETRY: _RetryOptions = {
     "autoretry_for": (AwsTransientError,),
     "retry_backoff": 5,
     "retry_backoff_max": 300,
@@ -29,14 +39,14 @@ RETRY = {
 
 
 @shared_task(name="mappings.tasks.sync_role", **RETRY)
-def sync_role(role_id: int, dry_run: bool = False) -> list[dict]:
+def sync_role(role_id: int, dry_run: bool = False) -> list[dict[str, str]]:
     """Bring one role's IAM trust policy in line with its mappings (queued after registry changes)."""
     line = services.role_sync(role_id=role_id, dry_run=dry_run)
     return [line.as_dict()] if line else []
 
 
 @shared_task(name="mappings.tasks.sync_account", **RETRY)
-def sync_account(account_id: int, dry_run: bool = False) -> list[dict]:
+def sync_account(account_id: int, dry_run: bool = False) -> list[dict[str, str]]:
     """Ensure an account's OIDC provider(s), then sync each of its roles (``sync_iam``, drift scan)."""
     return [line.as_dict() for line in services.account_sync(account_id=account_id, dry_run=dry_run)]
 

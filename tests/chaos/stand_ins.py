@@ -93,11 +93,6 @@ class DripServer:
             self._sock.close()
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (connections are refused)."""
-    return free_port()
-
-
 class OwnRedis:
     """``redis-server`` of our own on a free loopback port, no persistence."""
 
@@ -154,6 +149,7 @@ class OwnPostgreSQL:
         return self.bin is not None and (os.geteuid() != 0 or self._user is not None)
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        assert self.bin is not None, "available() is checked first"
         return subprocess.run(
             [str(self.bin / args[0]), *args[1:]],
             check=check,

@@ -253,8 +253,3 @@ def token_claims(job: dict, base: dict) -> dict:
 def audiences(job: dict) -> dict[str, str]:
     """Each ID token variable of the job and the ``aud`` it asks for."""
     return {name: spec["aud"] for name, spec in (job.get("id_tokens") or {}).items()}
-
-
-def environment_of(job: dict) -> str | None:
-    environment = job.get("environment")
-    return environment.get("name") if isinstance(environment, dict) else environment

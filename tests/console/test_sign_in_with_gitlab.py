@@ -29,7 +29,6 @@ from tests.console.factories import StaffFactory
 User = get_user_model()
 ADMINS = "platform/rolegate-admins"
 AUDITORS = "security/auditors"
-CLIENT_SECRETS = {}
 
 
 @pytest.fixture(scope="session")

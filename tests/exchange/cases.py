@@ -33,11 +33,11 @@ READONLY = arn(PROD, "readonly")
 LEGACY_DEPLOY = arn(LEGACY, "deploy-old")
 NOT_MANAGED = arn("333333333333", "deploy-web")
 
-ACCOUNTS = [
+ACCOUNTS: list[dict[str, object]] = [
     {"name": "prod", "account_id": PROD, "mode": "brokered", "audience": STS_AUDIENCE},
     {"name": "legacy", "account_id": LEGACY, "mode": "direct", "audience": STS_AUDIENCE},
 ]
-ROLES = [
+ROLES: list[dict[str, object]] = [
     {"account": "prod", "name": "deploy-web", "max_session_seconds": 3600, "session_tags": True},
     {"account": "prod", "name": "deploy-api", "max_session_seconds": 3600, "session_tags": True},
     # Without session tags: its mapping has no condition IAM could check only through tags.
@@ -45,7 +45,7 @@ ROLES = [
     {"account": "prod", "name": "readonly", "max_session_seconds": 7200, "session_tags": True},
     {"account": "legacy", "name": "deploy-old", "max_session_seconds": 3600, "session_tags": True},
 ]
-MAPPINGS = [
+MAPPINGS: list[dict[str, object]] = [
     # The web team's protected main branch deploys the website.
     {
         "name": "web-main-deploy",
@@ -103,13 +103,13 @@ def build_registry(issuer_url: str, *, actor: str = "tests"):
     accounts = {spec["name"]: services.account_create(actor=actor, **spec) for spec in ACCOUNTS}
     roles: dict[str, Role] = {}
     for spec in ROLES:
-        fields = dict(spec)
-        account: Account = accounts[fields.pop("account")]
-        roles[f"{account.name}/{spec['name']}"] = services.role_create(actor=actor, account=account, **fields)
+        role_fields = dict(spec)
+        account: Account = accounts[str(role_fields.pop("account"))]
+        roles[f"{account.name}/{spec['name']}"] = services.role_create(actor=actor, account=account, **role_fields)
     for spec in MAPPINGS:
-        fields = dict(spec)
-        role = roles[fields.pop("role")]
-        services.mapping_create(actor=actor, issuer=issuer, role=role, **fields)
+        mapping_fields = dict(spec)
+        role = roles[str(mapping_fields.pop("role"))]
+        services.mapping_create(actor=actor, issuer=issuer, role=role, **mapping_fields)
     return issuer
 
 

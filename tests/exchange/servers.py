@@ -49,7 +49,8 @@ class RolegateServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.log.read_bytes() if self.log else self.process.stderr.read()
+                stderr = self.process.stderr
+                output = self.log.read_bytes() if self.log else (stderr.read() if stderr else b"")
                 raise RuntimeError(f"gunicorn exited: {output.decode()[-2000:]}")
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:

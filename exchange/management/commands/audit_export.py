@@ -1,6 +1,8 @@
 """``python manage.py audit_export [--since ISO] [--format jsonl|csv]``: audit events, oldest first."""
 
-from django.core.management.base import CommandError
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, make_aware
 
@@ -12,11 +14,11 @@ from portal.commands import RolegateCommand
 class Command(RolegateCommand):
     help = "Print audit events (docs/api.md#audit-event-fields), oldest first, as JSON lines or CSV."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--since", help="Only events at or after this ISO 8601 time (UTC when no offset).")
         parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
 
-    def handle(self, *args, since=None, format="jsonl", **options):
+    def handle(self, *args: Any, since: str | None = None, format: str = "jsonl", **options: Any) -> None:
         events = AuditEvent.objects.order_by("time", "id")
         if since:
             moment = parse_datetime(since.replace("Z", "+00:00"))

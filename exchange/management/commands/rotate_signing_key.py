@@ -1,5 +1,7 @@
 """``python manage.py rotate_signing_key``: publish a new signing key (see ``exchange.keys``)."""
 
+from typing import Any
+
 from django.conf import settings
 
 from exchange import keys
@@ -13,7 +15,7 @@ class Command(RolegateCommand):
         "is retired once every token it signed has expired."
     )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         for change in keys.signing_keys_promote():
             self.stdout.write(change)
         key = keys.signing_key_rotate()

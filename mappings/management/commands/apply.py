@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
 from django.db import IntegrityError
 
 from mappings.config import ConfigError, apply_document, parse_document
@@ -24,7 +25,7 @@ EXIT_CHANGES = 2
 class Command(RolegateCommand):
     help = "Reconcile the registry with a configuration file; prints the plan object by object."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="the YAML configuration file ('-' for standard input)")
         parser.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
         parser.add_argument("--prune", action="store_true", help="delete objects the file does not list")
@@ -46,15 +47,15 @@ class Command(RolegateCommand):
 
     def handle(
         self,
-        *args,
+        *args: Any,
         file: str,
         dry_run: bool,
         prune: bool,
         strict: bool,
         detailed_exitcode: bool,
         output_format: str,
-        **options,
-    ):
+        **options: Any,
+    ) -> None:
         as_json = output_format == "json"
         text = self._read(file)
         try:

@@ -6,6 +6,7 @@ The one command that prints a secret, which is why it refuses to run outside ``D
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -21,7 +22,7 @@ class Command(RolegateCommand):
     help = "Create or reset the development superuser 'admin' with a random password and print the login."
 
     @transaction.atomic
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG:
             raise CommandError("demo_admin is for local development only: it needs DJANGO_DEBUG=1")
         password = secrets.token_urlsafe(12)

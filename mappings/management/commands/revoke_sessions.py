@@ -13,9 +13,10 @@ from __future__ import annotations
 import getpass
 import logging
 from datetime import datetime
+from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from mappings.iam import outcomes, revocations, scheduling
@@ -35,7 +36,7 @@ def parse_time(value: str) -> datetime:
 class Command(BaseCommand):
     help = "Revoke a role's live sessions issued before a moment (default: now), with an inline deny policy."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("role", metavar="ROLE", help="<account>/<role name>, e.g. prod/deploy-web.")
         parser.add_argument("--before", metavar="TIME", help="ISO 8601 cut-off with a time zone (default: now).")
         parser.add_argument("--reason", default="revoke_sessions command", help="Why, for the record.")
@@ -43,7 +44,7 @@ class Command(BaseCommand):
             "--timeout", type=int, default=600, metavar="SECONDS", help="With a broker: how long to wait."
         )
 
-    def handle(self, *args, role: str, before: str | None, reason: str, timeout: int, **options):
+    def handle(self, *args: Any, role: str, before: str | None, reason: str, timeout: int, **options: Any) -> None:
         account_name, _, role_name = role.partition("/")
         target = Role.objects.select_related("account").filter(account__name=account_name, name=role_name).first()
         if target is None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
 
 from mappings.iam import outcomes, retired, scheduling, selectors
 from mappings.iam.outcomes import SyncLine
@@ -24,7 +25,7 @@ from portal.commands import RolegateCommand
 class Command(RolegateCommand):
     help = "Bring every managed account's OIDC provider and role trust policies in line with the mappings."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--account", metavar="NAME", help="Only this account.")
         parser.add_argument(
             "--check", action="store_true", help="Change nothing; print a diff per drifted role; exit 1 if any."
@@ -37,7 +38,9 @@ class Command(RolegateCommand):
             help="With a broker: how long to wait for a worker to sync one account (default 600).",
         )
 
-    def handle(self, *args, account: str | None = None, check: bool = False, timeout: int = 600, **options):
+    def handle(
+        self, *args: Any, account: str | None = None, check: bool = False, timeout: int = 600, **options: Any
+    ) -> None:
         accounts = Account.objects.order_by("name")
         if account is not None:
             accounts = accounts.filter(name=account)
