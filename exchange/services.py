@@ -15,7 +15,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
@@ -440,14 +440,10 @@ def _record(
 ) -> Grant:
     """Spend the subject token, build the answer and write the granted event, all or nothing:
     a refused answer (STS) or an event that cannot be written leaves the token unspent."""
-    try:
-        with transaction.atomic():
-            _spend(verified, granted.rule, token)
-            result = answer(granted, token)
-            _audit_granted(ctx, granted, trail)
-    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
-        logger.exception("audit event %s could not be written", ctx.request_id)
-        raise AuditUnavailable() from None
+    with _audit_or_unavailable(ctx), transaction.atomic():
+        _spend(verified, granted.rule, token)
+        result = answer(granted, token)
+        _audit_granted(ctx, granted, trail)
     return result
 
 
@@ -464,13 +460,10 @@ def _record_at_once(
     row and the granted event in one statement (:func:`exchange.audit.audit_record_spending`):
     one database round trip, no transaction, the same all-or-nothing as :func:`_record`."""
     result = answer(granted, token)
-    try:
+    with _audit_or_unavailable(ctx):
         event = audit_record_spending(
             used=_used_token(verified, granted.rule, token), **_granted_fields(ctx, granted, trail)
         )
-    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
-        logger.exception("audit event %s could not be written", ctx.request_id)
-        raise AuditUnavailable() from None
     if event is None:
         raise _replay(verified, granted.rule)
     return result
@@ -550,45 +543,44 @@ def _granted_fields(ctx: RequestContext, granted: _Granted, trail: _Trail) -> di
 
 
 def _audit_granted(ctx: RequestContext, granted: _Granted, trail: _Trail) -> None:
-    try:
+    with _audit_or_unavailable(ctx):
         audit_record(**_granted_fields(ctx, granted, trail))
-    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
-        logger.exception("audit event %s could not be written", ctx.request_id)
-        raise AuditUnavailable() from None
 
 
 def _audit_denied(ctx: RequestContext, error: ExchangeError, trail: _Trail) -> None:
-    try:
-        with transaction.atomic():
-            audit_record(
-                request_id=ctx.request_id,
-                endpoint=ctx.endpoint,
-                outcome="denied",
-                reason=error.reason,
-                detail=error.description,
-                client_ip=ctx.client_ip,
-                user_agent=ctx.user_agent,
-                latency_ms=_latency_ms(ctx),
-                **trail.fields(granted=False),
-            )
-    except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
-        logger.exception("audit event %s could not be written", ctx.request_id)
-        raise AuditUnavailable() from None
+    with _audit_or_unavailable(ctx), transaction.atomic():
+        audit_record(
+            request_id=ctx.request_id,
+            endpoint=ctx.endpoint,
+            outcome="denied",
+            reason=error.reason,
+            detail=error.description,
+            client_ip=ctx.client_ip,
+            user_agent=ctx.user_agent,
+            latency_ms=_latency_ms(ctx),
+            **trail.fields(granted=False),
+        )
 
 
 def _audit_counted(ctx: RequestContext, error: ExchangeError) -> None:
+    with _audit_or_unavailable(ctx), transaction.atomic():
+        audit_count_refusal(
+            client=client_bucket(ctx.client_ip),
+            request_id=ctx.request_id,
+            endpoint=ctx.endpoint,
+            reason=error.reason,
+            detail=error.description,
+            client_ip=ctx.client_ip,
+            user_agent=ctx.user_agent,
+            latency_ms=_latency_ms(ctx),
+        )
+
+
+@contextlib.contextmanager
+def _audit_or_unavailable(ctx: RequestContext) -> Iterator[None]:
+    """Around every audit write: a failure fails the request closed (503), logged with its id."""
     try:
-        with transaction.atomic():
-            audit_count_refusal(
-                client=client_bucket(ctx.client_ip),
-                request_id=ctx.request_id,
-                endpoint=ctx.endpoint,
-                reason=error.reason,
-                detail=error.description,
-                client_ip=ctx.client_ip,
-                user_agent=ctx.user_agent,
-                latency_ms=_latency_ms(ctx),
-            )
+        yield
     except (DatabaseError, ValueError):  # ValueError: text the database driver cannot encode
         logger.exception("audit event %s could not be written", ctx.request_id)
         raise AuditUnavailable() from None
