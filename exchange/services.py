@@ -3,8 +3,8 @@
 Each endpoint is one service: :func:`token_exchange` or :func:`credentials_exchange` (and
 :func:`exchange_refuse` for a request that is not even a POST). A request goes through named
 steps: admit (rate limit, the view's validation) -> verify the GitLab token (and the project's
-rate limit) -> decide with THE matcher -> mint -> record (replay row, the answer, the audit event
-in one transaction) -> answer.
+rate limit) -> decide with THE matcher -> mint -> pin (a pinning mapping's first use only) ->
+record (replay row, the answer, the audit event in one transaction) -> answer.
 Every request ends in exactly one audit event, written before the response; if it cannot be
 written the request fails with 503 and nothing is handed out.
 """

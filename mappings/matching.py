@@ -3,7 +3,8 @@
 The exchange, explain and the policy tests all decide through :func:`decide`, so they can never
 disagree. A :class:`Registry` is an immutable, indexed snapshot of every mapping (built by
 ``mappings.selectors.registry``); lookups touch only the mappings of the token's issuer whose
-project pattern's literal prefix is a prefix of the token's ``project_path``.
+project pattern's literal prefix is a prefix of the token's ``project_path``. The registry also
+holds the identity pins (:class:`Pins`) that pinning mappings check (docs/trust-model.md#identity-pins).
 """
 
 from __future__ import annotations
