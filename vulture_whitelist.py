@@ -81,6 +81,8 @@ _.parameter_name
 _.field_choices
 _.prepare_value
 _.config_file  # ReplayForm's upload field, read from cleaned_data by name
+_.namespace_id  # ExplainForm's field, read from cleaned_data by name
+_.has_accept_permission  # an admin action's permissions=["accept"]: the admin calls has_accept_permission
 _.modeladmin  # an admin action's signature
 _.indentless  # yaml's Dumper.increase_indent signature
 
@@ -112,6 +114,7 @@ _.AccessKeyId
 _.SecretAccessKey
 _.SessionToken
 _.Expiration
+_.pinned_id  # explain's pins
 
 # Celery task options.
 _.retry_backoff_max

@@ -127,6 +127,7 @@ class ExplainMappingSerializer(serializers.Serializer):
     name = serializers.CharField()
     role_arn = serializers.CharField()
     matched = serializers.BooleanField()
+    pin_identity = serializers.BooleanField(help_text="The mapping pins GitLab ids on first use")
     failed = ExplainFailureSerializer(many=True, help_text="Every condition the claims fail, in checking order")
 
 
@@ -134,6 +135,17 @@ class ExplainWarningSerializer(serializers.Serializer):
     mapping = serializers.CharField()
     code = serializers.CharField(help_text="A lint code: wildcard_project_unprotected, untrusted_pipeline_source, ...")
     message = serializers.CharField()
+
+
+class ExplainPinSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["project", "namespace"])
+    path = serializers.CharField(help_text="The token's project_path or namespace_path")
+    pinned_id = serializers.CharField(allow_null=True, help_text="The GitLab id pinned for the path; null: none yet")
+    pinned_at = serializers.DateTimeField(allow_null=True)
+    pinned_by = serializers.CharField(allow_null=True)
+    token_id = serializers.CharField(allow_null=True, help_text="The token's project_id or namespace_id")
+    matches = serializers.BooleanField(allow_null=True, help_text="null: nothing pinned, or nothing to compare")
+    would_pin = serializers.BooleanField(help_text="Granted through a pinning mapping: the exchange would pin it now")
 
 
 class ExplainIamSerializer(serializers.Serializer):
@@ -168,6 +180,9 @@ class ExplainApi(StaffApiMixin, APIView):
         mappings = ExplainMappingSerializer(many=True)
         warnings = ExplainWarningSerializer(
             many=True, help_text="Lint warnings about the listed mappings: risky but legal, or granting nothing"
+        )
+        pins = ExplainPinSerializer(
+            many=True, help_text="The identity pins of the token's project and namespace paths, and whether they match"
         )
         iam = ExplainIamSerializer(
             allow_null=True,

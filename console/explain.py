@@ -14,12 +14,44 @@ from datetime import datetime
 from django.utils import timezone
 
 from mappings import lint
-from mappings.matching import Decision, Evaluation, Failure, Registry, decide, evaluate
+from mappings.matching import PIN_CLAIMS, Decision, Evaluation, Failure, Pin, Registry, decide, evaluate
 from mappings.selectors import registry as current_registry
 
 
 class UnknownIssuer(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class PinCheck:
+    """An identity pin on one of the token's paths (docs/trust-model.md#identity-pins): what is
+    pinned, what the token says, whether they match; and whether this decision would pin it."""
+
+    kind: str  # project or namespace
+    path: str
+    token_id: str | None
+    pin: Pin | None  # None: not pinned yet
+    would_pin: bool = False  # granted through a pinning mapping: the exchange records it now
+
+    @property
+    def matches(self) -> bool | None:
+        """None when there is nothing to compare: no pin, or a token without namespace_id."""
+        if self.pin is None or (self.token_id is None and self.kind == "namespace"):
+            return None
+        return self.token_id == self.pin.gitlab_id
+
+    def as_dict(self) -> dict:
+        pin = self.pin
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "pinned_id": pin.gitlab_id if pin else None,
+            "pinned_at": pin.pinned_at.isoformat().replace("+00:00", "Z") if pin and pin.pinned_at else None,
+            "pinned_by": pin.pinned_by if pin else None,
+            "token_id": self.token_id,
+            "matches": self.matches,
+            "would_pin": self.would_pin,
+        }
 
 
 @dataclass(frozen=True)
@@ -29,6 +61,7 @@ class Explanation:
     requested_role_arn: str | None = None
     # Lint warnings (mappings.lint) about the mappings in ``evaluations``.
     warnings: tuple[lint.Warning, ...] = ()
+    pins: tuple[PinCheck, ...] = ()  # the pins of the token's project and namespace paths
 
     def as_dict(self) -> dict:
         return {
@@ -42,11 +75,13 @@ class Explanation:
                     "name": e.rule.name,
                     "role_arn": e.rule.role_arn,
                     "matched": e.matched,
+                    "pin_identity": e.rule.pin_identity,
                     "failed": [{"field": f.field, "pattern": f.pattern, "value": f.value} for f in e.failed],
                 }
                 for e in self.evaluations
             ],
             "warnings": [warning.as_dict() for warning in self.warnings],
+            "pins": [check.as_dict() for check in self.pins],
         }
 
 
@@ -73,7 +108,7 @@ def explain_claims(
         for rule in registry.rules_for_role(role_arn):
             if rule.id in seen:
                 continue
-            evaluation = evaluate(rule, claims, now)
+            evaluation = evaluate(rule, claims, now, registry.pins)
             if rule.issuer != issuer:  # the matcher never considers another issuer's mappings
                 evaluation = Evaluation(rule, (Failure("issuer", rule.issuer, issuer), *evaluation.failed))
             evaluations.append(evaluation)
@@ -82,7 +117,29 @@ def explain_claims(
         evaluations=tuple(evaluations),
         requested_role_arn=role_arn,
         warnings=_warnings(registry, evaluations, now),
+        pins=_pin_checks(registry, issuer, claims, decision),
     )
+
+
+def _pin_checks(
+    registry: Registry, issuer: str, claims: Mapping[str, object], decision: Decision
+) -> tuple[PinCheck, ...]:
+    recorded = {(pin.kind, pin.path) for pin in decision.new_pins}
+    checks = []
+    for kind, (path_claim, id_claim) in PIN_CLAIMS.items():
+        path, token_id = claims.get(path_claim), claims.get(id_claim)
+        if not isinstance(path, str) or not path:
+            continue
+        checks.append(
+            PinCheck(
+                kind=kind,
+                path=path,
+                token_id=token_id if isinstance(token_id, str) else None,
+                pin=registry.pins.get(issuer, kind, path),
+                would_pin=(kind, path) in recorded,
+            )
+        )
+    return tuple(checks)
 
 
 def _warnings(registry: Registry, evaluations: list[Evaluation], now: datetime) -> tuple[lint.Warning, ...]:

@@ -18,6 +18,18 @@ class ExplainForm(forms.Form):
     project_path = forms.CharField(
         required=False, max_length=255, help_text="e.g. platform/web", widget=forms.TextInput(attrs={"size": 60})
     )
+    project_id = forms.RegexField(
+        regex=r"^[0-9]{1,64}\Z",
+        required=False,
+        label="Project id",
+        help_text="Optional: the project's GitLab id, compared with the path's identity pin",
+    )
+    namespace_id = forms.RegexField(
+        regex=r"^[0-9]{1,64}\Z",
+        required=False,
+        label="Namespace id",
+        help_text="Optional: the namespace's GitLab id, compared with its identity pin",
+    )
     ref = forms.CharField(required=False, max_length=255, help_text="branch or tag name, e.g. main")
     ref_type = forms.ChoiceField(choices=[("branch", "branch"), ("tag", "tag")], initial="branch")
     protected = forms.BooleanField(required=False, help_text="The ref is protected")
@@ -69,6 +81,9 @@ class ExplainForm(forms.Form):
             }
             if data.get("environment"):
                 claims["environment"] = data["environment"]
+            for name in ("project_id", "namespace_id"):
+                if data.get(name):
+                    claims[name] = data[name]
             data["claims"] = claims
         data["issuer_obj"] = issuer
         data["token"] = ""  # nothing downstream needs it

@@ -17,6 +17,7 @@ from mappings import matching
 from mappings.claims import AUDITED
 from mappings.config import ConfigError, rules_from_document
 from mappings.matching import Registry, decide
+from mappings.selectors import registry as current_registry
 
 # Decisions the matcher made; events refused before it (bad signature, expired, ...) do not
 # depend on the configuration.
@@ -26,6 +27,7 @@ MATCHER_REASONS = (
     matching.AMBIGUOUS_ROLE,
     matching.DIRECT_MODE_ACCOUNT,
     matching.CLAIM_NOT_TAGGABLE,
+    matching.IDENTITY_CHANGED,
 )
 
 
@@ -104,8 +106,9 @@ class ReplayUnavailable(Exception):
 
 
 def proposed_registry(text: str) -> Registry:
-    """A registry from a proposed configuration file (docs/configuration.md), validated exactly as ``apply`` does."""
+    """A registry from a proposed configuration file (docs/configuration.md), validated exactly as
+    ``apply`` does, with today's identity pins (they are recorded by the exchange, not configured)."""
     try:
-        return Registry(rules_from_document(text))
+        return Registry(rules_from_document(text), pins=current_registry().pins)
     except ConfigError as exc:
         raise ReplayUnavailable([f"{path}: {message}" for path, message in exc.errors]) from None

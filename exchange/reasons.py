@@ -37,6 +37,7 @@ AMBIGUOUS_ROLE = matching.AMBIGUOUS_ROLE
 DIRECT_MODE_ACCOUNT = matching.DIRECT_MODE_ACCOUNT
 SUB_TOO_LONG = matching.SUB_TOO_LONG
 CLAIM_NOT_TAGGABLE = matching.CLAIM_NOT_TAGGABLE
+IDENTITY_CHANGED = matching.IDENTITY_CHANGED
 INVALID_DURATION = "invalid_duration"
 STS_REFUSED = "sts_refused"
 
@@ -91,6 +92,12 @@ REASONS: dict[str, tuple[str, int, str]] = {
         400,
         "A mapping would grant the role, but a claim it conditions on through a session tag cannot be a tag value "
         "exactly (characters outside AWS's tag set, or over 256), so IAM would refuse the token.",
+    ),
+    IDENTITY_CHANGED: (
+        "invalid_target",
+        400,
+        "A pinning mapping would grant the role, but the token's project_id (or namespace_id) is not the one pinned "
+        "for its path on first use: the path now belongs to another project or namespace.",
     ),
     INVALID_DURATION: ("invalid_target", 400, "duration_seconds is above the role's max_session_seconds."),
     STS_REFUSED: ("invalid_target", 400, "STS refused AssumeRoleWithWebIdentity (its error code is in the detail)."),

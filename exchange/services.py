@@ -3,8 +3,8 @@
 Each endpoint is one service: :func:`token_exchange` or :func:`credentials_exchange` (and
 :func:`exchange_refuse` for a request that is not even a POST). A request goes through named
 steps: admit (rate limit, the view's validation) -> verify the GitLab token (and the project's
-rate limit) -> decide with THE matcher -> mint -> record (replay row, the answer, the audit event
-in one transaction) -> answer.
+rate limit) -> decide with THE matcher -> mint -> pin (a pinning mapping's first use only) ->
+record (replay row, the answer, the audit event in one transaction) -> answer.
 Every request ends in exactly one audit event, written before the response; if it cannot be
 written the request fails with 503 and nothing is handed out.
 """
@@ -30,10 +30,10 @@ from redis.exceptions import RedisError
 from exchange import aws_sts, gitlab, keys, reasons
 from exchange.audit import audit_count_refusal, audit_record, audit_record_spending
 from exchange.models import UsedToken
-from mappings import minted
+from mappings import minted, pins
 from mappings.aws_errors import AwsPermanentError, AwsTransientError
 from mappings.claims import COPIED
-from mappings.matching import Registry, Rule, decide
+from mappings.matching import Pin, Registry, Rule, decide, identity_changed_detail
 from mappings.selectors import registry
 from portal import metrics
 from portal.api_errors import ApiError
@@ -114,6 +114,7 @@ class _Granted:
     rule: Rule
     sub: str
     detail: str
+    new_pins: tuple[Pin, ...] = ()  # first use of a pinning mapping: the ids to pin
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ def _exchange(
         _project_rate_limit(ctx, verified)
         granted = _decide(snapshot, verified, request, trail)
         token = _mint(ctx, granted, verified.claims, trail)
+        _pin(granted)
         return record(ctx, verified, granted, token, trail, answer)
     except ExchangeError as error:
         _audit_denied(ctx, error, trail)
@@ -380,7 +382,21 @@ def _decide(snapshot: Registry, verified: gitlab.VerifiedToken, request: Exchang
             f"duration_seconds {duration} is more than {rule.role_name}'s maximum "
             f"session of {rule.max_session_seconds} seconds.",
         )
-    return _Granted(rule=rule, sub=decision.sub, detail=decision.detail)  # decide() checked the sub's length
+    # decide() checked the sub's length
+    return _Granted(rule=rule, sub=decision.sub, detail=decision.detail, new_pins=decision.new_pins)
+
+
+def _pin(granted: _Granted) -> None:
+    """A pinning mapping's first grant for a path records its ids (docs/trust-model.md#identity-pins),
+    before anything is handed out. Another process may have pinned the path to another id since
+    this one's snapshot: then the token is refused like any later one. Once pinned, the snapshot
+    holds the pins and this step costs nothing."""
+    if not granted.new_pins:
+        return
+    conflicts = pins.pins_record(granted.new_pins)
+    if conflicts:
+        detail = identity_changed_detail(granted.rule, conflicts)
+        raise ExchangeError("invalid_target", reasons.IDENTITY_CHANGED, detail)
 
 
 def minted_claims(*, rule: Rule, claims: dict[str, Any], sub: str, jti: str, now: int) -> dict[str, Any]:

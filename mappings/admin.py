@@ -24,6 +24,7 @@ from django.utils.safestring import SafeString
 from django_stubs_ext import StrPromise
 
 from mappings import lint, selectors, services
+from mappings.admin_pins import PinIdentitySelect
 from mappings.admin_sync import AccountSyncAdminMixin, RoleSyncAdminMixin
 from mappings.models import (
     DEPLOYMENT_TIERS,
@@ -115,6 +116,7 @@ MAPPING_FIELDS = (
     "environment_protected",
     "deployment_tiers",
     "runner_environment",
+    "pin_identity",
     "expires_at",
     "enabled",
 )
@@ -127,6 +129,12 @@ class MappingForm(ThroughServicesForm):
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked means any deployment tier (deployment_tier claim).",
+    )
+    pin_identity = forms.NullBooleanField(
+        required=False,
+        widget=PinIdentitySelect,
+        label="Pin identity",
+        help_text=str(Mapping._meta.get_field("pin_identity").help_text),
     )
 
     class Meta:
@@ -380,6 +388,7 @@ class MappingAdmin(ThroughServicesAdmin):
             "Which pipeline definition, environment and runner (checked by IAM through session tags)",
             {"fields": ("ci_config_ref_uri", "environment_protected", "deployment_tiers", "runner_environment")},
         ),
+        ("Which project and namespace (GitLab ids pinned on first use)", {"fields": ("pin_identity",)}),
     )
 
     readonly_fields = ("lint_warnings",)

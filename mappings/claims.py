@@ -95,6 +95,9 @@ CATALOGUE: tuple[Claim, ...] = (
     Claim(
         "namespace_path", _STRING, required=True, minted=Minted.COPIED, session_tag=True, audited=True, explained=True
     ),
+    # GitLab's id of the project's namespace (a JSON string of digits, never reused): checked so that
+    # an identity pin on the namespace compares a verified string (docs/trust-model.md, "Identity pins").
+    Claim("namespace_id", _STRING, max_length=64),
     Claim(
         "ref",
         _STRING,

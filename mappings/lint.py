@@ -116,6 +116,8 @@ def covers(general: Rule, specific: Rule) -> bool:
         return False
     if not checks_imply(tag_checks(general), tag_checks(specific)):
         return False
+    if general.pin_identity and not specific.pin_identity:  # a pin refuses jobs the other grants
+        return False
     if general.expires_at is not None and (specific.expires_at is None or specific.expires_at > general.expires_at):
         return False
     return patterns.subsumes(general.project, specific.project) and patterns.subsumes(general.ref, specific.ref)

@@ -3,7 +3,8 @@
 The exchange, explain and the policy tests all decide through :func:`decide`, so they can never
 disagree. A :class:`Registry` is an immutable, indexed snapshot of every mapping (built by
 ``mappings.selectors.registry``); lookups touch only the mappings of the token's issuer whose
-project pattern's literal prefix is a prefix of the token's ``project_path``.
+project pattern's literal prefix is a prefix of the token's ``project_path``. The registry also
+holds the identity pins (:class:`Pins`) that pinning mappings check (docs/trust-model.md#identity-pins).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from mappings import minted, patterns
@@ -22,6 +23,7 @@ AMBIGUOUS_ROLE = "ambiguous_role"
 DIRECT_MODE_ACCOUNT = "direct_mode_account"
 SUB_TOO_LONG = "sub_too_long"
 CLAIM_NOT_TAGGABLE = "claim_not_taggable"
+IDENTITY_CHANGED = "identity_changed"
 
 # Why a check failed (``Failure.why``): the value does not match the pattern; the value matches
 # but no session tag can carry it exactly, so IAM could not check it; the mapping's pattern holds
@@ -29,6 +31,14 @@ CLAIM_NOT_TAGGABLE = "claim_not_taggable"
 MISMATCH = "mismatch"
 NOT_TAGGABLE = "not_taggable"
 PATTERN_NOT_TAGGABLE = "pattern_not_taggable"
+# ... or the path is pinned to another GitLab id than the token's (a pinning mapping's check).
+ID_CHANGED = "id_changed"
+
+# Identity pins (docs/trust-model.md, "Identity pins"): what a pin is on, and the claims it reads
+# (the path it is keyed by, the id it holds).
+PROJECT = "project"
+NAMESPACE = "namespace"
+PIN_CLAIMS = {PROJECT: ("project_path", "project_id"), NAMESPACE: ("namespace_path", "namespace_id")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,7 @@ class Rule:
     deployment_tiers: tuple[str, ...] = ()  # any of them; empty: any
     runner_environment: str | None = None  # exactly this
     account_source_identity: bool = False  # minted tokens carry a source identity
+    pin_identity: bool = False  # pin the project's and namespace's GitLab ids on first use
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +85,53 @@ class RegisteredIssuer:
 
 
 @dataclass(frozen=True, slots=True)
+class Pin:
+    """The GitLab id a path of an issuer was first granted with: ``kind`` is :data:`PROJECT`
+    (``project_path`` -> ``project_id``) or :data:`NAMESPACE` (``namespace_path`` -> ``namespace_id``)."""
+
+    issuer: str
+    kind: str
+    path: str
+    gitlab_id: str
+    pinned_at: datetime | None = None  # None: not recorded yet (a pin a decision asks to record)
+    pinned_by: str = ""  # how: the mapping of the first use, or who accepted a change
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.issuer, self.kind, self.path)
+
+    def describe(self) -> str:
+        """``project 'platform/web' is pinned to project_id 20 since 2026-11-26``."""
+        _, id_claim = PIN_CLAIMS[self.kind]
+        since = f" since {self.pinned_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z" if self.pinned_at is not None else ""
+        return f"{self.kind} {self.path!r} is pinned to {id_claim} {self.gitlab_id}{since}"
+
+
+class Pins:
+    """An immutable set of pins by (issuer, kind, path), split like :class:`Shards`."""
+
+    __slots__ = ("_by_key",)
+
+    def __init__(self, pins: Iterable[Pin] = ()):
+        self._by_key: Shards[tuple[str, str, str], Pin] = Shards((pin.key, pin) for pin in pins)
+
+    def get(self, issuer: str, kind: str, path: str | None) -> Pin | None:
+        return None if path is None else self._by_key.get((issuer, kind, path))
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __iter__(self) -> Iterator[Pin]:
+        return self._by_key.values()
+
+    def changed(self, *, put: Iterable[Pin] = (), drop: Iterable[tuple[str, str, str]] = ()) -> Pins:
+        """A new set: ``drop`` (keys) removed, then ``put`` set."""
+        new: Pins = object.__new__(Pins)
+        new._by_key = self._by_key.changed(put={pin.key: pin for pin in put}, drop=drop)
+        return new
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """A condition of a mapping that the claims do not meet."""
 
@@ -81,8 +139,14 @@ class Failure:
     pattern: str
     value: str | None
     why: str = MISMATCH
+    pin: Pin | None = None  # the pin an ID_CHANGED failure compared with
 
     def sentence(self) -> str:
+        if self.why == ID_CHANGED and self.pin is not None:
+            _, id_claim = PIN_CLAIMS[self.pin.kind]
+            has = f"{id_claim} {self.value}" if self.value is not None else f"no {id_claim}"
+            by = f" ({self.pin.pinned_by})" if self.pin.pinned_by else ""
+            return f"{self.pin.describe()}{by}, and this token has {has}"
         if self.why == NOT_TAGGABLE:
             return (
                 f"{self.field} {self.pattern!r} matches {self.value!r}, but no AWS session tag can carry that value "
@@ -116,6 +180,8 @@ class Decision:
     rule: Rule | None = None
     evaluations: tuple[Evaluation, ...] = field(default=())
     sub: str | None = None  # the minted token's sub, when granted
+    # When granted through a pinning mapping: the pins this decision records (first use).
+    new_pins: tuple[Pin, ...] = ()
 
     @property
     def role_arn(self) -> str | None:
@@ -213,8 +279,10 @@ def unenforceable(rule: Rule) -> bool:
     return rule.account_mode == "brokered" and not rule.session_tags and has_tag_conditions(rule)
 
 
-def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluation:
-    """Every condition of ``rule`` that ``claims`` fail, in the order a person would check them."""
+def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime, pins: Pins | None = None) -> Evaluation:
+    """Every condition of ``rule`` that ``claims`` fail, in the order a person would check them;
+    with ``pins``, a pinning rule whose project matches also checks the ids pinned for the token's
+    paths (:func:`pin_failures`)."""
     failed: list[Failure] = []
     if unenforceable(rule):
         failed.append(Failure("session_tags", "true", "false"))
@@ -223,8 +291,11 @@ def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluat
     if rule.expires_at is not None and rule.expires_at <= now:
         failed.append(Failure("expires_at", rule.expires_at.isoformat(), now.isoformat()))
     project_path = _claim(claims, "project_path")
-    if project_path is None or not patterns.matches(rule.project, project_path):
+    project_matched = project_path is not None and patterns.matches(rule.project, project_path)
+    if not project_matched:
         failed.append(Failure("project", rule.project, project_path))
+    elif rule.pin_identity and pins is not None:
+        failed.extend(pin_failures(pins, rule.issuer, claims))
     ref_type = _claim(claims, "ref_type")
     if rule.ref_type != "any" and ref_type != rule.ref_type:
         failed.append(Failure("ref_type", rule.ref_type, ref_type))
@@ -253,6 +324,40 @@ def _tag_failures(rule: Rule, claims: Mapping[str, object], failed_fields: set[s
         elif check.field not in failed_fields and not minted.taggable(value):
             failures.append(Failure(check.field, shown, value, why=NOT_TAGGABLE))
     return failures
+
+
+def pin_failures(pins: Pins, issuer: str, claims: Mapping[str, object]) -> list[Failure]:
+    """The pins of ``issuer`` on the token's project and namespace paths that hold another id than
+    the token's. A token without ``project_id`` fails a project pin; one without ``namespace_id``
+    (optional in GitLab's tokens) is not compared with a namespace pin."""
+    failures = []
+    for kind, (path_claim, id_claim) in PIN_CLAIMS.items():
+        pin = pins.get(issuer, kind, _claim(claims, path_claim))
+        if pin is None:
+            continue
+        token_id = _claim(claims, id_claim)
+        if token_id is None and kind == NAMESPACE:
+            continue
+        if token_id != pin.gitlab_id:
+            failures.append(pin_conflict(pin, token_id))
+    return failures
+
+
+def pin_conflict(pin: Pin, token_id: str | None) -> Failure:
+    """The failure of a token whose id (``None``: absent) is not the one ``pin`` holds."""
+    _, id_claim = PIN_CLAIMS[pin.kind]
+    return Failure(f"pinned_{id_claim}", pin.gitlab_id, token_id, why=ID_CHANGED, pin=pin)
+
+
+def pins_to_record(pins: Pins, issuer: str, claims: Mapping[str, object], *, pinned_by: str) -> tuple[Pin, ...]:
+    """The pins a grant through a pinning mapping records: each of the token's paths not pinned yet,
+    with the token's id (a namespace only when the token has ``namespace_id``)."""
+    found = []
+    for kind, (path_claim, id_claim) in PIN_CLAIMS.items():
+        path, token_id = _claim(claims, path_claim), _claim(claims, id_claim)
+        if path and token_id is not None and pins.get(issuer, kind, path) is None:
+            found.append(Pin(issuer, kind, path, token_id, pinned_by=pinned_by))
+    return tuple(found)
 
 
 K = TypeVar("K")
@@ -317,9 +422,16 @@ class Registry:
     :meth:`patched` makes the next version from this one by copying only what the changed rules
     touch (:class:`Shards`); the rest is shared between the two snapshots, never mutated."""
 
-    def __init__(self, rules: Iterable[Rule], version: int = 0, issuers: Iterable[RegisteredIssuer] = ()):
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        version: int = 0,
+        issuers: Iterable[RegisteredIssuer] = (),
+        pins: Pins | Iterable[Pin] = (),
+    ):
         self.version = version
         self._set_issuers(issuers)
+        self.pins = pins if isinstance(pins, Pins) else Pins(pins)
         index: dict[str, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
         by_id: dict[int, Rule] = {}
         for rule in sorted(rules, key=lambda r: r.name):
@@ -344,12 +456,14 @@ class Registry:
         removed: Iterable[int] = (),
         rules: Iterable[Rule] = (),
         issuers: Iterable[RegisteredIssuer] | None = None,
+        pins: Pins | None = None,
     ) -> Registry:
         """A new snapshot: this one without the rules of ids ``removed`` and with ``rules`` (new
-        or replacing the rule of the same id); ``issuers`` replaces the issuers when given. Equal
-        to ``Registry(<the resulting rules>, version, issuers)``."""
+        or replacing the rule of the same id); ``issuers`` and ``pins`` replace this one's when
+        given. Equal to ``Registry(<the resulting rules>, version, issuers, pins)``."""
         new = object.__new__(Registry)
         new.version = version
+        new.pins = self.pins if pins is None else pins
         if issuers is None:
             new._issuers_by_url, new._issuers_by_name = self._issuers_by_url, self._issuers_by_name
         else:
@@ -447,11 +561,14 @@ def decide(
     the matching mappings all name one role. A role in a ``direct``-mode account is never brokered.
     """
     candidates = registry.candidates(issuer, _claim(claims, "project_path"))
-    evaluations = tuple(evaluate(rule, claims, now) for rule in candidates)
+    evaluations = tuple(evaluate(rule, claims, now, registry.pins) for rule in candidates)
     matched = [e.rule for e in evaluations if e.matched]
     if role_arn is not None:
         matched = [rule for rule in matched if rule.role_arn == role_arn]
         if not matched:
+            changed = _only_identity_changed(e for e in evaluations if e.rule.role_arn == role_arn)
+            if changed is not None:
+                return _identity_changed(changed, evaluations)
             untaggable = _only_untaggable(e for e in evaluations if e.rule.role_arn == role_arn)
             if untaggable is not None:
                 return _claim_not_taggable(untaggable, evaluations)
@@ -466,6 +583,9 @@ def decide(
     else:
         roles = sorted({rule.role_arn for rule in matched})
         if not roles:
+            changed = _only_identity_changed(evaluations)
+            if changed is not None:
+                return _identity_changed(changed, evaluations)
             untaggable = _only_untaggable(evaluations)
             if untaggable is not None:
                 return _claim_not_taggable(untaggable, evaluations)
@@ -509,9 +629,21 @@ def decide(
             "shorten the issuer name, project path, ref or role name.",
             evaluations=evaluations,
         )
+    pinning = next((r for r in matched if r.pin_identity), None)  # any pinning mapping of the granted role
+    new_pins = () if pinning is None else pins_to_record(registry.pins, issuer, claims, pinned_by=_first_use(pinning))
     return Decision(
-        True, "granted", f"Mapping {rule.name!r} grants {rule.role_arn}.", rule=rule, evaluations=evaluations, sub=sub
+        True,
+        "granted",
+        f"Mapping {rule.name!r} grants {rule.role_arn}.",
+        rule=rule,
+        evaluations=evaluations,
+        sub=sub,
+        new_pins=new_pins,
     )
+
+
+def _first_use(rule: Rule) -> str:
+    return f"first granted through mapping {rule.name}"
 
 
 def _only_untaggable(evaluations: Iterable[Evaluation]) -> Evaluation | None:
@@ -519,6 +651,36 @@ def _only_untaggable(evaluations: Iterable[Evaluation]) -> Evaluation | None:
     return next(
         (e for e in evaluations if e.failed and all(f.why == NOT_TAGGABLE for f in e.failed)),
         None,
+    )
+
+
+def _only_identity_changed(evaluations: Iterable[Evaluation]) -> Evaluation | None:
+    """The first evaluation that failed only on pinned ids (and, at most, on claims no tag can
+    carry): the mapping would grant but for an identity that changed."""
+    return next(
+        (
+            e
+            for e in evaluations
+            if any(f.why == ID_CHANGED for f in e.failed) and all(f.why in (ID_CHANGED, NOT_TAGGABLE) for f in e.failed)
+        ),
+        None,
+    )
+
+
+def identity_changed_detail(rule: Rule, failures: Iterable[Failure]) -> str:
+    """The sentence of an ``identity_changed`` refusal: both ids, the pin's date, what to do."""
+    return (
+        f"Mapping {rule.name!r} would grant {rule.role_arn}, but it pins GitLab ids on first use: "
+        + "; ".join(f.sentence() for f in failures if f.why == ID_CHANGED)
+        + ". The path may have been renamed, deleted and re-created, or claimed by someone else; if the change "
+        "is legitimate, a platform engineer accepts it (manage.py accept_identity_change, or the admin's "
+        "identity pins)."
+    )
+
+
+def _identity_changed(evaluation: Evaluation, evaluations: tuple[Evaluation, ...]) -> Decision:
+    return Decision(
+        False, IDENTITY_CHANGED, identity_changed_detail(evaluation.rule, evaluation.failed), evaluations=evaluations
     )
 
 

@@ -455,6 +455,15 @@ class Mapping(TimestampedModel):
         choices=[(value, value) for value in RUNNER_ENVIRONMENTS],
         help_text="Optional: require runner_environment (gitlab-hosted or self-hosted).",
     )
+    pin_identity = models.BooleanField(
+        "pin identity",
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Pin on first use: the first job granted through this mapping pins its project's and namespace's "
+        "GitLab ids, and a later job whose path is the same but whose id differs is refused (identity_changed). "
+        "Empty: the registry default (ROLEGATE_PIN_IDENTITY).",
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
 
@@ -578,6 +587,61 @@ class RetiredRole(models.Model):
         return f"{self.account_id}/{self.role_name}"
 
 
+validate_gitlab_id = RegexValidator(r"^[0-9]{1,64}\Z", "A GitLab id is 1 to 64 digits, e.g. 20.")
+
+
+class IdentityPin(models.Model):
+    """The GitLab id a path of an issuer had when a pinning mapping first granted it: a project's
+    ``project_path`` -> ``project_id``, or a namespace's ``namespace_path`` -> ``namespace_id``
+    (docs/trust-model.md, "Identity pins"). GitLab never reuses ids, so a token whose path matches but
+    whose id differs comes from another project or namespace now living at that path.
+
+    Written by the exchange on first use (``mappings.pins.pins_record``) or by ``apply`` from a
+    file's ``pins:``; changed only by an accepted identity change (:class:`IdentityChange`). Part
+    of the registry snapshot: every write moves the registry version and logs a ``pin`` change."""
+
+    class Kind(models.TextChoices):
+        PROJECT = "project", "project"
+        NAMESPACE = "namespace", "namespace"
+
+    issuer = models.ForeignKey(Issuer, on_delete=models.CASCADE, related_name="pins")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    path = models.CharField(max_length=255, help_text="project_path or namespace_path")
+    gitlab_id = models.CharField("GitLab id", max_length=64, help_text="project_id or namespace_id")
+    pinned_at = models.DateTimeField()
+    pinned_by = models.CharField(
+        max_length=200, blank=True, default="", help_text="The first use's mapping, or who accepted the change."
+    )
+
+    class Meta:
+        ordering = ["issuer__name", "kind", "path"]
+        constraints = [models.UniqueConstraint(fields=["issuer", "kind", "path"], name="identity_pin_unique_path")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.path} = {self.gitlab_id}"
+
+
+class IdentityChange(models.Model):
+    """One accepted identity change: a platform engineer moved a pin to a new GitLab id. Append-only;
+    kept when the pin or its issuer goes (names, not keys)."""
+
+    pin = models.ForeignKey(IdentityPin, on_delete=models.SET_NULL, null=True, blank=True, related_name="changes")
+    issuer_name = models.CharField("issuer", max_length=64)
+    kind = models.CharField(max_length=16, choices=IdentityPin.Kind.choices)
+    path = models.CharField(max_length=255)
+    old_id = models.CharField("old id", max_length=64)
+    new_id = models.CharField("new id", max_length=64)
+    actor = models.CharField(max_length=150)
+    note = models.CharField(max_length=500)
+    accepted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-accepted_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.path}: {self.old_id} -> {self.new_id}"
+
+
 class RegistryVersion(models.Model):
     """A single row whose counter moves with every registry change, in the same transaction.
 
@@ -596,7 +660,7 @@ class RegistryVersion(models.Model):
 
 
 class RegistryChange(models.Model):
-    """What one registry version changed: an issuer, account, role or mapping (by id), written in
+    """What one registry version changed: an issuer, account, role, mapping or pin (by id), written in
     the same transaction as the version bump (``mappings.services.registry_changed``).
 
     A process whose snapshot is at version ``v`` reads the changes after ``v`` and patches its
@@ -611,6 +675,7 @@ class RegistryChange(models.Model):
         ACCOUNT = "account", "account"
         ROLE = "role", "role"
         MAPPING = "mapping", "mapping"
+        PIN = "pin", "identity pin"
         ALL = "all", "all"
 
     id = models.BigAutoField(primary_key=True)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q, QuerySet
 
-from mappings.matching import RegisteredIssuer, Registry, Rule, Shards
-from mappings.models import Issuer, Mapping, RegistryChange, RegistryVersion, role_arn
+from mappings.matching import Pin, Pins, RegisteredIssuer, Registry, Rule, Shards
+from mappings.models import IdentityPin, Issuer, Mapping, RegistryChange, RegistryVersion, role_arn
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -55,9 +56,11 @@ def build_rule(
     deployment_tiers: Iterable[str] | None = None,
     runner_environment: str | None = None,
     account_source_identity: bool = False,
+    pin_identity: bool | None = None,
 ) -> Rule:
     """The one builder of the matcher's :class:`Rule`, for the registry, a role's IAM sync and a
-    proposed configuration file alike: the role ARN is derived from the account id and role name."""
+    proposed configuration file alike: the role ARN is derived from the account id and role name,
+    and a mapping's ``pin_identity`` of ``None`` takes the registry default (``ROLEGATE_PIN_IDENTITY``)."""
     return Rule(
         id=id,
         name=name,
@@ -83,6 +86,7 @@ def build_rule(
         deployment_tiers=tuple(deployment_tiers or ()),
         runner_environment=runner_environment or None,
         account_source_identity=account_source_identity,
+        pin_identity=settings.ROLEGATE_PIN_IDENTITY if pin_identity is None else pin_identity,
     )
 
 
@@ -112,11 +116,12 @@ def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet[Mapping, tup
         "deployment_tiers",
         "runner_environment",
         "role__account__source_identity",
+        "pin_identity",
         *more,
     )
 
 
-_RULE_WIDTH = 23  # the columns of _rule_rows before ``more``
+_RULE_WIDTH = 24  # the columns of _rule_rows before ``more``
 
 
 def _rule(row: tuple[Any, ...]) -> Rule:
@@ -144,6 +149,7 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         tiers,
         runner_environment,
         source_identity,
+        pin_identity,
     ) = row[:_RULE_WIDTH]
     return build_rule(
         id=pk,
@@ -169,6 +175,7 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         deployment_tiers=tiers,
         runner_environment=runner_environment,
         account_source_identity=source_identity,
+        pin_identity=pin_identity,
     )
 
 
@@ -185,15 +192,28 @@ def registry_issuers() -> list[RegisteredIssuer]:
     ]
 
 
+def registry_pins(pins: QuerySet[IdentityPin] | None = None) -> list[tuple[int, Pin]]:
+    """Every identity pin, or only ``pins``, with its id."""
+    rows = (IdentityPin.objects.all() if pins is None else pins).values_list(
+        "id", "issuer__name", "kind", "path", "gitlab_id", "pinned_at", "pinned_by"
+    )
+    return [
+        (pk, Pin(issuer=issuer, kind=kind, path=path, gitlab_id=gitlab_id, pinned_at=at, pinned_by=by))
+        for pk, issuer, kind, path, gitlab_id, at, by in rows
+    ]
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     """A process's registry and what patching it needs: the version and stamp it was read at,
-    and for each mapping id the ids of the rows its rule was built from (role, account, issuer)."""
+    for each mapping id the ids of the rows its rule was built from (role, account, issuer), and
+    for each pin id its key."""
 
     registry: Registry
     version: int
     stamp: object
     refs: Shards[int, tuple[int, int, int]]
+    pin_keys: Shards[int, tuple[str, str, str]]
 
 
 _cached: _Snapshot | None = None
@@ -262,12 +282,16 @@ _REF_COLUMNS = ("role_id", "role__account_id", "issuer_id")
 
 def _built(version: int, stamp: object) -> _Snapshot:
     rows = list(_rule_rows(Mapping.objects.all(), *_REF_COLUMNS))
+    pins = registry_pins()
     n = _RULE_WIDTH
     snapshot = _Snapshot(
-        registry=Registry([_rule(row) for row in rows], version=version, issuers=registry_issuers()),
+        registry=Registry(
+            [_rule(row) for row in rows], version=version, issuers=registry_issuers(), pins=(pin for _, pin in pins)
+        ),
         version=version,
         stamp=stamp,
         refs=Shards((row[0], row[n:]) for row in rows),
+        pin_keys=Shards((pk, pin.key) for pk, pin in pins),
     )
     # The snapshot's objects (several per mapping) live until the next full build: keep them out
     # of the garbage collector's full passes, which would otherwise walk them all, during
@@ -279,7 +303,8 @@ def _built(version: int, stamp: object) -> _Snapshot:
 
 def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], version: int, stamp: object) -> _Snapshot:
     """Reload the mappings a change can reach -- changed mappings, and every mapping of a changed
-    role, account or issuer -- and drop the rules they replace or that are gone."""
+    role, account or issuer -- and drop the rules they replace or that are gone; reload the
+    changed pins (all of them when an issuer changed: pins are keyed by its name)."""
     ids: dict[str, set[int]] = {kind: set() for kind in RegistryChange.Kind.values}
     for _, _, kind, object_id in changes:
         ids[kind].add(object_id)
@@ -300,17 +325,36 @@ def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], version: int, st
     rows = list(_rule_rows(Mapping.objects.filter(reach | Q(issuer_id__in=issuer_ids)), *_REF_COLUMNS))
     n = _RULE_WIDTH
     refs = cached.refs.changed(put={row[0]: row[n:] for row in rows}, drop=removed)
+    pins, pin_keys = _pins_patched(cached, ids[RegistryChange.Kind.PIN], reload_all=bool(issuer_ids))
     return _Snapshot(
         registry=cached.registry.patched(
             version=version,
             removed=removed,
             rules=[_rule(row) for row in rows],
             issuers=registry_issuers() if issuer_ids else None,
+            pins=pins,
         ),
         version=version,
         stamp=stamp,
         refs=refs,
+        pin_keys=pin_keys,
     )
+
+
+def _pins_patched(
+    cached: _Snapshot, pin_ids: set[int], *, reload_all: bool
+) -> tuple[Pins | None, Shards[int, tuple[str, str, str]]]:
+    """The snapshot's pins after the pin changes ``pin_ids`` (``None``: unchanged)."""
+    if reload_all:
+        every = registry_pins()
+        return Pins(pin for _, pin in every), Shards((pk, pin.key) for pk, pin in every)
+    if not pin_ids:
+        return None, cached.pin_keys
+    found = registry_pins(IdentityPin.objects.filter(id__in=pin_ids))
+    gone = [key for pk in pin_ids if (key := cached.pin_keys.get(pk)) is not None]
+    pins = cached.registry.pins.changed(drop=gone, put=[pin for _, pin in found])
+    pin_keys = cached.pin_keys.changed(drop=pin_ids, put={pk: pin.key for pk, pin in found})
+    return pins, pin_keys
 
 
 def registry_warm() -> None:

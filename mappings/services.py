@@ -18,7 +18,7 @@ from django.db import connection, models, transaction
 
 from mappings import write_checks
 from mappings.iam import retired, revocations, scheduling
-from mappings.models import Account, Issuer, Mapping, RegistryChange, RegistryVersion, Role
+from mappings.models import Account, IdentityPin, Issuer, Mapping, RegistryChange, RegistryVersion, Role
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ _KINDS: dict[type[models.Model], RegistryChange.Kind] = {
     Issuer: RegistryChange.Kind.ISSUER,
     Account: RegistryChange.Kind.ACCOUNT,
     Role: RegistryChange.Kind.ROLE,
+    IdentityPin: RegistryChange.Kind.PIN,
 }
 
 

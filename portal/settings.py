@@ -353,6 +353,10 @@ ROLEGATE_RATE_LIMIT_IPV6_PREFIX = env_int("ROLEGATE_RATE_LIMIT_IPV6_PREFIX", 64,
 # Exchange requests per (issuer, project_id) and minute once the token is verified (0: no
 # limit), so a runaway pipeline cannot use up what other projects need.
 ROLEGATE_PROJECT_RATE_LIMIT = env_int("ROLEGATE_PROJECT_RATE_LIMIT", 300, minimum=0)
+# The registry default of the mappings' pin on first use (a mapping's pin_identity left empty):
+# pin each project's and namespace's GitLab ids when a mapping first grants them, and refuse a
+# later token whose path is the same but whose id differs (docs/trust-model.md#identity-pins).
+ROLEGATE_PIN_IDENTITY = env_bool("ROLEGATE_PIN_IDENTITY", False)
 # A cache shared by every process (Redis), so the rate limit is global; without it each process
 # counts on its own.
 ROLEGATE_CACHE_URL = env_str("ROLEGATE_CACHE_URL")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mappings import selectors, services
-from mappings.matching import RegisteredIssuer, Registry, Rule
+from mappings import pins, selectors, services
+from mappings.matching import PROJECT, Pin, RegisteredIssuer, Registry, Rule
 from mappings.models import Mapping, RegistryChange
 from tests.factories import AccountFactory, IssuerFactory, RoleFactory
 
@@ -26,6 +26,7 @@ def same(a: Registry, b: Registry) -> None:
     arns = {rule.role_arn for rule in [*a.rules(), *b.rules()]}
     assert {arn: a.rules_for_role(arn) for arn in arns} == {arn: b.rules_for_role(arn) for arn in arns}
     assert a.issuers_by_url == b.issuers_by_url
+    assert {pin.key: pin for pin in a.pins} == {pin.key: pin for pin in b.pins}
 
 
 def make_rule(pk: int, issuer: str, project: str, role: str) -> Rule:
@@ -97,6 +98,12 @@ def test_every_kind_of_registry_write_is_patched_in(monkeypatch):
         lambda: services.registry_delete(gone, actor="t"),
         lambda: services.registry_update(web, actor="t", name="deploy-site"),
         lambda: services.registry_update(account, actor="t", name="renamed"),
+        lambda: pins.pins_record(
+            [Pin(other_issuer.name, PROJECT, "tools/x", "5"), Pin(issuer.name, PROJECT, "a", "1")]
+        ),
+        lambda: pins.identity_change_accept(
+            issuer=other_issuer.name, kind=PROJECT, path="tools/x", new_id="6", actor="t", note="moved"
+        ),
         lambda: services.registry_update(other_issuer, actor="t", name="renamed-issuer"),
         lambda: services.registry_delete(api, actor="t"),
     ]
@@ -106,6 +113,7 @@ def test_every_kind_of_registry_write_is_patched_in(monkeypatch):
         same(selectors.registry(), build(version, stamp).registry)
     assert sorted(rule.name for rule in selectors.registry().rules()) == ["new"]
     assert selectors.registry().issuer_named("renamed-issuer") is not None
+    assert selectors.registry().pins.get("renamed-issuer", PROJECT, "tools/x").gitlab_id == "6"
 
 
 @pytest.mark.django_db

@@ -45,6 +45,7 @@ class Problem(models.Model):
         JWKS_UNREACHABLE = "jwks_unreachable", "issuer's JWKS unreachable"
         SIGNING_KEY_UNUSABLE = "signing_key_unusable", "signing key unusable"
         REVOCATION_PERFORMED = "revocation_performed", "live sessions revoked"
+        IDENTITY_CHANGED = "identity_changed", "jobs refused: a pinned path has another GitLab id"
 
     key = models.CharField(max_length=200)
     kind = models.CharField(max_length=32, choices=Kind.choices)

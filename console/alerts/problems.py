@@ -3,21 +3,26 @@ problem, keyed stably so that the same problem seen twice is the same key."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db.models import Count
 from django.utils import timezone
 
 from console.alerts.models import Problem
-from exchange import keys
+from exchange import keys, reasons
 from exchange.jwks_status import jwks_status
+from exchange.models import AuditEvent
 from mappings.models import Issuer, Role, SessionRevocation
 
 # A policy above this fraction of its account's quota is a problem (IAM refuses it past 1.0).
 QUOTA_RATIO = 0.9
 # A revocation IAM received is announced once ("opened") and "cleared" this long after.
 REVOCATION_NOTICE = timedelta(minutes=15)
+# A path whose jobs were refused identity_changed is a problem until this long after the last one.
+IDENTITY_NOTICE = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class Found:
 
 
 def current_problems() -> list[Found]:
-    return [*_roles(), *_revocations(), *_issuers(), *_signing_keys()]
+    return [*_roles(), *_revocations(), *_identity_changes(), *_issuers(), *_signing_keys()]
 
 
 def _roles() -> Iterator[Found]:
@@ -81,6 +86,30 @@ def _revocations() -> Iterator[Found]:
             revocation.role_label,
             f"Live sessions of role {revocation.role_label} issued before {cutoff} were revoked "
             f"(by {revocation.actor}: {revocation.reason})",
+        )
+
+
+def _identity_changes() -> Iterator[Found]:
+    """Paths whose jobs were refused recently because they are pinned to another GitLab id
+    (docs/trust-model.md#identity-pins): a renamed, re-created or reclaimed project or namespace
+    that someone has to look at, and accept if it is legitimate. One indexed query (reason)."""
+    recent = (
+        AuditEvent.objects.filter(reason=reasons.IDENTITY_CHANGED, time__gte=timezone.now() - IDENTITY_NOTICE)
+        .values_list("issuer", "project_path")
+        .annotate(refused=Count("id"))
+        .order_by("issuer", "project_path")
+    )
+    for issuer, path, refused in recent:
+        where = f"{issuer}:{path}"
+        key = f"identity-changed:{where if len(where) <= 160 else hashlib.sha256(where.encode()).hexdigest()}"
+        yield Found(
+            key,
+            Problem.Kind.IDENTITY_CHANGED,
+            f"{issuer} {path}"[:200],
+            f"Rolegate refused {refused} job(s) of project {path} (issuer {issuer}) in the last "
+            f"{IDENTITY_NOTICE.seconds // 60} minutes because the path is pinned to another GitLab id "
+            "(identity_changed): the project or its namespace was renamed, re-created or reclaimed. If the change is "
+            "legitimate, accept it (manage.py accept_identity_change, or the admin's identity pins).",
         )
 
 

@@ -64,6 +64,7 @@ def rules_from_document(text: str) -> list[Rule]:
                 deployment_tiers=mapping["deployment_tiers"],
                 runner_environment=mapping["runner_environment"],
                 account_source_identity=account["source_identity"],
+                pin_identity=mapping["pin_identity"],
             )
         )
     return rules

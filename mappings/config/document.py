@@ -17,9 +17,12 @@ import yaml
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from mappings import guardrails
-from mappings.models import Account, Issuer, Mapping, Role
+from mappings.models import Account, IdentityPin, Issuer, Mapping, Role, validate_gitlab_id
 
 SECTIONS = ("issuers", "accounts", "roles", "mappings")
+# Besides the registry's sections, a file may hold the identity pins (export writes them; apply
+# creates the missing ones and never moves one: docs/configuration.md#identity-pins).
+PINS = "pins"
 
 REQUIRED = object()
 
@@ -76,9 +79,20 @@ FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
         "environment_protected": ("bool", False),
         "deployment_tiers": ("list1?", []),
         "runner_environment": ("str?", None),
+        "pin_identity": ("bool?", None),
         "expires_at": ("datetime?", None),
         "enabled": ("bool", True),
     },
+}
+
+# A pin of the file's ``pins:`` (not a registry section: pins are recorded by the exchange).
+PIN_FIELDS: dict[str, tuple[str, Any]] = {
+    "issuer": ("str", REQUIRED),
+    "kind": ("str", REQUIRED),
+    "path": ("str", REQUIRED),
+    "id": ("str", REQUIRED),
+    "pinned_at": ("datetime?", None),  # kept when the pin is created; otherwise informational
+    "pinned_by": ("str?", None),
 }
 
 # Keys that name another object of the file rather than a model field.
@@ -114,6 +128,7 @@ class Document:
     accounts: dict[str, Item] = field(default_factory=dict)
     roles: dict[str, Item] = field(default_factory=dict)
     mappings: dict[str, Item] = field(default_factory=dict)
+    pins: dict[tuple[str, str, str], Item] = field(default_factory=dict)  # (issuer, kind, path)
 
     def section(self, name: str) -> dict[str, Item]:
         items: dict[str, Item] = getattr(self, name)
@@ -273,11 +288,11 @@ def _load(text: str, errors: list[tuple[str, str]]) -> dict[str, Any] | None:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        errors.append(("(document)", f"must be a mapping with the keys {', '.join(SECTIONS)}"))
+        errors.append(("(document)", f"must be a mapping with the keys {', '.join((*SECTIONS, PINS))}"))
         return None
     for key in data:
-        if key not in SECTIONS:
-            errors.append((str(key), f"unknown key; a configuration has {', '.join(SECTIONS)}"))
+        if key not in (*SECTIONS, PINS):
+            errors.append((str(key), f"unknown key; a configuration has {', '.join((*SECTIONS, PINS))}"))
     return data
 
 
@@ -324,6 +339,9 @@ def parse_document(text: str) -> Document:
                 items[key] = item
     _check_references(every, errors)
     _check_guardrails(document, errors)
+    if data.get(PINS) is not None:
+        issuers = {item.key for item in every["issuers"] if item.key}
+        document.pins = _parse_pins(data[PINS], issuers, errors)
     if errors:
         raise ConfigError(errors)
     return document
@@ -386,3 +404,42 @@ def _check_guardrails(document: Document, errors: list[tuple[str, str]]) -> None
             account=f"account {account.key}",
         ):
             errors.append((f"{item.path}.{violation.field}", violation.message))
+
+
+def _parse_pins(raw: Any, issuers: set[str], errors: list[tuple[str, str]]) -> dict[tuple[str, str, str], Item]:
+    """The file's identity pins by (issuer, kind, path); problems go to ``errors``."""
+    if not isinstance(raw, list):
+        errors.append((PINS, "must be a list"))
+        return {}
+    pins: dict[tuple[str, str, str], Item] = {}
+    seen: dict[tuple[str, str, str], str] = {}
+    for index, item in enumerate(raw):
+        path = f"{PINS}[{index}]"
+        if not isinstance(item, dict):
+            errors.append((path, "must be a mapping of keys to values"))
+            continue
+        count = len(errors)
+        values = _typed_values(PIN_FIELDS, item, path, errors)
+        if values.get("kind") is not None and values["kind"] not in IdentityPin.Kind.values:
+            errors.append((f"{path}.kind", f"must be one of {', '.join(IdentityPin.Kind.values)}"))
+        if values.get("id") is not None:
+            try:
+                validate_gitlab_id(values["id"])
+            except ValidationError as exc:
+                errors.extend((f"{path}.id", message) for message in exc.messages)
+        if values.get("path") is not None and not 0 < len(values["path"]) <= 255:
+            errors.append((f"{path}.path", "must be 1 to 255 characters"))
+        if values.get("pinned_by") is not None and len(values["pinned_by"]) > 200:
+            errors.append((f"{path}.pinned_by", "must be at most 200 characters"))
+        issuer = values.get("issuer")
+        if issuer is not None and issuer not in issuers:
+            errors.append((f"{path}.issuer", f"no issuer named {issuer!r} in this file"))
+        if len(errors) != count:
+            continue
+        key = (values["issuer"], values["kind"], values["path"])
+        if key in seen:
+            errors.append((path, f"{key[1]} {key[2]!r} of issuer {key[0]!r} is already pinned at {seen[key]}"))
+            continue
+        seen[key] = path
+        pins[key] = Item(path=path, key=" ".join(key), values=values)
+    return pins

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from mappings.config.document import FIELDS, SECTIONS
+from mappings.config.document import FIELDS, PINS, SECTIONS
 from mappings.config.plan import current_values, format_datetime, load_state
 
 HEADER = "# Rolegate configuration (python manage.py export). Apply with: python manage.py apply FILE\n"
@@ -31,10 +31,21 @@ def export_data() -> dict[str, list[dict[str, Any]]]:
                 values["expires_at"] = format_datetime(values["expires_at"])
             items.append({name: values[name] for name in FIELDS[section]})
         data[section] = items
+    data[PINS] = [
+        {
+            "issuer": issuer,
+            "kind": kind,
+            "path": path,
+            "id": pin.gitlab_id,
+            "pinned_at": format_datetime(pin.pinned_at),
+            "pinned_by": pin.pinned_by or None,
+        }
+        for (issuer, kind, path), pin in sorted(state[PINS].items())
+    ]
     return data
 
 
 def export_document() -> str:
-    """Every issuer, account, role and mapping, with every field, as YAML text."""
+    """Every issuer, account, role and mapping, with every field, and every identity pin, as YAML text."""
     body = yaml.dump(export_data(), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return HEADER + body

@@ -11,12 +11,12 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from mappings import lint, selectors, services, write_checks
-from mappings.config.document import FIELDS, GUARDRAIL_FIELDS, SECTIONS, ConfigError, Document, Item
-from mappings.models import Account, Issuer, Mapping, RegistryVersion, Role
+from mappings import lint, pins, selectors, services, write_checks
+from mappings.config.document import FIELDS, GUARDRAIL_FIELDS, PINS, SECTIONS, ConfigError, Document, Item
+from mappings.models import Account, IdentityPin, Issuer, Mapping, RegistryVersion, Role
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
-_SINGULAR = {"issuers": "issuer", "accounts": "account", "roles": "role", "mappings": "mapping"}
+_SINGULAR = {"issuers": "issuer", "accounts": "account", "roles": "role", "mappings": "mapping", PINS: "pin"}
 # Fields whose value must be unique across the table besides the name.
 _UNIQUE = {"issuers": "url", "accounts": "account_id"}
 
@@ -150,17 +150,20 @@ def object_key(section: str, obj: Any) -> str:
     return f"{obj.account.name}/{obj.name}" if section == "roles" else obj.name
 
 
-def load_state() -> dict[str, dict[str, Any]]:
-    """Every registry object, by section and key, in four queries."""
+def load_state(*, pins: bool = True) -> dict[str, dict[Any, Any]]:
+    """Every registry object, by section and key, in four queries; with ``pins``, the identity
+    pins too, by (issuer, kind, path), in a fifth."""
     querysets = {
         "issuers": Issuer.objects.all(),
         "accounts": Account.objects.all(),
         "roles": Role.objects.select_related("account"),
         "mappings": Mapping.objects.select_related("issuer", "role__account"),
     }
-    state: dict[str, dict[str, Any]] = {}
+    state: dict[str, dict[Any, Any]] = {}
     for section, queryset in querysets.items():
         state[section] = {object_key(section, obj): obj for obj in queryset}
+    if pins:
+        state[PINS] = {(p.issuer.name, p.kind, p.path): p for p in IdentityPin.objects.select_related("issuer")}
     # One object per row: an account updated by the plan is the one its roles' mappings are
     # validated against (guardrails), not a stale copy.
     accounts = {obj.pk: obj for obj in state["accounts"].values()}
@@ -172,7 +175,7 @@ def load_state() -> dict[str, dict[str, Any]]:
     return state
 
 
-def compute_plan(document: Document, *, prune: bool, state: dict[str, dict[str, Any]] | None = None) -> Plan:
+def compute_plan(document: Document, *, prune: bool, state: dict[str, dict[Any, Any]] | None = None) -> Plan:
     """What applying ``document`` would change; raises :class:`ConfigError` for conflicts with
     objects that the file does not list (and that stay without ``--prune``)."""
     state = load_state() if state is None else state
@@ -216,6 +219,7 @@ def compute_plan(document: Document, *, prune: bool, state: dict[str, dict[str, 
                             "which this file does not list; rename it in the file or use --prune",
                         )
                     )
+    pin_changes, pins_unchanged = _pins_plan(document, state.get(PINS, {}), errors)
     if errors:
         raise ConfigError(errors)
     order = {DELETE: 0, CREATE: 1, UPDATE: 1}
@@ -226,7 +230,33 @@ def compute_plan(document: Document, *, prune: bool, state: dict[str, dict[str, 
             -SECTIONS.index(c.section) if c.action == DELETE else SECTIONS.index(c.section),
         ),
     )
-    return Plan(changes=deletes_first, unchanged=unchanged, kept=kept)
+    return Plan(changes=deletes_first + pin_changes, unchanged=unchanged + pins_unchanged, kept=kept)
+
+
+def _pins_plan(
+    document: Document, existing: dict[tuple[str, str, str], IdentityPin], errors: list[tuple[str, str]]
+) -> tuple[list[Change], int]:
+    """The file's pins: missing ones are created; one pinned to another id in the database is an
+    error (a pin moves only by an accepted identity change); pins the file does not list stay,
+    with or without ``--prune`` (they are recorded by the exchange, not configured)."""
+    changes, unchanged = [], 0
+    for key, item in document.pins.items():
+        pin = existing.get(key)
+        if pin is None:
+            changes.append(Change(CREATE, PINS, item.key, path=item.path, fields=[("id", None, item.values["id"])]))
+        elif pin.gitlab_id != item.values["id"]:
+            issuer, kind, path = key
+            errors.append(
+                (
+                    f"{item.path}.id",
+                    f"{kind} {path!r} of issuer {issuer!r} is pinned to {pin.gitlab_id} in the database, not "
+                    f"{item.values['id']}; apply never moves a pin: accept the change with manage.py "
+                    "accept_identity_change (or the admin's identity pins), then export again",
+                )
+            )
+        else:
+            unchanged += 1
+    return changes, unchanged
 
 
 def _validation_errors(path: str, exc: ValidationError) -> list[tuple[str, str]]:
@@ -269,12 +299,14 @@ def _apply(document: Document, *, prune: bool, actor: str, dry_run: bool, strict
     # makes admin saves wait) while the plan is computed and applied.
     RegistryVersion.objects.get_or_create(pk=1)
     RegistryVersion.objects.select_for_update().get(pk=1)
-    state = load_state()
+    state = load_state(pins=bool(document.pins))
     plan = compute_plan(document, prune=prune, state=state)
     objects = {section: dict(state[section]) for section in SECTIONS}
     try:
         with services.registry_batch() as batch:
             for change in plan.changes:
+                if change.section == PINS:
+                    continue  # created below, once their issuers exist
                 if change.action == DELETE:
                     services.registry_delete(change.obj, actor=actor)
                     continue
@@ -286,6 +318,14 @@ def _apply(document: Document, *, prune: bool, actor: str, dry_run: bool, strict
                 except ValidationError as exc:
                     raise ConfigError(_validation_errors(item.path, exc)) from None
                 objects[change.section][change.key] = obj
+            pins.pins_create(
+                [
+                    _new_pin(document.pins[key], objects["issuers"][key[0]])
+                    for key in document.pins
+                    if key not in state.get(PINS, {})
+                ],
+                actor=actor,
+            )
     except write_checks.RegistryRefused as exc:
         raise ConfigError([_refusal_error(document, refusal) for refusal in exc.refusals]) from None
     plan.policy_sizes = batch.policy_sizes
@@ -323,6 +363,18 @@ def _warnings(document: Document) -> list[PlanWarning]:
     roles = {rule.role_arn for rule in rules if rule.name in document.mappings}
     warnings = lint.lint([rule for rule in rules if rule.role_arn in roles], timezone.now())
     return [PlanWarning(document.mappings[w.mapping].path, w) for w in warnings if w.mapping in document.mappings]
+
+
+def _new_pin(item: Item, issuer: Issuer) -> pins.NewPin:
+    values = item.values
+    return pins.NewPin(
+        issuer=issuer,
+        kind=values["kind"],
+        path=values["path"],
+        gitlab_id=values["id"],
+        pinned_at=values["pinned_at"],
+        pinned_by=values["pinned_by"] or "",
+    )
 
 
 _MODEL: dict[str, type[Issuer | Account | Role | Mapping]] = {

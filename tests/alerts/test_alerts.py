@@ -189,3 +189,29 @@ def test_a_revocation_iam_received_is_announced_once_and_cleared_later():
     assert services.alerts_evaluate() == []  # announced once
     with time_machine.travel(cutoff + timedelta(minutes=16)):
         assert [event for _, event in services.alerts_evaluate()] == ["cleared"]
+
+
+def test_identity_changed_refusals_are_a_problem_until_they_stop():
+    """A pinned path whose jobs are refused (docs/trust-model.md#identity-pins) is announced once
+    per issuer and path, naming how many were refused, and clears 15 minutes after the last."""
+    import time_machine
+
+    from tests.console.factories import denied
+
+    now = timezone.now()
+    for _ in range(2):
+        denied(time=now, reason="identity_changed", project_id="99", detail="pinned to project_id 20")
+    denied(time=now, reason="no_matching_mapping")  # another refusal: not this problem
+    denied(time=now - timedelta(minutes=20), reason="identity_changed", project_path="old/path")  # too old
+    assert [event for _, event in services.alerts_evaluate()] == ["opened"]
+    problem = Problem.objects.get()
+    assert (problem.kind, problem.key, problem.subject) == (
+        "identity_changed",
+        "identity-changed:gitlab-example:platform/web",
+        "gitlab-example platform/web",
+    )
+    assert "refused 2 job(s) of project platform/web (issuer gitlab-example)" in problem.summary
+    assert "accept_identity_change" in problem.summary
+    assert services.alerts_evaluate() == []  # announced once
+    with time_machine.travel(now + timedelta(minutes=16)):
+        assert [event for _, event in services.alerts_evaluate()] == ["cleared"]

@@ -41,7 +41,13 @@ def test_granted_job_names_the_mapping_and_role(api, web_registry, web_main_clai
     assert body["mapping"] == "web-main-deploy"
     assert body["role_arn"] == web_registry["web"]
     assert body["mappings"] == [
-        {"name": "web-main-deploy", "role_arn": web_registry["web"], "matched": True, "failed": []}
+        {
+            "name": "web-main-deploy",
+            "role_arn": web_registry["web"],
+            "matched": True,
+            "pin_identity": False,
+            "failed": [],
+        }
     ]
 
 

@@ -89,3 +89,30 @@ def test_the_one_statement_fails_closed_and_leaves_the_token_unspent(
     assert UsedToken.objects.count() == 1  # only the first request's row
     again = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
     assert again.status_code == 200  # the token was not spent: the job may retry
+
+
+def test_once_pinned_a_pinning_mapping_costs_no_round_trip_more(api, registry, stand_in, web_main_claims, monkeypatch):
+    """Pin on first use (docs/trust-model.md#identity-pins): the first grant writes the pins, the
+    next request of the process patches its snapshot with them; from then on checking the pins is
+    a lookup in the snapshot, so a granted exchange still costs at most 3 round trips."""
+    require_postgresql()
+    from mappings import services
+    from mappings.models import IdentityPin, Mapping
+
+    services.registry_update(Mapping.objects.get(name="web-main-deploy"), actor="tests", pin_identity=True)
+    for _ in range(2):  # the first use pins; the next request reads the pins into its snapshot
+        warm = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
+        assert warm.status_code == 200
+    assert IdentityPin.objects.count() == 2
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    with round_trips(monkeypatch) as counted:
+        close_old_connections()
+        response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert response.status_code == 200
+    assert len(counted) <= 3, counted
+    from mappings import pins
+
+    monkeypatch.setattr(pins, "pins_record", lambda new_pins: pytest.fail("a pin write was tried"))
+    refused = stand_in.mint(stand_in.claims(web_main_claims, project_id="99"))
+    response = post_form(api, TOKEN, exchange_params(refused, cases.DEPLOY_WEB))
+    assert response.status_code == 400 and response.json()["error"] == "invalid_target"  # from the snapshot

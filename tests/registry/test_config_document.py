@@ -46,6 +46,7 @@ def test_minimal_document_gets_the_contract_defaults(minimal):
         "environment_protected": False,
         "deployment_tiers": [],
         "runner_environment": None,
+        "pin_identity": None,
         "expires_at": None,
         "enabled": True,
     }
