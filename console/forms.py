@@ -18,6 +18,12 @@ class ExplainForm(forms.Form):
     project_path = forms.CharField(
         required=False, max_length=255, help_text="e.g. platform/web", widget=forms.TextInput(attrs={"size": 60})
     )
+    project_id = forms.CharField(
+        required=False, max_length=64, label="Project ID", help_text="Optional: the project's id, e.g. 20"
+    )
+    namespace_id = forms.CharField(
+        required=False, max_length=64, label="Namespace ID", help_text="Optional: the project's namespace id, e.g. 72"
+    )
     ref = forms.CharField(required=False, max_length=255, help_text="branch or tag name, e.g. main")
     ref_type = forms.ChoiceField(choices=[("branch", "branch"), ("tag", "tag")], initial="branch")
     protected = forms.BooleanField(required=False, help_text="The ref is protected")
@@ -69,6 +75,7 @@ class ExplainForm(forms.Form):
             }
             if data.get("environment"):
                 claims["environment"] = data["environment"]
+            claims.update({name: data[name] for name in ("project_id", "namespace_id") if data.get(name)})
             data["claims"] = claims
         data["issuer_obj"] = issuer
         data["token"] = ""  # nothing downstream needs it

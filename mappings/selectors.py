@@ -55,6 +55,8 @@ def build_rule(
     deployment_tiers: Iterable[str] | None = None,
     runner_environment: str | None = None,
     account_source_identity: bool = False,
+    project_id: str | None = None,
+    namespace_id: str | None = None,
 ) -> Rule:
     """The one builder of the matcher's :class:`Rule`, for the registry, a role's IAM sync and a
     proposed configuration file alike: the role ARN is derived from the account id and role name."""
@@ -83,6 +85,8 @@ def build_rule(
         deployment_tiers=tuple(deployment_tiers or ()),
         runner_environment=runner_environment or None,
         account_source_identity=account_source_identity,
+        project_id=project_id or None,
+        namespace_id=namespace_id or None,
     )
 
 
@@ -112,11 +116,13 @@ def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet[Mapping, tup
         "deployment_tiers",
         "runner_environment",
         "role__account__source_identity",
+        "project_id",
+        "namespace_id",
         *more,
     )
 
 
-_RULE_WIDTH = 23  # the columns of _rule_rows before ``more``
+_RULE_WIDTH = 25  # the columns of _rule_rows before ``more``
 
 
 def _rule(row: tuple[Any, ...]) -> Rule:
@@ -144,6 +150,8 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         tiers,
         runner_environment,
         source_identity,
+        project_id,
+        namespace_id,
     ) = row[:_RULE_WIDTH]
     return build_rule(
         id=pk,
@@ -169,6 +177,8 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         deployment_tiers=tiers,
         runner_environment=runner_environment,
         account_source_identity=source_identity,
+        project_id=project_id,
+        namespace_id=namespace_id,
     )
 
 

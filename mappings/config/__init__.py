@@ -64,6 +64,8 @@ def rules_from_document(text: str) -> list[Rule]:
                 deployment_tiers=mapping["deployment_tiers"],
                 runner_environment=mapping["runner_environment"],
                 account_source_identity=account["source_identity"],
+                project_id=mapping["project_id"],
+                namespace_id=mapping["namespace_id"],
             )
         )
     return rules
