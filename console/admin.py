@@ -278,6 +278,8 @@ class AuditEventAdmin(VisibleColumns, ReadOnlyAdmin):
         params = {
             "issuer": obj.issuer,
             "project_path": obj.project_path,
+            "project_id": obj.project_id or "",
+            "namespace_id": obj.namespace_id or "",
             "ref": obj.ref or "",
             "ref_type": obj.ref_type or "branch",
             "protected": "on" if obj.ref_protected == "true" else "",

@@ -22,13 +22,13 @@ class ExplainForm(forms.Form):
         regex=r"^[0-9]{1,64}\Z",
         required=False,
         label="Project id",
-        help_text="Optional: the project's GitLab id, compared with the path's identity pin",
+        help_text="Optional: the project's GitLab id (project_id conditions, identity pins), e.g. 20",
     )
     namespace_id = forms.RegexField(
         regex=r"^[0-9]{1,64}\Z",
         required=False,
         label="Namespace id",
-        help_text="Optional: the namespace's GitLab id, compared with its identity pin",
+        help_text="Optional: the namespace's GitLab id (namespace_id conditions, identity pins), e.g. 72",
     )
     ref = forms.CharField(required=False, max_length=255, help_text="branch or tag name, e.g. main")
     ref_type = forms.ChoiceField(choices=[("branch", "branch"), ("tag", "tag")], initial="branch")
@@ -81,9 +81,7 @@ class ExplainForm(forms.Form):
             }
             if data.get("environment"):
                 claims["environment"] = data["environment"]
-            for name in ("project_id", "namespace_id"):
-                if data.get(name):
-                    claims[name] = data[name]
+            claims.update({name: data[name] for name in ("project_id", "namespace_id") if data.get(name)})
             data["claims"] = claims
         data["issuer_obj"] = issuer
         data["token"] = ""  # nothing downstream needs it

@@ -65,6 +65,10 @@ def _conditions(mapping: Mapping) -> list[str]:
     """What the job must be, as comments: the mapping's conditions."""
     lines = [f"# Rolegate mapping {mapping.name!r} grants this role to jobs of:"]
     lines.append(f"#   project {mapping.project}, {mapping.ref_type} ref {mapping.ref}")
+    if mapping.project_id:
+        lines.append(f"#   project id {mapping.project_id} only (CI_PROJECT_ID)")
+    if mapping.namespace_id:
+        lines.append(f"#   namespace id {mapping.namespace_id} only (CI_PROJECT_NAMESPACE_ID)")
     if mapping.protected:
         lines.append("#   protected refs only")
     if mapping.environment:

@@ -32,6 +32,7 @@ class AuditEvent(models.Model):
     project_path = models.CharField(max_length=255, null=True, blank=True)
     project_id = models.CharField(max_length=64, null=True, blank=True)
     namespace_path = models.CharField(max_length=255, null=True, blank=True)
+    namespace_id = models.CharField(max_length=64, null=True, blank=True)
     ref = models.CharField(max_length=255, null=True, blank=True)
     ref_type = models.CharField(max_length=16, null=True, blank=True)
     ref_protected = models.CharField(max_length=16, null=True, blank=True)

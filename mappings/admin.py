@@ -107,6 +107,8 @@ MAPPING_FIELDS = (
     "issuer",
     "role",
     "project",
+    "project_id",
+    "namespace_id",
     "ref",
     "ref_type",
     "protected",
@@ -141,6 +143,24 @@ class MappingForm(ThroughServicesForm):
         model = Mapping
         fields = MAPPING_FIELDS
         error_messages = {"project": {"required": EMPTY_PATTERN}, "ref": {"required": EMPTY_PATTERN}}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A mapping bound by id alone leaves the project pattern empty: it is then '*' (any path).
+        self.fields["project"].required = False
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or self.cleaned_data
+        if not data.get("project") and "project" not in self.errors:
+            if data.get("project_id") or data.get("namespace_id"):
+                data["project"] = "*"
+            else:
+                self.add_error(
+                    "project",
+                    f"{EMPTY_PATTERN[:-1]} (or give a project ID or namespace ID: bound by id alone, the mapping's "
+                    "pattern is then '*').",
+                )
+        return data
 
 
 GUARDRAIL_FIELDS = (
@@ -364,7 +384,7 @@ class MappingAdmin(ThroughServicesAdmin):
     list_display = (
         "name",
         "role_short",
-        "project",
+        "project_shown",
         "ref",
         "ref_type",
         "protected",
@@ -377,12 +397,26 @@ class MappingAdmin(ThroughServicesAdmin):
     )
     list_filter = ("issuer", "role__account", ("role", RoleFilter), "enabled", ExpiredFilter, "ref_type", "protected")
     list_select_related = ("issuer", "role__account")
-    search_fields = ("name", "project", "ref", "environment", "role__name", "role__account__name")
+    search_fields = (
+        "name",
+        "project",
+        "=project_id",
+        "=namespace_id",
+        "ref",
+        "environment",
+        "role__name",
+        "role__account__name",
+    )
     fieldsets = (
         (None, {"fields": ("name", "issuer", "role", "enabled", "expires_at")}),
         (
             "Which jobs (IAM StringLike patterns: '*' any run of characters, '/' included; '?' one character)",
             {"fields": ("project", "ref", "ref_type", "protected", "environment", "pipeline_sources")},
+        ),
+        (
+            "Which project and namespace by GitLab's ids, which it never reuses (exact; checked by IAM through "
+            "session tags)",
+            {"fields": ("project_id", "namespace_id")},
         ),
         (
             "Which pipeline definition, environment and runner (checked by IAM through session tags)",
@@ -443,6 +477,12 @@ class MappingAdmin(ThroughServicesAdmin):
     def role_short(self, obj: Mapping) -> SafeString:
         """account/name, the ARN on hover: the full ARN would push the state columns off screen."""
         return format_html('<span title="{}">{}</span>', obj.role.arn, obj.role)
+
+    @admin.display(description="project", ordering="project")
+    def project_shown(self, obj: Mapping) -> str:
+        """The pattern, and the ids that bind it (GitLab never reuses them)."""
+        ids = [f"{name} {value}" for name in ("project_id", "namespace_id") if (value := getattr(obj, name))]
+        return f"{obj.project} ({', '.join(ids)})" if ids else obj.project
 
     @admin.display(description="pipeline sources")
     def sources(self, obj: Mapping) -> str:

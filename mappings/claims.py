@@ -91,13 +91,21 @@ CATALOGUE: tuple[Claim, ...] = (
         audit_filter=True,
         explained=True,
     ),
-    Claim("project_id", _STRING, required=True, max_length=64, minted=Minted.COPIED, audited=True),
+    # GitLab's immutable ids (docs/trust-model.md, "Ids GitLab never reuses"): always sent, as JSON
+    # strings of digits, so a session tag carries them exactly. A mapping may require them.
+    Claim(
+        "project_id",
+        _STRING,
+        required=True,
+        max_length=64,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
     Claim(
         "namespace_path", _STRING, required=True, minted=Minted.COPIED, session_tag=True, audited=True, explained=True
     ),
-    # GitLab's id of the project's namespace (a JSON string of digits, never reused): checked so that
-    # an identity pin on the namespace compares a verified string (docs/trust-model.md, "Identity pins").
-    Claim("namespace_id", _STRING, max_length=64),
     Claim(
         "ref",
         _STRING,
@@ -187,6 +195,22 @@ CATALOGUE: tuple[Claim, ...] = (
     ),
     Claim(
         "runner_environment",
+        _STRING,
+        max_length=64,
+        minted=Minted.COPIED,
+        session_tag=True,
+        audited=True,
+        explained=True,
+    ),
+    # The id of the project's namespace (group, subgroup or user), which GitLab never reuses: a
+    # freed namespace path claimed by someone else gets a new id. GitLab sends it in every CI ID
+    # token, as a JSON string of digits. Not required: only a mapping that names namespace_id needs
+    # it, and such a mapping already fails on a token without it (an absent claim never matches,
+    # in Rolegate or in IAM, where it is no tag); requiring it would refuse such a token for every
+    # mapping instead. A wrong JSON type is refused (invalid_claim). Identity pins on the namespace
+    # compare this verified string too (docs/trust-model.md, "Identity pins").
+    Claim(
+        "namespace_id",
         _STRING,
         max_length=64,
         minted=Minted.COPIED,

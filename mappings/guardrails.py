@@ -10,11 +10,18 @@ docs/configuration.md, "Guardrails".
   forbidden (an empty list means any source, forbidden ones included).
 - ``max_project_breadth``: ``any`` (no limit), ``namespace`` (a project pattern stays inside one
   top-level namespace: no ``*``, ``*/*`` or leading wildcard) or ``project`` (one exact project).
+  In a brokered account a ``project_id`` makes a mapping one project and a ``namespace_id`` one
+  namespace, whatever its pattern (IAM checks the ids there, or the mapping grants nothing).
 - ``require_environment``: every mapping has an ``environment`` pattern.
 - ``max_session_seconds``: no role of the account allows longer sessions.
 - ``require_ci_config_ref_uri``: a pattern; every mapping has a ``ci_config_ref_uri`` pattern that
   it covers (``patterns.subsumes``), so the account's roles go only to jobs that ran a pipeline
   definition the platform team accepts (its own reviewed one, say).
+
+One rule comes from the account's mode rather than a guardrail (``mode``): in a direct account
+IAM checks GitLab's own token on its project path alone and cannot see ``project_id`` or
+``namespace_id``, so a mapping there that names an id must still name its project path (a pattern
+narrower than ``*``): bound by id alone, IAM would admit every project of the GitLab instance.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dataclasses import dataclass
 from mappings import patterns
 
 ANY, NAMESPACE, PROJECT = "any", "namespace", "project"
+MODE = "mode"  # the Violation.guardrail of the direct-mode rule above (an account field, not a guardrail)
 _BREADTH_ORDER = {PROJECT: 0, NAMESPACE: 1, ANY: 2}
 
 # The guardrails as they appear under ``accounts[].guardrails`` (and as Account fields), in order.
@@ -93,6 +101,19 @@ def allows_breadth(limit: str, breadth: str) -> bool:
     return _BREADTH_ORDER[breadth] <= _BREADTH_ORDER[limit]
 
 
+def mapping_breadth(project: str, *, project_id: str | None, namespace_id: str | None, direct: bool) -> str:
+    """The narrowest breadth containing every project a mapping grants to: its pattern's, narrowed
+    by the ids it names where IAM checks them too (a brokered account)."""
+    breadth = project_breadth(project)
+    if direct:
+        return breadth
+    if project_id is not None:
+        return PROJECT
+    if namespace_id is not None and breadth == ANY:
+        return NAMESPACE
+    return breadth
+
+
 def mapping_violations(
     guardrails: Guardrails,
     *,
@@ -101,10 +122,26 @@ def mapping_violations(
     environment: str | None,
     pipeline_sources: Sequence[str],
     ci_config_ref_uri: str | None = None,
+    project_id: str | None = None,
+    namespace_id: str | None = None,
+    direct: bool = False,
     account: str = "the account",
 ) -> list[Violation]:
-    """What in a mapping with these fields breaks ``guardrails`` (empty when nothing does)."""
+    """What in a mapping with these fields breaks ``guardrails`` or the account's mode (empty when
+    nothing does); ``direct``: the account is in direct mode."""
     found: list[Violation] = []
+    ids = [name for name, value in (("project_id", project_id), ("namespace_id", namespace_id)) if value is not None]
+    if direct and ids and project is not None and project_breadth(project) == ANY:
+        found.append(
+            Violation(
+                "project",
+                MODE,
+                f"{account} is in direct mode: IAM checks GitLab's own token there, on the project path alone, and "
+                f"cannot see {' or '.join(ids)}, so the project pattern {project!r} would let every project of the "
+                "GitLab instance assume the role; give the project path (a pattern within one namespace, or the "
+                "exact path)",
+            )
+        )
     if guardrails.require_protected and not protected:
         found.append(
             Violation(
@@ -133,11 +170,18 @@ def mapping_violations(
                     f"{account} forbids the pipeline source(s) {', '.join(bad)} (guardrail forbid_pipeline_sources)",
                 )
             )
-    if project is not None and not allows_breadth(guardrails.max_project_breadth, project_breadth(project)):
+    breadth = (
+        None
+        if project is None
+        else mapping_breadth(project, project_id=project_id, namespace_id=namespace_id, direct=direct)
+    )
+    if breadth is not None and not allows_breadth(guardrails.max_project_breadth, breadth):
         if guardrails.max_project_breadth == PROJECT:
-            why = "a single project without wildcards"
+            why = "a single project without wildcards" + ("" if direct else ", or a project_id")
         else:
-            why = "patterns inside one namespace, such as 'platform/*' (not '*', '*/*' or a leading wildcard)"
+            why = "patterns inside one namespace, such as 'platform/*' (not '*', '*/*' or a leading wildcard)" + (
+                "" if direct else ", or a namespace_id or project_id"
+            )
         found.append(
             Violation(
                 "project",

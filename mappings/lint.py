@@ -4,7 +4,9 @@ Only checks that can be decided exactly from the mappings themselves (docs/confi
 "Lint warnings"); a warning is never a guess:
 
 - ``wildcard_project_unprotected``: a wildcard project pattern without ``protected: true`` lets any
-  branch or tag of every matching project — any developer who can push — assume the role.
+  branch or tag of every matching project — any developer who can push — assume the role (not
+  said of a mapping bound to one project by ``project_id`` in a brokered account, where IAM checks
+  the id too).
 - ``untrusted_pipeline_source``: a mapping that accepts ``merge_request_event`` or
   ``external_pull_request_event`` (listed, or by accepting any source) from unprotected refs, on a
   role another mapping grants to protected refs: code from any contributor reaches a deploy role.
@@ -75,10 +77,14 @@ def _never_grants(rule: Rule, now: datetime) -> Warning | None:
 def _wildcard_unprotected(rule: Rule) -> Warning | None:
     if rule.protected or not patterns.has_wildcards(rule.project):
         return None
+    if rule.project_id is not None and rule.account_mode == "brokered":
+        return None  # one project (IAM checks the id through a tag, or the mapping grants nothing)
+    in_namespace = rule.namespace_id is not None and rule.account_mode == "brokered"
+    where = f"{rule.project!r}" + (f" in namespace id {rule.namespace_id}" if in_namespace else "")
     return Warning(
         rule.name,
         WILDCARD_PROJECT_UNPROTECTED,
-        f"mapping {rule.name} matches every project of {rule.project!r} on unprotected refs too: anyone who "
+        f"mapping {rule.name} matches every project of {where} on unprotected refs too: anyone who "
         f"can push a branch to one of them can assume {rule.account_name}/{rule.role_name}; set protected: true",
     )
 

@@ -3,7 +3,8 @@
 The exchange, explain and the policy tests all decide through :func:`decide`, so they can never
 disagree. A :class:`Registry` is an immutable, indexed snapshot of every mapping (built by
 ``mappings.selectors.registry``); lookups touch only the mappings of the token's issuer whose
-project pattern's literal prefix is a prefix of the token's ``project_path``. The registry also
+project pattern's literal prefix is a prefix of the token's ``project_path``, and those bound by id
+alone (project ``*``) whose ``project_id`` or ``namespace_id`` is the token's. The registry also
 holds the identity pins (:class:`Pins`) that pinning mappings check (docs/trust-model.md#identity-pins).
 """
 
@@ -71,6 +72,10 @@ class Rule:
     runner_environment: str | None = None  # exactly this
     account_source_identity: bool = False  # minted tokens carry a source identity
     pin_identity: bool = False  # pin the project's and namespace's GitLab ids on first use
+    # GitLab's ids, which it never reuses (docs/trust-model.md, "Ids GitLab never reuses"): exactly
+    # this project_id / namespace_id claim. A mapping naming one may leave ``project`` as ``*``.
+    project_id: str | None = None
+    namespace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +220,10 @@ def tag_checks(rule: Rule) -> tuple[TagCheck, ...]:
     """``rule``'s conditions that IAM can check only through session tags, in the order a person
     would check them: the one list of them (matcher, policy generator, warnings, lint)."""
     checks = []
+    if rule.project_id is not None:
+        checks.append(TagCheck("project_id", "project_id", (rule.project_id,)))
+    if rule.namespace_id is not None:
+        checks.append(TagCheck("namespace_id", "namespace_id", (rule.namespace_id,)))
     if rule.protected:
         checks.append(TagCheck("protected", "ref_protected", ("true",)))
     if rule.environment is not None:
@@ -272,7 +281,7 @@ def lossy_tag_patterns(rule: Rule) -> tuple[tuple[TagCheck, str], ...]:
 
 def unenforceable(rule: Rule) -> bool:
     """A brokered role without session tags cannot make IAM check any of :func:`tag_checks`
-    (``protected``, ``environment``, ``pipeline_sources``, ``ci_config_ref_uri``, ...): its policy
+    (``project_id``, ``protected``, ``environment``, ``ci_config_ref_uri``, ...): its policy
     could hold only the ``sub``. Such a mapping grants nothing
     (and is left out of the trust policy), so that IAM always checks every condition Rolegate
     does where it can see them (docs/trust-model.md)."""
@@ -364,6 +373,26 @@ K = TypeVar("K")
 V = TypeVar("V")
 _SHARDS = 64
 
+# A rule's bucket in the registry's index: the literal prefix of its project pattern, or, for a rule
+# whose pattern starts with a wildcard (``*``: any path) and that names an id, that id (("project_id",
+# "20")), so that mappings bound by id alone are candidates only for tokens carrying that id.
+Bucket = str | tuple[str, str]
+
+
+def _bucket(rule: Rule) -> Bucket:
+    prefix = patterns.literal_prefix(rule.project)
+    if not prefix:
+        if rule.project_id is not None:
+            return ("project_id", rule.project_id)
+        if rule.namespace_id is not None:
+            return ("namespace_id", rule.namespace_id)
+    return prefix
+
+
+def _prefix_lengths(buckets: Iterable[Bucket]) -> Counter[int]:
+    """How many path buckets (not id buckets) have each prefix length."""
+    return Counter(len(bucket) for bucket in buckets if isinstance(bucket, str))
+
 
 class Shards(Generic[K, V]):
     """An immutable dict split in 64 parts by the key's hash: :meth:`changed` copies only the
@@ -416,7 +445,7 @@ class Shards(Generic[K, V]):
 
 
 class Registry:
-    """An immutable index of rules (issuer -> literal project prefix -> rules), with the
+    """An immutable index of rules (issuer -> literal project prefix, or id, -> rules), with the
     registered issuers of the same registry version.
 
     :meth:`patched` makes the next version from this one by copying only what the changed rules
@@ -432,14 +461,14 @@ class Registry:
         self.version = version
         self._set_issuers(issuers)
         self.pins = pins if isinstance(pins, Pins) else Pins(pins)
-        index: dict[str, dict[str, list[Rule]]] = defaultdict(lambda: defaultdict(list))
+        index: dict[str, dict[Bucket, list[Rule]]] = defaultdict(lambda: defaultdict(list))
         by_id: dict[int, Rule] = {}
         for rule in sorted(rules, key=lambda r: r.name):
-            index[rule.issuer][patterns.literal_prefix(rule.project)].append(rule)
+            index[rule.issuer][_bucket(rule)].append(rule)
             by_id[rule.id] = rule
         self._index = {issuer: Shards((p, tuple(rs)) for p, rs in buckets.items()) for issuer, buckets in index.items()}
-        # issuer -> {prefix length: how many buckets have it}; candidates() walks the lengths.
-        self._length_counts = {issuer: Counter(len(p) for p in buckets) for issuer, buckets in index.items()}
+        # issuer -> {prefix length: how many path buckets have it}; candidates() walks the lengths.
+        self._length_counts = {issuer: _prefix_lengths(buckets) for issuer, buckets in index.items()}
         self._prefix_lengths = {issuer: tuple(sorted(c)) for issuer, c in self._length_counts.items()}
         self._by_id = Shards(by_id.items())
         self._by_role: dict[str, tuple[Rule, ...]] | None = None
@@ -470,15 +499,15 @@ class Registry:
             new._set_issuers(issuers)
         added = {rule.id: rule for rule in rules}
         gone: set[int] = set()
-        buckets: dict[str, set[str]] = defaultdict(set)
+        buckets: dict[str, set[Bucket]] = defaultdict(set)
         for pk in {*removed, *added}:
             old = self._by_id.get(pk)
             if old is not None:
                 gone.add(pk)
-                buckets[old.issuer].add(patterns.literal_prefix(old.project))
-        fresh: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+                buckets[old.issuer].add(_bucket(old))
+        fresh: dict[tuple[str, Bucket], list[Rule]] = defaultdict(list)
         for rule in added.values():
-            prefix = patterns.literal_prefix(rule.project)
+            prefix = _bucket(rule)
             buckets[rule.issuer].add(prefix)
             fresh[(rule.issuer, prefix)].append(rule)
         new._by_id = self._by_id.changed(put=added, drop=gone)
@@ -489,8 +518,8 @@ class Registry:
         for issuer, prefixes in buckets.items():
             old_buckets = index.get(issuer) or Shards()
             counts = Counter(length_counts.get(issuer, {}))
-            put: dict[str, tuple[Rule, ...]] = {}
-            drop: list[str] = []
+            put: dict[Bucket, tuple[Rule, ...]] = {}
+            drop: list[Bucket] = []
             for prefix in prefixes:
                 before = old_buckets.get(prefix) or ()
                 kept = [rule for rule in before if rule.id not in gone]
@@ -499,10 +528,12 @@ class Registry:
                     put[prefix] = tuple(merged)
                 else:
                     drop.append(prefix)
-                counts[len(prefix)] += bool(merged) - bool(before)
+                if isinstance(prefix, str):
+                    counts[len(prefix)] += bool(merged) - bool(before)
             counts = Counter({length: n for length, n in counts.items() if n > 0})
-            if counts:
-                index[issuer] = old_buckets.changed(put=put, drop=drop)
+            new_buckets = old_buckets.changed(put=put, drop=drop)
+            if len(new_buckets):
+                index[issuer] = new_buckets
                 length_counts[issuer] = counts
                 prefix_lengths[issuer] = tuple(sorted(counts))
             else:
@@ -516,8 +547,11 @@ class Registry:
         """Every rule, in no particular order."""
         return self._by_id.values()
 
-    def candidates(self, issuer: str, project_path: str | None) -> list[Rule]:
-        """Rules of ``issuer`` whose project pattern could match ``project_path``, by name."""
+    def candidates(
+        self, issuer: str, project_path: str | None, project_id: str | None = None, namespace_id: str | None = None
+    ) -> list[Rule]:
+        """Rules of ``issuer`` whose project pattern could match ``project_path`` (and, of those
+        indexed by id, whose id is ``project_id`` or ``namespace_id``), by name."""
         buckets = self._index.get(issuer)
         if not buckets or project_path is None:
             return []
@@ -526,6 +560,10 @@ class Registry:
             if length > len(project_path):
                 break
             found.extend(buckets.get(project_path[:length]) or ())
+        if project_id is not None:
+            found.extend(buckets.get(("project_id", project_id)) or ())
+        if namespace_id is not None:
+            found.extend(buckets.get(("namespace_id", namespace_id)) or ())
         found.sort(key=lambda r: r.name)
         return found
 
@@ -560,7 +598,9 @@ def decide(
     With ``role_arn``, granted when a live mapping for that role matches; without it, granted when
     the matching mappings all name one role. A role in a ``direct``-mode account is never brokered.
     """
-    candidates = registry.candidates(issuer, _claim(claims, "project_path"))
+    candidates = registry.candidates(
+        issuer, _claim(claims, "project_path"), _claim(claims, "project_id"), _claim(claims, "namespace_id")
+    )
     evaluations = tuple(evaluate(rule, claims, now, registry.pins) for rule in candidates)
     matched = [e.rule for e in evaluations if e.matched]
     if role_arn is not None:

@@ -115,6 +115,12 @@ def validate_deployment_tiers(value: object) -> None:
         raise ValidationError("Deployment tiers must not repeat.")
 
 
+# GitLab's ids (project_id, namespace_id claims): database ids it never reuses, sent as JSON strings
+# of digits. The mapping holds the claim's exact text, so no leading zero (GitLab never sends one).
+validate_gitlab_id = RegexValidator(
+    r"^[1-9][0-9]{0,18}\Z",
+    'A GitLab id is a positive whole number of at most 19 digits without leading zeros, e.g. "20".',
+)
 validate_account_id = RegexValidator(r"^[0-9]{12}\Z", 'An AWS account id is exactly 12 digits, e.g. "123456789012".')
 # https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html (RoleName)
 validate_role_name = RegexValidator(
@@ -411,6 +417,25 @@ class Mapping(TimestampedModel):
         help_text="Pattern on project_path: '*' any run (also across '/'), '?' one character. "
         "'platform/*' covers every project in platform and its subgroups.",
     )
+    project_id = models.CharField(
+        "project ID",
+        max_length=19,
+        blank=True,
+        null=True,
+        validators=[validate_gitlab_id],
+        help_text="Optional: require exactly this project_id claim (GitLab never reuses a project's id: a project "
+        "deleted and re-created at the same path gets a new one). With it or a namespace ID, the project pattern "
+        "may be left empty: it is then '*' (any path).",
+    )
+    namespace_id = models.CharField(
+        "namespace ID",
+        max_length=19,
+        blank=True,
+        null=True,
+        validators=[validate_gitlab_id],
+        help_text="Optional: require exactly this namespace_id claim, the id of the project's group or user "
+        "namespace (a freed namespace path claimed by someone else gets a new id).",
+    )
     ref = models.CharField(
         max_length=255,
         default="*",
@@ -489,9 +514,14 @@ class Mapping(TimestampedModel):
             )
         if self.runner_environment == "":
             self.runner_environment = None
+        for name in ("project_id", "namespace_id"):
+            if getattr(self, name) == "":
+                setattr(self, name, None)
         role = _related(self, "role", Role)  # a missing role is reported on the field itself
         conditioned = (
-            self.protected
+            self.project_id is not None
+            or self.namespace_id is not None
+            or self.protected
             or self.environment is not None
             or bool(self.pipeline_sources)
             or self.ci_config_ref_uri is not None
@@ -506,10 +536,10 @@ class Mapping(TimestampedModel):
         )
         if conditioned and brokered_role is not None and not brokered_role.session_tags:
             raise ValidationError(
-                f"Role {role} does not use session tags, so IAM cannot check this mapping's protected, "
-                "environment, pipeline_sources, ci_config_ref_uri, environment_protected, deployment_tiers or "
-                "runner_environment conditions: its trust policy could hold only the project and ref. Turn on "
-                "session_tags for the role, or drop the conditions."
+                f"Role {role} does not use session tags, so IAM cannot check this mapping's project_id, "
+                "namespace_id, protected, environment, pipeline_sources, ci_config_ref_uri, environment_protected, "
+                "deployment_tiers or runner_environment conditions: its trust policy could hold only the project "
+                "and ref. Turn on session_tags for the role, or drop the conditions."
             )
         for name in ("environment", "ci_config_ref_uri"):
             pattern = getattr(self, name)
@@ -533,6 +563,9 @@ class Mapping(TimestampedModel):
                     environment=self.environment,
                     pipeline_sources=self.pipeline_sources or (),
                     ci_config_ref_uri=self.ci_config_ref_uri,
+                    project_id=self.project_id,
+                    namespace_id=self.namespace_id,
+                    direct=role.account.mode == Account.Mode.DIRECT,
                     account=f"Account {role.account}",
                 )
             )

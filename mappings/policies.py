@@ -5,8 +5,9 @@ A role's trust policy makes IAM itself enforce what the role's mappings say, as 
 - *brokered* accounts trust Rolegate's OIDC provider and match the minted token's ``sub``
   (``mappings.minted.minted_sub``), which ends with the role it was minted for, so no other role's
   policy admits it; where the role has session tags, the conditions IAM can read from them
-  (``aws:RequestTag/ref_protected``, ``/environment``, ``/pipeline_source``, ``/ci_config_ref_uri``,
-  ``/environment_protected``, ``/deployment_tier``, ``/runner_environment``) are added, compared
+  (``aws:RequestTag/project_id``, ``/namespace_id``, ``/ref_protected``, ``/environment``,
+  ``/pipeline_source``, ``/ci_config_ref_uri``, ``/environment_protected``, ``/deployment_tier``,
+  ``/runner_environment``) are added, compared
   with the claims' exact values (a claim no tag can carry exactly has no tag), so IAM refuses what
   the mapping refuses.
 - *direct* accounts trust each GitLab issuer's own provider and match GitLab's ``sub``

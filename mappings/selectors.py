@@ -57,6 +57,8 @@ def build_rule(
     runner_environment: str | None = None,
     account_source_identity: bool = False,
     pin_identity: bool | None = None,
+    project_id: str | None = None,
+    namespace_id: str | None = None,
 ) -> Rule:
     """The one builder of the matcher's :class:`Rule`, for the registry, a role's IAM sync and a
     proposed configuration file alike: the role ARN is derived from the account id and role name,
@@ -87,6 +89,8 @@ def build_rule(
         runner_environment=runner_environment or None,
         account_source_identity=account_source_identity,
         pin_identity=settings.ROLEGATE_PIN_IDENTITY if pin_identity is None else pin_identity,
+        project_id=project_id or None,
+        namespace_id=namespace_id or None,
     )
 
 
@@ -117,11 +121,13 @@ def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet[Mapping, tup
         "runner_environment",
         "role__account__source_identity",
         "pin_identity",
+        "project_id",
+        "namespace_id",
         *more,
     )
 
 
-_RULE_WIDTH = 24  # the columns of _rule_rows before ``more``
+_RULE_WIDTH = 26  # the columns of _rule_rows before ``more``
 
 
 def _rule(row: tuple[Any, ...]) -> Rule:
@@ -150,6 +156,8 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         runner_environment,
         source_identity,
         pin_identity,
+        project_id,
+        namespace_id,
     ) = row[:_RULE_WIDTH]
     return build_rule(
         id=pk,
@@ -176,6 +184,8 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         runner_environment=runner_environment,
         account_source_identity=source_identity,
         pin_identity=pin_identity,
+        project_id=project_id,
+        namespace_id=namespace_id,
     )
 
 

@@ -166,6 +166,9 @@ class WriteBatch:
                         environment=mapping.environment,
                         pipeline_sources=mapping.pipeline_sources or (),
                         ci_config_ref_uri=mapping.ci_config_ref_uri,
+                        project_id=mapping.project_id,
+                        namespace_id=mapping.namespace_id,
+                        direct=account.mode == Account.Mode.DIRECT,
                         account=where,
                     )
                 )

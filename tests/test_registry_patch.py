@@ -29,7 +29,9 @@ def same(a: Registry, b: Registry) -> None:
     assert {pin.key: pin for pin in a.pins} == {pin.key: pin for pin in b.pins}
 
 
-def make_rule(pk: int, issuer: str, project: str, role: str) -> Rule:
+def make_rule(
+    pk: int, issuer: str, project: str, role: str, project_id: str | None = None, namespace_id: str | None = None
+) -> Rule:
     return Rule(
         id=pk,
         name=f"m{pk:03d}",
@@ -50,6 +52,8 @@ def make_rule(pk: int, issuer: str, project: str, role: str) -> Rule:
         pipeline_sources=(),
         expires_at=None,
         enabled=True,
+        project_id=project_id,
+        namespace_id=namespace_id,
     )
 
 
@@ -59,6 +63,9 @@ rules = st.builds(
     st.sampled_from(["a", "b"]),
     st.sampled_from(["g/web", "g/*", "g/api", "h/*", "*", "g/w*"]),
     st.sampled_from(["r1", "r2", "r3"]),
+    # Mappings bound on ids: with project '*' they are indexed by id, not by path.
+    st.sampled_from([None, None, "20", "21"]),
+    st.sampled_from([None, None, "72"]),
 )
 
 
@@ -80,6 +87,14 @@ def test_a_patched_registry_equals_a_rebuilt_one(before, removed, added, new_iss
     same(old, Registry(before, version=1, issuers=issuers[:1]))  # the old snapshot is untouched
 
 
+def ids_of(name: str, expected: tuple[str | None, str | None]) -> None:
+    """The patched snapshot carries the mapping's ids (the new fields flow through the patch)."""
+    [rule] = [rule for rule in selectors.registry().rules() if rule.name == name]
+    assert (rule.project_id, rule.namespace_id) == expected
+    found = selectors.registry().candidates(rule.issuer, "any/path", *expected)
+    assert [r.name for r in found] == [name]
+
+
 @pytest.mark.django_db
 def test_every_kind_of_registry_write_is_patched_in(monkeypatch):
     issuer, other_issuer = IssuerFactory(), IssuerFactory()
@@ -95,6 +110,11 @@ def test_every_kind_of_registry_write_is_patched_in(monkeypatch):
     steps = [
         lambda: services.mapping_create(actor="t", name="new", issuer=other_issuer, role=web, project="tools/*"),
         lambda: services.registry_update(keep, actor="t", project="platform/web-*", role=api),
+        # Bound by id alone (indexed by its id), then by another id: the patch moves it each time.
+        lambda: services.registry_update(keep, actor="t", project="*", project_id="20"),
+        lambda: ids_of("keep", ("20", None)),
+        lambda: services.registry_update(keep, actor="t", project_id=None, namespace_id="72"),
+        lambda: ids_of("keep", (None, "72")),
         lambda: services.registry_delete(gone, actor="t"),
         lambda: services.registry_update(web, actor="t", name="deploy-site"),
         lambda: services.registry_update(account, actor="t", name="renamed"),

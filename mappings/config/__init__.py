@@ -65,6 +65,8 @@ def rules_from_document(text: str) -> list[Rule]:
                 runner_environment=mapping["runner_environment"],
                 account_source_identity=account["source_identity"],
                 pin_identity=mapping["pin_identity"],
+                project_id=mapping["project_id"],
+                namespace_id=mapping["namespace_id"],
             )
         )
     return rules

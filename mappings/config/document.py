@@ -39,7 +39,8 @@ GUARDRAIL_FIELDS: dict[str, tuple[str, Any]] = {
 assert tuple(GUARDRAIL_FIELDS) == guardrails.NAMES
 
 # Per section: key -> (type, default). Types: "str", "str?", "bool", "int", "int?", "list", "list?",
-# "list1?" (a list of strings, or one string read as a list of one),
+# "list1?" (a list of strings, or one string read as a list of one), "id?" (a GitLab id: a YAML
+# integer or a string, kept as the string of digits GitLab's tokens carry),
 # "datetime?", and "guardrails" (a mapping of GUARDRAIL_FIELDS; absent keys take their defaults).
 FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
     "issuers": {
@@ -69,7 +70,9 @@ FIELDS: dict[str, dict[str, tuple[str, Any]]] = {
         "name": ("str", REQUIRED),
         "issuer": ("str", REQUIRED),
         "role": ("str", REQUIRED),
-        "project": ("str", REQUIRED),
+        "project": ("str", None),  # required unless project_id or namespace_id is given (then "*")
+        "project_id": ("id?", None),
+        "namespace_id": ("id?", None),
         "ref": ("str", "*"),
         "ref_type": ("str", Mapping.RefType.ANY.value),
         "protected": ("bool", False),
@@ -172,6 +175,13 @@ def _type_error(kind: str, value: Any) -> str | None:
         return None if isinstance(value, bool) else "must be true or false"
     if base == "int":
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if base == "id":
+        if isinstance(value, str) and not value:
+            return "must not be an empty string; write null or leave the key out"
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return None
+        return 'must be a GitLab id: a whole number such as 20, or a string of digits such as "20"'
+
     if base == "list1":  # a list of strings, or one string for a list of one
         if isinstance(value, str) or (isinstance(value, list) and all(isinstance(item, str) for item in value)):
             return None
@@ -233,6 +243,8 @@ def _typed_values(
             value = []
         if kind == "list1?" and isinstance(value, str):
             value = [value]
+        if kind == "id?" and isinstance(value, int):
+            value = str(value)  # the model's validator refuses what is not a GitLab id
         if kind == "guardrails":
             value = _typed_values(GUARDRAIL_FIELDS, value, f"{path}.{key}", errors)
         values[key] = value
@@ -257,6 +269,8 @@ def _check_item(section: str, index: int, raw: Any, errors: list[tuple[str, str]
     spec = FIELDS[section]
     count = len(errors)
     values = _typed_values(spec, raw, path, errors)
+    if section == "mappings" and "project" not in raw:
+        _default_project(values, path, errors)
     model_fields = model_values(section, values)
     instance = _MODELS[section](**model_fields)
     unchecked = [f.name for f in instance._meta.fields if f.name not in model_fields]
@@ -274,6 +288,17 @@ def _check_item(section: str, index: int, raw: Any, errors: list[tuple[str, str]
                 values.pop(name, None)
             errors.extend((where, message) for message in messages)
     return values, len(errors) == count
+
+
+def _default_project(values: dict[str, Any], path: str, errors: list[tuple[str, str]]) -> None:
+    """A mapping without ``project``: bound by id alone, it matches any project path (``*``) and
+    its ids choose the project; without an id the key is required."""
+    if values.get("project_id") is not None or values.get("namespace_id") is not None:
+        values["project"] = "*"
+        return
+    values.pop("project", None)
+    if "project_id" in values and "namespace_id" in values:  # both well typed (and absent)
+        errors.append((f"{path}.project", "is required (or give project_id or namespace_id)"))
 
 
 def _load(text: str, errors: list[tuple[str, str]]) -> dict[str, Any] | None:
@@ -401,6 +426,9 @@ def _check_guardrails(document: Document, errors: list[tuple[str, str]]) -> None
             environment=item.values["environment"],
             pipeline_sources=item.values["pipeline_sources"],
             ci_config_ref_uri=item.values["ci_config_ref_uri"],
+            project_id=item.values["project_id"],
+            namespace_id=item.values["namespace_id"],
+            direct=account.values["mode"] == Account.Mode.DIRECT,
             account=f"account {account.key}",
         ):
             errors.append((f"{item.path}.{violation.field}", violation.message))

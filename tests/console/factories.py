@@ -50,6 +50,7 @@ class AuditEventFactory(factory.django.DjangoModelFactory):
     project_path = "platform/web"
     project_id = "20"
     namespace_path = "platform"
+    namespace_id = "72"
     ref = "main"
     ref_type = "branch"
     ref_protected = "true"

@@ -131,6 +131,14 @@ def test_an_environment_pattern_gets_an_example_and_a_comment(mapping, pattern, 
         assert f"# The mapping takes any environment matching {pattern!r}" in text
 
 
+def test_the_ids_a_mapping_is_bound_to_are_said_in_the_comments(mapping):
+    mapping.project, mapping.project_id, mapping.namespace_id = "*", "20", "72"
+    for text in (mapping_snippets(mapping).component_job, mapping_snippets(mapping).sts_job):
+        assert "#   project *, branch ref main" in text
+        assert "#   project id 20 only (CI_PROJECT_ID)" in text
+        assert "#   namespace id 72 only (CI_PROJECT_NAMESPACE_ID)" in text
+
+
 @given(st.text(alphabet="abcXYZ019-_/ *?", min_size=1, max_size=30))
 def test_the_example_environment_matches_its_pattern(pattern):
     assert matches(pattern, example_environment(pattern))

@@ -135,7 +135,14 @@ def test_a_granted_exchange_mints_the_promised_token(live, web_main_claims):
     # tags"), each the source claim's exact value.
     assert {key: tags["principal_tags"].get(key) for key in promised} == promised
     extra = {key: value for key, value in tags["principal_tags"].items() if key not in promised}
-    assert set(extra) <= {"ci_config_ref_uri", "environment_protected", "deployment_tier", "runner_environment"}
+    assert set(extra) <= {
+        "project_id",
+        "namespace_id",
+        "ci_config_ref_uri",
+        "environment_protected",
+        "deployment_tier",
+        "runner_environment",
+    }
     assert extra == {key: [source[key]] for key in extra}
     assert isinstance(tags["transitive_tag_keys"], list)
 
@@ -346,3 +353,52 @@ def test_grant_type_is_optional_for_credentials(live, web_main_claims):
     response = requests.post(f"{live.url}/api/v1/credentials", data=data, timeout=20)
     assert response.status_code == 200, response.text
     assert response.json()["Version"] == 1
+
+
+# An account of its own (so the other tests' accounts and roles stay as their file says), with a
+# role whose mapping is bound on GitLab's ids, written through the registry services like the admin.
+BOUND_ACCOUNT = "444444444444"
+WEB_BOUND = f"arn:aws:iam::{BOUND_ACCOUNT}:role/deploy-web-bound"
+BIND = f"""
+from mappings import services
+from mappings.models import Account, Issuer
+if not Account.objects.filter(name="ids").exists():
+    account = services.account_create(actor="contract tests", name="ids", account_id="{BOUND_ACCOUNT}")
+    role = services.role_create(actor="contract tests", account=account, name="deploy-web-bound")
+    services.mapping_create(
+        actor="contract tests", name="web-main-bound", issuer=Issuer.objects.get(), role=role,
+        project="platform/web", project_id="20", namespace_id="72", ref="main", protected=True,
+    )
+"""
+
+
+def test_a_mapping_bound_on_ids_refuses_a_project_re_created_at_its_path(live, web_main_claims):
+    """web-main-bound names platform/web and project 20 in namespace 72. The same path as another
+    project (99), or in a reclaimed namespace (73), is refused; the minted token of project 20
+    carries both ids as session tags, which the role's trust policy requires."""
+    done = live.manage("shell", "-c", BIND)
+    assert done.returncode == 0, done.stderr
+    response = live.exchange("/api/v1/token", live.token(web_main_claims), WEB_BOUND)
+    assert response.status_code == 200, response.text
+    minted = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
+    tags = minted["https://aws.amazon.com/tags"]["principal_tags"]
+    assert (tags["project_id"], tags["namespace_id"]) == (["20"], ["72"])
+    assert (minted["project_id"], minted["namespace_id"]) == ("20", "72")
+
+    for overrides in ({"project_id": "99"}, {"namespace_id": "73"}):
+        refused = live.exchange("/api/v1/token", live.token(web_main_claims, **overrides), WEB_BOUND)
+        body = assert_oauth_error(live, refused, 400, "invalid_target")
+        event = audited(live, body["request_id"])
+        assert event["reason"] == "no_matching_mapping"
+        explained = live.api(
+            "POST",
+            "/api/v1/explain",
+            live.staff_token,
+            json={"issuer": event["issuer"], "claims": {**web_main_claims, **overrides}, "role_arn": WEB_BOUND},
+        ).json()
+        [evaluation] = [m for m in explained["mappings"] if m["name"] == "web-main-bound"]
+        [(field, value)] = overrides.items()
+        assert evaluation["failed"] == [{"field": field, "pattern": web_main_claims[field], "value": value}]
+    # A number where GitLab sends a string of digits is refused before any mapping is looked at.
+    wrong = live.exchange("/api/v1/token", live.token(web_main_claims, namespace_id=72), WEB_BOUND)
+    assert "namespace_id" in assert_oauth_error(live, wrong, 400, "invalid_grant")["error_description"]

@@ -31,6 +31,8 @@ DEPLOY_API = arn(PROD, "deploy-api")
 RELEASE_WEB = arn(PROD, "release-web")
 READONLY = arn(PROD, "readonly")
 LEGACY_DEPLOY = arn(LEGACY, "deploy-old")
+WEB_BOUND = arn(PROD, "deploy-web-bound")
+RELEASE_BY_ID = arn(PROD, "release-by-id")
 NOT_MANAGED = arn("333333333333", "deploy-web")
 
 ACCOUNTS: list[dict[str, object]] = [
@@ -44,6 +46,9 @@ ROLES: list[dict[str, object]] = [
     {"account": "prod", "name": "release-web", "max_session_seconds": 3600, "session_tags": False},
     {"account": "prod", "name": "readonly", "max_session_seconds": 7200, "session_tags": True},
     {"account": "legacy", "name": "deploy-old", "max_session_seconds": 3600, "session_tags": True},
+    # Bound on GitLab's ids, which it never reuses (IAM checks them through session tags).
+    {"account": "prod", "name": "deploy-web-bound", "max_session_seconds": 3600, "session_tags": True},
+    {"account": "prod", "name": "release-by-id", "max_session_seconds": 3600, "session_tags": True},
 ]
 MAPPINGS: list[dict[str, object]] = [
     # The web team's protected main branch deploys the website.
@@ -76,6 +81,28 @@ MAPPINGS: list[dict[str, object]] = [
     {"name": "platform-readonly", "role": "prod/readonly", "project": "platform/*", "protected": True},
     # A direct-mode account: GitLab tokens go to STS directly, never through Rolegate.
     {"name": "legacy-web", "role": "legacy/deploy-old", "project": "platform/web", "ref": "main"},
+    # platform/web's main branch, but only while platform/web is project 20 in namespace 72: a
+    # project re-created at the path, or a namespace reclaimed by someone else, has new ids.
+    {
+        "name": "web-main-bound",
+        "role": "prod/deploy-web-bound",
+        "project": "platform/web",
+        "project_id": "20",
+        "namespace_id": "72",
+        "ref": "main",
+        "ref_type": "branch",
+        "protected": True,
+    },
+    # Protected release tags of project 20 wherever it lives (bound by id alone: any path).
+    {
+        "name": "release-project-20",
+        "role": "prod/release-by-id",
+        "project": "*",
+        "project_id": "20",
+        "ref": "v*",
+        "ref_type": "tag",
+        "protected": True,
+    },
     # Expired and disabled mappings grant nothing.
     {
         "name": "web-main-api-expired",
@@ -220,4 +247,54 @@ CASES: list[tuple[str, dict, str | None, str]] = [
     ("api production without audience matches two roles", claims(API_PROD), None, "ambiguous_role"),
     ("release tag without audience", claims(RELEASE), None, "ambiguous_role"),
     ("unprotected tag without audience gets the release role", claims(RELEASE, ref_protected="false"), None, "granted"),
+    # Bound on ids.
+    ("web main, project 20 in namespace 72, gets the id-bound role", claims(WEB_MAIN), WEB_BOUND, "granted"),
+    (
+        "platform/web re-created as project 99 is refused the id-bound role",
+        claims(WEB_MAIN, project_id="99"),
+        WEB_BOUND,
+        "no_matching_mapping",
+    ),
+    (
+        "a reclaimed namespace (new namespace id) is refused the id-bound role",
+        claims(WEB_MAIN, namespace_id="73"),
+        WEB_BOUND,
+        "no_matching_mapping",
+    ),
+    (
+        "a token without namespace_id is refused the namespace-bound role",
+        claims(WEB_MAIN, namespace_id=None),
+        WEB_BOUND,
+        "no_matching_mapping",
+    ),
+    (
+        "a token without namespace_id still deploys the website",
+        claims(WEB_MAIN, namespace_id=None),
+        DEPLOY_WEB,
+        "granted",
+    ),
+    (
+        "project 20 renamed still gets the role bound by id alone",
+        claims(RELEASE, project_path="platform/website", namespace_path="platform"),
+        RELEASE_BY_ID,
+        "granted",
+    ),
+    (
+        "project 20 moved to another namespace still gets the role bound by id alone",
+        claims(RELEASE, project_path="elsewhere/web", namespace_path="elsewhere", namespace_id="90"),
+        RELEASE_BY_ID,
+        "granted",
+    ),
+    (
+        "a release tag of another project never gets the role bound by id alone",
+        claims(RELEASE, project_id="21"),
+        RELEASE_BY_ID,
+        "no_matching_mapping",
+    ),
+    (
+        "an unprotected tag of project 20 is refused the role bound by id alone",
+        claims(RELEASE, ref_protected="false"),
+        RELEASE_BY_ID,
+        "no_matching_mapping",
+    ),
 ]

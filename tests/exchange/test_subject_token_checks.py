@@ -187,6 +187,12 @@ def test_missing_registered_claim(api, registry, stand_in, web_main_claims, clai
         ({"runner_environment": 1}, "runner_environment"),
         ({"ci_config_ref_uri": {"path": ".gitlab-ci.yml"}}, "ci_config_ref_uri"),
         ({"ci_config_ref_uri": "g/" + "x" * 1100}, "too long"),
+        # GitLab's ids are JSON strings of digits: a number (or anything else) is refused, never
+        # compared with a mapping's id or turned into a session tag.
+        ({"namespace_id": 72}, "namespace_id"),
+        ({"namespace_id": ["72"]}, "namespace_id"),
+        ({"project_id": 20.0}, "project_id"),
+        ({"namespace_id": "7" * 65}, "too long"),
     ],
 )
 def test_wrongly_typed_or_shaped_claims(api, registry, stand_in, web_main_claims, overrides, check):

@@ -49,6 +49,7 @@ def test_web_main_gets_a_token_aws_accepts(api, registry, stand_in, web_main_cla
         "user_login",
         "ci_config_ref_uri",
         "runner_environment",
+        "namespace_id",
     ):
         assert minted[name] == claims[name]
     assert "environment" not in minted
@@ -58,6 +59,7 @@ def test_web_main_gets_a_token_aws_accepts(api, registry, stand_in, web_main_cla
     tags = minted["https://aws.amazon.com/tags"]
     assert tags["principal_tags"] == {
         "project_path": ["platform/web"],
+        "project_id": ["20"],
         "namespace_path": ["platform"],
         "ref": ["main"],
         "ref_type": ["branch"],
@@ -65,6 +67,7 @@ def test_web_main_gets_a_token_aws_accepts(api, registry, stand_in, web_main_cla
         "pipeline_source": ["push"],
         "ci_config_ref_uri": ["gitlab.example.com/platform/web//.gitlab-ci.yml@refs/heads/main"],
         "runner_environment": ["gitlab-hosted"],
+        "namespace_id": ["72"],
         "mapping": ["web-main-deploy"],
     }
     assert tags["transitive_tag_keys"] == sorted(tags["principal_tags"])

@@ -2,8 +2,9 @@
 
 Checked with the project's IAM evaluator (mappings.iam_eval) on the generated trust policies:
 the regressions found in the security review, and a property over random registries (several
-accounts and audiences, roles with and without session tags, wildcard patterns, hostile claim
-values) in both directions: every token the matcher grants is admitted by its role, and no minted
+accounts and audiences, roles with and without session tags, wildcard patterns, mappings bound on
+GitLab's project and namespace ids (beside a path or alone), hostile claim values and ids) in both
+directions: every token the matcher grants is admitted by its role, and no minted
 token is admitted by any other role.
 """
 
@@ -181,6 +182,13 @@ ENV_PATTERN_CHARS = "ab{}#/."  # '{', '}', '#' no tag can hold: such rows exist 
 VALUE_CHARS = "ab/{ü."
 CI_PATTERN_CHARS = "ab/@{."  # '{' no tag can hold
 HOSTILE_CHARS = "{}$#!~:\t\n\x0b\x0c\r\x1c\x85\u00a0\u2028é𝔘 "
+# GitLab's ids as mappings name them (digits), a few shared so that several mappings bind the same
+# project or namespace, and one that is a prefix of another.
+MAPPING_IDS = ("20", "21", "2", "72", "720")
+# Id claims as a token might carry them: the mappings' ids, and hostile strings GitLab never sends
+# but a mapping's id could be mistaken for (leading zeros, spaces, other digits, control characters,
+# wildcards, a value near a tag's 256 characters).
+HOSTILE_IDS = ("020", "20 ", " 20", "2\n0", "٢٠", "２０", "20*", "2?", "*", "", "-20", "20.0", "2" * 255, "2" * 257)
 
 
 def _pattern(chars: str, max_size: int = 4, common=("*", "a*", "a/b", "?/*")):
@@ -240,6 +248,8 @@ def registries(draw):
             environment_protected=draw(st.sampled_from([False, False, True])),
             deployment_tiers=draw(st.sampled_from([(), (), (), ("production",), ("production", "staging")])),
             runner_environment=draw(st.sampled_from([None, None, "self-hosted", "gitlab-hosted"])),
+            project_id=draw(st.sampled_from([None, None, None, *MAPPING_IDS])),
+            namespace_id=draw(st.sampled_from([None, None, None, *MAPPING_IDS])),
             expires_at=draw(st.sampled_from([None] * 5 + [NOW - timedelta(hours=1)])),
             enabled=draw(st.sampled_from([True] * 5 + [False])),
         )
@@ -254,7 +264,11 @@ def registries(draw):
                 environment_protected=False,
                 deployment_tiers=(),
                 runner_environment=None,
+                project_id=None,
+                namespace_id=None,
             )
+        if made.project_id is not None and draw(st.integers(0, 2)) == 0:
+            made = replace(made, project="*")  # bound by id alone
         rules.append(made)
     return roles, rules
 
@@ -320,6 +334,12 @@ def cases(draw):
         )
     runner = near.runner_environment if near is not None else None
     claims["runner_environment"] = runner or draw(st.sampled_from(["self-hosted", "gitlab-hosted", "cloud"]))
+    some_id = st.sampled_from(MAPPING_IDS) | st.sampled_from(HOSTILE_IDS) | st.text(max_size=4)
+    for name in ("project_id", "namespace_id"):
+        wanted = getattr(near, name) if near is not None else None
+        value = wanted if wanted is not None and draw(st.integers(0, 5)) else draw(some_id)
+        if name == "project_id" or draw(st.integers(0, 7)):  # GitLab always sends project_id
+            claims[name] = value
     issuer = near.issuer if near is not None and draw(st.integers(0, 5)) else draw(st.sampled_from(ISSUERS))
     return roles, rules, claims, issuer
 
@@ -359,6 +379,8 @@ def test_a_minted_token_is_admitted_by_its_role_and_by_no_other(case):
             event("granted, environment claim without a tag")
         if len(roles) > 1:
             event("granted with other roles to borrow")
+        if granted.project_id is not None or granted.namespace_id is not None:
+            event("granted by a mapping bound on an id" + (" alone" if granted.project == "*" else ""))
         for role, document in documents.items():
             mine = (role.account_id, role.name) == (granted.account_id, granted.role_name)
             assert admitted(token, document, role.account_id) is mine, (role, decision.sub, token.tags)
@@ -396,6 +418,8 @@ def test_a_roles_policy_admits_exactly_the_tokens_rolegate_would_mint_for_it(cas
             rules, account_id=role.account_id, role_name=role.name, audience=role.audience, tags=role.tags
         ).document
         event(f"{'granted' if decision.granted else decision.reason}")
+        if any(r.project_id or r.namespace_id for r in rules if r.role_arn == arn):
+            event(f"role with mappings bound on ids: {'granted' if decision.granted else decision.reason}")
         assert admitted(Token(sub, role.audience, tags), document, role.account_id) is decision.granted, (
             role,
             decision.reason,

@@ -37,6 +37,8 @@ def test_minimal_document_gets_the_contract_defaults(minimal):
         "issuer": "gitlab-example",
         "role": "prod/deploy-web",
         "project": "platform/web",
+        "project_id": None,
+        "namespace_id": None,
         "ref": "main",
         "ref_type": "any",
         "protected": False,
@@ -108,7 +110,7 @@ def test_every_error_is_reported_with_its_path(minimal):
     assert "trailing '/'" in errors["issuers[0].url"]
     assert "12 digits" in errors["accounts[0].account_id"]
     assert errors["accounts[0].colour"].startswith("unknown key")
-    assert errors["mappings[1].project"] == "is required"
+    assert errors["mappings[1].project"] == "is required (or give project_id or namespace_id)"
     assert "':'" in errors["mappings[2].ref"]
     assert "mappings[3].ref: " in str(ConfigError([("mappings[3].ref", "x")]))
 
