@@ -243,7 +243,8 @@ def has_tag_conditions(rule: Rule) -> bool:
 
 def tags_enforced(rule: Rule) -> bool:
     """Whether IAM checks ``rule``'s tag conditions: a brokered role with session tags."""
-    return rule.account_mode == "brokered" and rule.session_tags
+    role = rule.role
+    return role.session_tags and role.account.mode == "brokered"
 
 
 def lossy_tag_patterns(rule: Rule) -> tuple[tuple[TagCheck, str], ...]:
@@ -264,7 +265,8 @@ def unenforceable(rule: Rule) -> bool:
     could hold only the ``sub``. Such a mapping grants nothing
     (and is left out of the trust policy), so that IAM always checks every condition Rolegate
     does where it can see them (docs/trust-model.md)."""
-    return rule.account_mode == "brokered" and not rule.session_tags and has_tag_conditions(rule)
+    role = rule.role
+    return not role.session_tags and role.account.mode == "brokered" and has_tag_conditions(rule)
 
 
 def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime) -> Evaluation:
