@@ -130,6 +130,9 @@ _.login_failure
 # prometheus-client: a custom collector's collect().
 _.collect
 
+# socketserver: the address family a server class binds with (portal.worker_metrics, IPv6).
+_.address_family
+
 # urllib3: the connection class a pool builds, the pool classes a PoolManager picks by scheme.
 _.ConnectionCls
 _.pool_classes_by_scheme

@@ -8,7 +8,9 @@ connection down, so a server dripping one byte at a time cannot hold a worker. B
 connection is up, before a byte is sent: an address that ``mappings.addresses.address_refusal``
 refuses (loopback, link-local, ... unless ``ROLEGATE_ISSUER_ALLOWED_NETWORKS`` lists it) ends the
 fetch, whatever the host name resolved to. Through a proxy (``HTTPS_PROXY``), the proxy's address
-is the one checked.
+is the one checked. Name resolution counts against the deadline too: ``getaddrinfo`` cannot be
+interrupted, so it runs in its own daemon thread and a resolver that does not answer in time
+ends the fetch (the thread is left to finish on its own).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from mappings.addresses import address_refusal
 from mappings.matching import RegisteredIssuer
@@ -48,10 +51,12 @@ def fetch_deadline() -> int:
 
 
 class _Fetch(threading.local):
-    """The sockets the current thread's fetch opened (the watchdog shuts them at the deadline)."""
+    """The sockets the current thread's fetch opened (the watchdog shuts them at the deadline),
+    and that deadline (``time.monotonic()``)."""
 
     def __init__(self) -> None:
         self.sockets: list[socket.socket] | None = None
+        self.deadline: float | None = None
 
 
 _fetch = _Fetch()
@@ -69,14 +74,53 @@ def _checked(sock: socket.socket) -> socket.socket:
     return sock
 
 
-class _CheckedHTTPConnection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        return _checked(super()._new_conn())
+def _addresses(host: str, port: int) -> list[str]:
+    """``host``'s addresses, resolved within what is left of the current fetch's deadline."""
+    deadline = _fetch.deadline if _fetch.deadline is not None else time.monotonic() + fetch_deadline()
+    answer: list[Any] = []
+    done = threading.Event()
+
+    def resolve() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=resolve, name="jwks-resolve", daemon=True).start()
+    if not done.wait(max(0.0, deadline - time.monotonic())):
+        raise JwksFetchError(f"resolving {host} did not end by the {fetch_deadline()} s deadline")
+    if isinstance(answer[0], OSError):
+        raise JwksFetchError(f"{host} does not resolve")
+    return list(dict.fromkeys(info[4][0] for info in answer[0]))
 
 
-class _CheckedHTTPSConnection(HTTPSConnection):
+class _ResolvedConnection(HTTPConnection):
+    """Connects to the addresses :func:`_addresses` found, in order; TLS still names the host."""
+
     def _new_conn(self) -> socket.socket:
-        return _checked(super()._new_conn())
+        name = self._dns_host
+        addresses = _addresses(name, self.port)
+        try:
+            for index, address in enumerate(addresses):
+                self._dns_host = address  # what urllib3 connects to; restored before TLS
+                try:
+                    return _checked(super()._new_conn())
+                except (NewConnectionError, ConnectTimeoutError):
+                    if index == len(addresses) - 1:
+                        raise
+            raise JwksFetchError(f"{name} has no address")
+        finally:
+            self._dns_host = name
+
+
+class _CheckedHTTPConnection(_ResolvedConnection):
+    pass
+
+
+class _CheckedHTTPSConnection(_ResolvedConnection, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPConnectionPool(HTTPConnectionPool):
@@ -119,12 +163,14 @@ def _deadline_session(deadline: float) -> Iterator[requests.Session]:
     session.mount("http://", _Adapter())
     session.mount("https://", _Adapter())
     _fetch.sockets = sockets
+    _fetch.deadline = deadline
     watchdog.start()
     try:
         yield session
     finally:
         watchdog.cancel()
         _fetch.sockets = None
+        _fetch.deadline = None
         session.close()
 
 

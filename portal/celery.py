@@ -7,11 +7,25 @@ no broker; production points it at Redis or RabbitMQ and runs ``celery -A portal
 
 import os
 
+import click
 from celery import Celery, signals
 
+from portal import worker_metrics
 from portal.log_context import task_id_var
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+
+def _starting_command() -> str | None:
+    """The ``celery`` subcommand (``worker``, ``beat``, ``inspect``...) whose command line is
+    loading this app (``-A portal``); None in gunicorn, ``manage.py`` and tests."""
+    context = click.get_current_context(silent=True)
+    return context.invoked_subcommand if context is not None else None
+
+
+# Before the worker imports the apps (and prometheus_client with them): its metrics' folder.
+if _starting_command() == "worker":
+    worker_metrics.prepare()
 
 app = Celery("rolegate")
 app.config_from_object("django.conf:settings", namespace="CELERY")

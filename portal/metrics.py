@@ -1,11 +1,13 @@
 """Rolegate's Prometheus metrics (docs/operations.md "Metrics"): the counters and the histogram
-the apps update, and what ``GET /metrics`` is made of.
+the apps update, what ``GET /metrics`` is made of, and who may read it (the web's endpoint,
+``console.metrics``, and the Celery worker's, ``portal.worker_metrics``).
 
 Counters live in the process that counts. Under gunicorn with several workers each worker counts
 on its own, so ``PROMETHEUS_MULTIPROC_DIR`` (set by ``gunicorn.conf.py``) makes every process
 write its values to files in that folder, and :func:`exposition` sums them, dead workers'
-included (``gunicorn.conf.py`` marks them dead). Without the variable (``runserver``, tests) the
-values stay in memory.
+included (``gunicorn.conf.py`` marks them dead). The Celery worker does the same with its pool's
+children in a folder of its own (``portal.worker_metrics``). Without the variable (``runserver``,
+tests) the values stay in memory.
 
 Gauges read from the database (each role's trust policy size against its quota, the signing key's
 age, roles by sync state) are computed when scraped by a collector of the layer that may read them
@@ -116,3 +118,18 @@ def scrape_access(*, remote_addr: str | None, authorization: str | None) -> str:
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
             return NO_TOKEN
     return ALLOWED
+
+
+def scrape_refusal(access: str) -> tuple[int, str, dict[str, str]] | None:
+    """What a scrape that :func:`scrape_access` refused gets (status, text body, extra headers),
+    the same from the web's ``/metrics`` and the worker's (``portal.worker_metrics``); ``None``
+    when it may read the metrics."""
+    if access in (DISABLED, OUTSIDE):
+        return 404, "Not Found\n", {}
+    if access != ALLOWED:
+        return (
+            403,
+            "Forbidden: a valid metrics bearer token is required\n",
+            {"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    return None

@@ -462,6 +462,17 @@ def _networks(name: str) -> list:
 # GET /metrics needs this bearer token and/or a TCP peer in these networks; with neither, 404.
 ROLEGATE_METRICS_TOKEN = env_secret("ROLEGATE_METRICS_TOKEN")
 ROLEGATE_METRICS_ALLOWED_NETWORKS = _networks("ROLEGATE_METRICS_ALLOWED_NETWORKS")
+# The Celery worker's own GET /metrics (portal.worker_metrics), with the same access check: 0
+# (the default) serves nothing. The address is an IP address: loopback unless told (containers
+# set 0.0.0.0 or ::, as docker-compose.yml and the Kubernetes manifests do).
+ROLEGATE_WORKER_METRICS_PORT = env_int("ROLEGATE_WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)
+ROLEGATE_WORKER_METRICS_ADDRESS = env_str("ROLEGATE_WORKER_METRICS_ADDRESS", "127.0.0.1")
+try:
+    ipaddress.ip_address(ROLEGATE_WORKER_METRICS_ADDRESS)
+except ValueError:
+    raise ImproperlyConfigured(
+        f"ROLEGATE_WORKER_METRICS_ADDRESS={ROLEGATE_WORKER_METRICS_ADDRESS!r} is not an IP address (e.g. 0.0.0.0 or ::)"
+    ) from None
 
 
 def _alert_webhooks(name: str) -> list[tuple[str, str]]:

@@ -16,13 +16,10 @@ def metrics_response(request) -> HttpResponse:
     access = metrics.scrape_access(
         remote_addr=request.META.get("REMOTE_ADDR"), authorization=request.META.get("HTTP_AUTHORIZATION")
     )
-    if access in (metrics.DISABLED, metrics.OUTSIDE):
-        return HttpResponse("Not Found\n", status=404, content_type="text/plain")
-    if access != metrics.ALLOWED:
-        response = HttpResponse("Forbidden: a valid metrics bearer token is required\n", status=403)
-        response["Content-Type"] = "text/plain"
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
+    refusal = metrics.scrape_refusal(access)
+    if refusal is not None:
+        status, text, headers = refusal
+        return HttpResponse(text, status=status, content_type="text/plain", headers=headers)
     body, content_type = metrics.exposition([DatabaseCollector()])
     response = HttpResponse(body, content_type=content_type)
     response["Cache-Control"] = "no-store"

@@ -160,3 +160,46 @@ def test_an_address_refused_at_fetch_time_is_never_called(stand_in, settings):
         gitlab.signing_key(issuer, stand_in.primary.kid)
     assert caught.value.reason == "jwks_unavailable"
     assert stand_in.hits == []
+
+
+def test_a_resolver_that_does_not_answer_ends_the_fetch_by_the_deadline(stand_in, settings, monkeypatch):
+    """``getaddrinfo`` cannot be interrupted: it runs aside, and the fetch stops waiting at the
+    deadline (without that, a hung resolver held the caller for as long as it liked)."""
+    settings.ROLEGATE_JWKS_FETCH_SECONDS = 1
+    released = threading.Event()
+    real_getaddrinfo = jwks_fetch.socket.getaddrinfo
+
+    def hung_resolver(*args, **kwargs):
+        released.wait(10)
+        return real_getaddrinfo(*args, **kwargs)
+
+    monkeypatch.setattr(jwks_fetch.socket, "getaddrinfo", hung_resolver)
+    issuer = issuer_at(stand_in.url.replace("127.0.0.1", "localhost"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(jwks_fetch.JwksFetchError, match="resolving localhost did not end by the 1 s deadline"):
+            jwks_fetch.fetch_jwks_document(issuer)
+        assert time.monotonic() - started < 2.5
+    finally:
+        released.set()
+    assert stand_in.jwks_fetches() == 0
+
+
+def test_a_name_with_several_addresses_is_tried_in_order(stand_in, monkeypatch):
+    """The first address refuses the connection; the fetch goes on with the next one."""
+    port = int(stand_in.url.rsplit(":", 1)[1])
+    real_getaddrinfo = jwks_fetch.socket.getaddrinfo
+
+    def two_addresses(host, *args, **kwargs):
+        if host != "gitlab.test":
+            return real_getaddrinfo(host, *args, **kwargs)
+        return [
+            (jwks_fetch.socket.AF_INET, jwks_fetch.socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+            (jwks_fetch.socket.AF_INET, jwks_fetch.socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        ]
+
+    monkeypatch.setattr(jwks_fetch.socket, "getaddrinfo", two_addresses)
+    # Nothing listens on 127.0.0.2 (the stand-in is bound to 127.0.0.1): refused at once.
+    issuer = issuer_at(stand_in.url, jwks_url=f"http://gitlab.test:{port}/oauth/discovery/keys")
+    assert [entry["kid"] for entry in jwks_fetch.fetch_jwks_document(issuer)]
+    assert stand_in.jwks_fetches() == 1

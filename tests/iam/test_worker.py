@@ -6,111 +6,39 @@ test database; tasks go to a queue of its own so nothing else picks them up.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
-from celery import Celery
-from django.db import connection
 
 from mappings import policies
 from mappings.iam import selectors
 from mappings.models import Account, Role
 from tests.iam.helpers import ROLEGATE, create_iam_role, live_policy, registry
-from tests.services import IN_CI, require_broker, require_postgresql, stop_process
+from tests.iam.worker_harness import ROOT, broker_url, running_worker, wait_for, worker_environment
+from tests.services import require_postgresql
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def broker_url() -> str:
-    url = require_broker()
-    if IN_CI:
-        return url
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/3")) if parts.scheme.startswith("redis") else url
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "")
-    if db["PASSWORD"]:
-        auth += ":" + quote(db["PASSWORD"])
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture
 def broker():
     """Checked before the moto server starts, so a laptop without the services skips at once."""
     require_postgresql()
-    return broker_url()
+    return broker_url(local_db=3)
 
 
 @pytest.fixture
 def worker_env(broker, moto_server) -> dict[str, str]:
-    """Production settings on the test database, the broker, a queue of this test's own."""
-    queue = f"rolegate-iam-test-{os.getpid()}-{time.monotonic_ns()}"
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": broker,
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
-        "DJANGO_SECRET_KEY": "worker-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        "ROLEGATE_ISSUER": ROLEGATE,
-        "AWS_ENDPOINT_URL": moto_server,
-        "DJANGO_DEBUG": "0",
-    }
+    return worker_environment(broker, moto_server)
 
 
 @pytest.fixture
-def worker(worker_env, broker, tmp_path):
-    env = worker_env
-    queue = env["CELERY_TASK_DEFAULT_QUEUE"]
+def worker(worker_env, tmp_path):
     log = tmp_path / "worker.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "worker",
-                "--pool=solo",
-                "-Q",
-                queue,
-                "-l",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    client = Celery(broker=broker)
-    try:
+    with running_worker(worker_env, log) as (client, queue, process):
         yield client, queue, process, log
-    finally:
-        stop_process(process, timeout=20)
-        client.close()
-
-
-def wait_for(predicate, *, process, log, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if process.poll() is not None:
-            pytest.fail(f"the worker exited:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"the worker did not finish in {timeout}s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
 
 
 def test_a_real_worker_syncs_an_account(worker, settings):

@@ -69,6 +69,7 @@ def test_every_piece_is_there(production):
         ("PodDisruptionBudget", "rolegate-web"),
         ("NetworkPolicy", "rolegate-deny-ingress"),
         ("NetworkPolicy", "rolegate-web-from-ingress"),
+        ("NetworkPolicy", "rolegate-metrics-from-prometheus"),
     }
     assert all(o["metadata"].get("namespace") == "rolegate" for o in production if o["kind"] != "Namespace")
     # Secrets are referenced, never shipped in the manifests.
@@ -148,3 +149,47 @@ def test_the_ingress_controller_is_the_one_trusted_proxy(production):
     config = find(production, "ConfigMap", "rolegate")["data"]
     assert config["ROLEGATE_TRUSTED_PROXIES"] == "1"
     assert config["ROLEGATE_TRUSTED_PROXY_NETWORKS"]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A label selector (matchLabels, matchExpressions with In) against a pod's labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def admitted_ports(objects: list[dict], labels: dict) -> set:
+    """The ports any NetworkPolicy selecting pods with ``labels`` admits from somewhere."""
+    return {
+        port["port"]
+        for policy in objects
+        if policy["kind"] == "NetworkPolicy" and selects(policy["spec"]["podSelector"], labels)
+        for rule in policy["spec"].get("ingress", [])
+        for port in rule.get("ports", [])
+    }
+
+
+@pytest.mark.parametrize(
+    ("deployment", "port_name", "port"), [("rolegate-web", "http", 8000), ("rolegate-worker", "metrics", 9100)]
+)
+def test_prometheus_may_scrape_the_web_and_the_worker_with_the_token(production, deployment, port_name, port):
+    """The worker counts the IAM syncs and serves them itself: its port is declared, it is the one
+    ROLEGATE_WORKER_METRICS_PORT opens, and a NetworkPolicy admits it; web and worker read the
+    same scrape token from the Secret."""
+    pod = find(production, "Deployment", deployment)["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}[port_name] == port
+    assert port in admitted_ports(production, pod["metadata"]["labels"])
+    if deployment == "rolegate-worker":
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["ROLEGATE_WORKER_METRICS_PORT"] == str(port)
+        assert env["ROLEGATE_WORKER_METRICS_ADDRESS"] == "0.0.0.0"  # the pod's address, not loopback
+        assert container["readinessProbe"]["tcpSocket"]["port"] == port_name
+    token_file = find(production, "ConfigMap", "rolegate")["data"]["ROLEGATE_METRICS_TOKEN_FILE"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volume = {v["name"]: v for v in pod["spec"]["volumes"]}[mounts[str(Path(token_file).parent)]]
+    assert volume["secret"]["secretName"] == "rolegate"

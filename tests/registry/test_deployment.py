@@ -110,3 +110,18 @@ def test_compose_trusts_exactly_the_proxy_it_documents():
     assert gateway in ipaddress.ip_network(ipam["subnet"])
     assert trusted == [ipaddress.ip_network(f"{gateway}/32")]
     assert data["services"]["web"]["ports"] == ["127.0.0.1:8000:8000"]
+
+
+def test_the_worker_serves_its_metrics_on_loopback_with_the_webs_access_check():
+    """The IAM syncs are counted in the worker (docs/operations.md "Metrics"): it serves them on a
+    port published on loopback, and web and worker take the same scrape settings from .env."""
+    data = compose()
+    worker = data["services"]["worker"]
+    port = worker["environment"]["ROLEGATE_WORKER_METRICS_PORT"]
+    assert worker["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert worker["environment"]["ROLEGATE_WORKER_METRICS_ADDRESS"] == "0.0.0.0"  # reachable from the host
+    assert "ROLEGATE_WORKER_METRICS_PORT" not in data["services"]["web"]["environment"]
+    for name in ("web", "worker"):
+        env = data["services"][name]["environment"]
+        assert env["ROLEGATE_METRICS_TOKEN"] == "${ROLEGATE_METRICS_TOKEN:-}", name
+        assert env["ROLEGATE_METRICS_ALLOWED_NETWORKS"] == "${ROLEGATE_METRICS_ALLOWED_NETWORKS:-}", name
