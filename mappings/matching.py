@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
@@ -43,20 +43,39 @@ PIN_CLAIMS = {PROJECT: ("project_path", "project_id"), NAMESPACE: ("namespace_pa
 
 
 @dataclass(frozen=True, slots=True)
+class RuleAccount:
+    """The account of a role, as much of it as a decision needs."""
+
+    name: str
+    account_id: str
+    mode: str
+    audience: str
+    source_identity: bool = False  # minted tokens carry a source identity
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRole:
+    """A role with its account, as much of them as a decision needs: one object shared by every
+    rule of the role, so a change to the role or its account replaces this one object
+    (:meth:`Registry.patched`) instead of every rule that names it."""
+
+    id: int = field(compare=False)  # which role this is (the registry's key), not part of its value
+    name: str
+    arn: str
+    max_session_seconds: int
+    session_tags: bool
+    account: RuleAccount
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
-    """One mapping with everything a decision needs, detached from the ORM."""
+    """One mapping with everything a decision needs, detached from the ORM: the mapping's own
+    conditions, and the :class:`RuleRole` it grants (read through the properties below)."""
 
     id: int
     name: str
     issuer: str
-    role_arn: str
-    role_name: str
-    account_name: str
-    account_id: str
-    account_mode: str
-    account_audience: str
-    max_session_seconds: int
-    session_tags: bool
+    role: RuleRole
     project: str
     ref: str
     ref_type: str
@@ -70,12 +89,47 @@ class Rule:
     environment_protected: bool = False  # require environment_protected == "true"
     deployment_tiers: tuple[str, ...] = ()  # any of them; empty: any
     runner_environment: str | None = None  # exactly this
-    account_source_identity: bool = False  # minted tokens carry a source identity
     pin_identity: bool = False  # pin the project's and namespace's GitLab ids on first use
     # GitLab's ids, which it never reuses (docs/trust-model.md, "Ids GitLab never reuses"): exactly
     # this project_id / namespace_id claim. A mapping naming one may leave ``project`` as ``*``.
     project_id: str | None = None
     namespace_id: str | None = None
+
+    @property
+    def role_arn(self) -> str:
+        return self.role.arn
+
+    @property
+    def role_name(self) -> str:
+        return self.role.name
+
+    @property
+    def max_session_seconds(self) -> int:
+        return self.role.max_session_seconds
+
+    @property
+    def session_tags(self) -> bool:
+        return self.role.session_tags
+
+    @property
+    def account_name(self) -> str:
+        return self.role.account.name
+
+    @property
+    def account_id(self) -> str:
+        return self.role.account.account_id
+
+    @property
+    def account_mode(self) -> str:
+        return self.role.account.mode
+
+    @property
+    def account_audience(self) -> str:
+        return self.role.account.audience
+
+    @property
+    def account_source_identity(self) -> bool:
+        return self.role.account.source_identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +318,8 @@ def has_tag_conditions(rule: Rule) -> bool:
 
 def tags_enforced(rule: Rule) -> bool:
     """Whether IAM checks ``rule``'s tag conditions: a brokered role with session tags."""
-    return rule.account_mode == "brokered" and rule.session_tags
+    role = rule.role
+    return role.session_tags and role.account.mode == "brokered"
 
 
 def lossy_tag_patterns(rule: Rule) -> tuple[tuple[TagCheck, str], ...]:
@@ -285,7 +340,8 @@ def unenforceable(rule: Rule) -> bool:
     could hold only the ``sub``. Such a mapping grants nothing
     (and is left out of the trust policy), so that IAM always checks every condition Rolegate
     does where it can see them (docs/trust-model.md)."""
-    return rule.account_mode == "brokered" and not rule.session_tags and has_tag_conditions(rule)
+    role = rule.role
+    return not role.session_tags and role.account.mode == "brokered" and has_tag_conditions(rule)
 
 
 def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime, pins: Pins | None = None) -> Evaluation:
@@ -449,7 +505,11 @@ class Registry:
     registered issuers of the same registry version.
 
     :meth:`patched` makes the next version from this one by copying only what the changed rules
-    touch (:class:`Shards`); the rest is shared between the two snapshots, never mutated."""
+    touch (:class:`Shards`); the rest is shared between the two snapshots, never mutated. A
+    changed role is not copied into its rules: the new version records the role's new value by
+    its id (or that it is gone), and every read (:meth:`candidates`, :meth:`rules`,
+    :meth:`rules_for_role`) gives each rule with its role as this version knows it. A change to
+    a role, or to an account, costs one entry per role, however many mappings the role has."""
 
     def __init__(
         self,
@@ -472,7 +532,13 @@ class Registry:
         self._prefix_lengths = {issuer: tuple(sorted(c)) for issuer, c in self._length_counts.items()}
         self._by_id = Shards(by_id.items())
         self._by_role: dict[str, tuple[Rule, ...]] | None = None
-        self.size = len(by_id)
+        # Roles changed since the rules above were indexed: role id -> its value in this version,
+        # None when the role is gone (and its rules with it).
+        self._roles: dict[int, RuleRole | None] = {}
+        # mapping id -> (an indexed rule, the same rule with its role's value in a later version),
+        # made on first read and shared with the versions patched from this one: a cache, used
+        # only while its indexed rule and role are still the ones a version holds.
+        self._rebound: dict[int, tuple[Rule, Rule]] = {}
 
     def _set_issuers(self, issuers: Iterable[RegisteredIssuer]) -> None:
         self._issuers_by_url = {issuer.url: issuer for issuer in issuers}
@@ -484,12 +550,15 @@ class Registry:
         version: int,
         removed: Iterable[int] = (),
         rules: Iterable[Rule] = (),
+        roles: Mapping[int, RuleRole | None] | None = None,
         issuers: Iterable[RegisteredIssuer] | None = None,
         pins: Pins | None = None,
     ) -> Registry:
-        """A new snapshot: this one without the rules of ids ``removed`` and with ``rules`` (new
-        or replacing the rule of the same id); ``issuers`` and ``pins`` replace this one's when
-        given. Equal to ``Registry(<the resulting rules>, version, issuers, pins)``."""
+        """A new snapshot: this one without the rules of ids ``removed``, with ``rules`` (new or
+        replacing the rule of the same id), and with ``roles`` (role id -> the role's new value,
+        or None when the role is gone and its rules with it) in every rule of those roles;
+        ``issuers`` and ``pins`` replace this one's when given. ``rules`` carry their role's value
+        in the new version. Equal to ``Registry(<the resulting rules>, version, issuers, pins)``."""
         new = object.__new__(Registry)
         new.version = version
         new.pins = self.pins if pins is None else pins
@@ -498,6 +567,13 @@ class Registry:
         else:
             new._set_issuers(issuers)
         added = {rule.id: rule for rule in rules}
+        removed = set(removed)
+        roles = dict(roles or {})
+        # The id of a role that is gone names a new role (ids reused): the old role's rules stay gone.
+        revived = {key for key, role in roles.items() if role is not None and key in self._roles}
+        revived = {key for key in revived if self._roles[key] is None}
+        if revived:
+            removed.update(rule.id for rule in self._by_id.values() if rule.role.id in revived)
         gone: set[int] = set()
         buckets: dict[str, set[Bucket]] = defaultdict(set)
         for pk in {*removed, *added}:
@@ -511,7 +587,6 @@ class Registry:
             buckets[rule.issuer].add(prefix)
             fresh[(rule.issuer, prefix)].append(rule)
         new._by_id = self._by_id.changed(put=added, drop=gone)
-        new.size = len(new._by_id)
         index = dict(self._index)
         length_counts = dict(self._length_counts)
         prefix_lengths = dict(self._prefix_lengths)
@@ -541,11 +616,38 @@ class Registry:
                     table.pop(issuer, None)
         new._index, new._length_counts, new._prefix_lengths = index, length_counts, prefix_lengths
         new._by_role = None
+        new._roles = {**self._roles, **roles} if roles else self._roles
+        new._rebound = self._rebound
+        for pk in gone:
+            new._rebound.pop(pk, None)
         return new
+
+    def _current(self, rule: Rule) -> Rule | None:
+        """``rule`` with its role as this version knows it, or None when its role is gone."""
+        role = self._roles.get(rule.role.id, rule.role)
+        if role is rule.role:
+            return rule
+        if role is None:
+            return None
+        cached = self._rebound.get(rule.id)
+        if cached is not None and cached[0] is rule and cached[1].role is role:
+            return cached[1]
+        current = replace(rule, role=role)
+        self._rebound[rule.id] = (rule, current)
+        return current
+
+    @property
+    def size(self) -> int:
+        """How many rules."""
+        if all(role is not None for role in self._roles.values()):
+            return len(self._by_id)
+        return sum(1 for rule in self._by_id.values() if self._roles.get(rule.role.id, rule.role) is not None)
 
     def rules(self) -> Iterable[Rule]:
         """Every rule, in no particular order."""
-        return self._by_id.values()
+        if not self._roles:
+            return self._by_id.values()
+        return (current for rule in self._by_id.values() if (current := self._current(rule)) is not None)
 
     def candidates(
         self, issuer: str, project_path: str | None, project_id: str | None = None, namespace_id: str | None = None
@@ -564,6 +666,8 @@ class Registry:
             found.extend(buckets.get(("project_id", project_id)) or ())
         if namespace_id is not None:
             found.extend(buckets.get(("namespace_id", namespace_id)) or ())
+        if self._roles:
+            found = [current for rule in found if (current := self._current(rule)) is not None]
         found.sort(key=lambda r: r.name)
         return found
 
@@ -579,7 +683,7 @@ class Registry:
         """The rules of one role, by name (the console's pages; built on first use)."""
         if self._by_role is None:
             by_role: dict[str, list[Rule]] = defaultdict(list)
-            for rule in sorted(self._by_id.values(), key=lambda r: r.name):
+            for rule in sorted(self.rules(), key=lambda r: r.name):
                 by_role[rule.role_arn].append(rule)
             self._by_role = {arn: tuple(rs) for arn, rs in by_role.items()}
         return self._by_role.get(role_arn, ())

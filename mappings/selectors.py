@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections import abc
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,8 +15,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q, QuerySet
 
-from mappings.matching import Pin, Pins, RegisteredIssuer, Registry, Rule, Shards
-from mappings.models import IdentityPin, Issuer, Mapping, RegistryChange, RegistryVersion, role_arn
+from mappings.matching import Pin, Pins, RegisteredIssuer, Registry, Rule, RuleAccount, RuleRole, Shards
+from mappings.models import IdentityPin, Issuer, Mapping, RegistryChange, RegistryVersion, Role, role_arn
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -31,18 +32,25 @@ def _registry_stamp() -> tuple[int, object]:
     return row or (0, None)
 
 
+def build_role(*, id: int, name: str, max_session_seconds: int, session_tags: bool, account: RuleAccount) -> RuleRole:
+    """The one builder of a rule's :class:`RuleRole`: the role ARN is derived from the account id
+    and role name."""
+    return RuleRole(
+        id=id,
+        name=name,
+        arn=role_arn(account.account_id, name),
+        max_session_seconds=max_session_seconds,
+        session_tags=session_tags,
+        account=account,
+    )
+
+
 def build_rule(
     *,
     id: int,
     name: str,
     issuer: str,
-    account_id: str,
-    role_name: str,
-    account_name: str,
-    account_mode: str,
-    account_audience: str,
-    max_session_seconds: int,
-    session_tags: bool,
+    role: RuleRole,
     project: str,
     ref: str,
     ref_type: str,
@@ -55,26 +63,19 @@ def build_rule(
     environment_protected: bool = False,
     deployment_tiers: Iterable[str] | None = None,
     runner_environment: str | None = None,
-    account_source_identity: bool = False,
     pin_identity: bool | None = None,
     project_id: str | None = None,
     namespace_id: str | None = None,
 ) -> Rule:
     """The one builder of the matcher's :class:`Rule`, for the registry, a role's IAM sync and a
-    proposed configuration file alike: the role ARN is derived from the account id and role name,
-    and a mapping's ``pin_identity`` of ``None`` takes the registry default (``ROLEGATE_PIN_IDENTITY``)."""
+    proposed configuration file alike. ``role`` is shared by every rule of the role
+    (:func:`build_role`); a mapping's ``pin_identity`` of ``None`` takes the registry default
+    (``ROLEGATE_PIN_IDENTITY``)."""
     return Rule(
         id=id,
         name=name,
         issuer=issuer,
-        role_arn=role_arn(account_id, role_name),
-        role_name=role_name,
-        account_name=account_name,
-        account_id=account_id,
-        account_mode=account_mode,
-        account_audience=account_audience,
-        max_session_seconds=max_session_seconds,
-        session_tags=session_tags,
+        role=role,
         project=project,
         ref=ref,
         ref_type=ref_type,
@@ -87,26 +88,35 @@ def build_rule(
         environment_protected=environment_protected,
         deployment_tiers=tuple(deployment_tiers or ()),
         runner_environment=runner_environment or None,
-        account_source_identity=account_source_identity,
         pin_identity=settings.ROLEGATE_PIN_IDENTITY if pin_identity is None else pin_identity,
         project_id=project_id or None,
         namespace_id=namespace_id or None,
     )
 
 
-def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet[Mapping, tuple[Any, ...]]:
-    """The columns :func:`_rule` reads, in its order, then ``more``."""
+# A role's columns, as read from a role (``_rule_roles``) or through a mapping (``_rule_rows``).
+_ROLE_COLUMNS = (
+    "id",
+    "name",
+    "max_session_seconds",
+    "session_tags",
+    "account_id",
+    "account__name",
+    "account__account_id",
+    "account__mode",
+    "account__audience",
+    "account__source_identity",
+)
+_ROLE_WIDTH = len(_ROLE_COLUMNS)
+
+
+def _rule_rows(mappings: QuerySet[Mapping]) -> QuerySet[Mapping, tuple[Any, ...]]:
+    """The columns :func:`_rule` reads, in its order: the role's, then the mapping's."""
     return mappings.values_list(
+        *(f"role__{column}" for column in _ROLE_COLUMNS),
         "id",
         "name",
         "issuer__name",
-        "role__account__account_id",
-        "role__name",
-        "role__account__name",
-        "role__account__mode",
-        "role__account__audience",
-        "role__max_session_seconds",
-        "role__session_tags",
         "project",
         "ref",
         "ref_type",
@@ -119,29 +129,25 @@ def _rule_rows(mappings: QuerySet[Mapping], *more: str) -> QuerySet[Mapping, tup
         "environment_protected",
         "deployment_tiers",
         "runner_environment",
-        "role__account__source_identity",
         "pin_identity",
         "project_id",
         "namespace_id",
-        *more,
     )
 
 
-_RULE_WIDTH = 26  # the columns of _rule_rows before ``more``
+_RULE_WIDTH = _ROLE_WIDTH + 18  # the columns of _rule_rows
 
 
-def _rule(row: tuple[Any, ...]) -> Rule:
+def _rule(row: tuple[Any, ...], roles: dict[int, RuleRole]) -> Rule:
+    """The rule of a row of :func:`_rule_rows`. Its role is taken from ``roles`` (by id), or read
+    from the row and added to them: the rules of one role share one :class:`RuleRole`."""
+    role = roles.get(row[0])
+    if role is None:
+        role = roles[row[0]] = _role(row)
     (
         pk,
         name,
         issuer,
-        account_id,
-        role_name,
-        account_name,
-        mode,
-        audience,
-        max_session,
-        session_tags,
         project,
         ref,
         ref_type,
@@ -154,22 +160,15 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         environment_protected,
         tiers,
         runner_environment,
-        source_identity,
         pin_identity,
         project_id,
         namespace_id,
-    ) = row[:_RULE_WIDTH]
+    ) = row[_ROLE_WIDTH:_RULE_WIDTH]
     return build_rule(
         id=pk,
         name=name,
         issuer=issuer,
-        account_id=account_id,
-        role_name=role_name,
-        account_name=account_name,
-        account_mode=mode,
-        account_audience=audience,
-        max_session_seconds=max_session,
-        session_tags=session_tags,
+        role=role,
         project=project,
         ref=ref,
         ref_type=ref_type,
@@ -182,24 +181,39 @@ def _rule(row: tuple[Any, ...]) -> Rule:
         environment_protected=environment_protected,
         deployment_tiers=tiers,
         runner_environment=runner_environment,
-        account_source_identity=source_identity,
         pin_identity=pin_identity,
         project_id=project_id,
         namespace_id=namespace_id,
     )
 
 
+def _role(row: tuple[Any, ...]) -> RuleRole:
+    """The role of a row that starts with :data:`_ROLE_COLUMNS`."""
+    pk, name, max_session, session_tags, _, account_name, account_id, mode, audience, identity = row[:_ROLE_WIDTH]
+    account = RuleAccount(
+        name=account_name, account_id=account_id, mode=mode, audience=audience, source_identity=identity
+    )
+    return build_role(id=pk, name=name, max_session_seconds=max_session, session_tags=session_tags, account=account)
+
+
+def _rule_roles(roles: QuerySet[Role]) -> dict[int, RuleRole]:
+    """``roles`` as rule roles, by id."""
+    return {row[0]: _role(row) for row in roles.values_list(*_ROLE_COLUMNS)}
+
+
 def registry_rules(mappings: QuerySet[Mapping] | None = None) -> list[Rule]:
-    """Every mapping (live or not), or only ``mappings``, as matcher :class:`Rule` objects."""
-    return [_rule(row) for row in _rule_rows(Mapping.objects.all() if mappings is None else mappings)]
+    """Every mapping (live or not), or only ``mappings``, as matcher :class:`Rule` objects (one query)."""
+    roles: dict[int, RuleRole] = {}
+    return [_rule(row, roles) for row in _rule_rows(Mapping.objects.all() if mappings is None else mappings)]
 
 
-def registry_issuers() -> list[RegisteredIssuer]:
-    """Every registered issuer, as plain values for verifying tokens."""
-    return [
-        RegisteredIssuer(name=name, url=url, audiences=tuple(audiences or ()), jwks_url=jwks_url or None)
-        for name, url, audiences, jwks_url in Issuer.objects.values_list("name", "url", "audiences", "jwks_url")
-    ]
+def registry_issuers() -> dict[int, RegisteredIssuer]:
+    """Every registered issuer, by id, as plain values for verifying tokens."""
+    rows = Issuer.objects.values_list("id", "name", "url", "audiences", "jwks_url")
+    return {
+        pk: RegisteredIssuer(name=name, url=url, audiences=tuple(audiences or ()), jwks_url=jwks_url or None)
+        for pk, name, url, audiences, jwks_url in rows
+    }
 
 
 def registry_pins(pins: QuerySet[IdentityPin] | None = None) -> list[tuple[int, Pin]]:
@@ -216,13 +230,14 @@ def registry_pins(pins: QuerySet[IdentityPin] | None = None) -> list[tuple[int, 
 @dataclass(frozen=True)
 class _Snapshot:
     """A process's registry and what patching it needs: the version and stamp it was read at,
-    for each mapping id the ids of the rows its rule was built from (role, account, issuer), and
-    for each pin id its key."""
+    every role as its rules hold it (by id), every issuer's name (by id), and for each pin id its
+    key."""
 
     registry: Registry
     version: int
     stamp: object
-    refs: Shards[int, tuple[int, int, int]]
+    roles: abc.Mapping[int, RuleRole]
+    issuer_names: abc.Mapping[int, str]
     pin_keys: Shards[int, tuple[str, str, str]]
 
 
@@ -287,20 +302,22 @@ def _continuous(changes: list[tuple[Any, ...]], cached: _Snapshot, version: int,
     )
 
 
-_REF_COLUMNS = ("role_id", "role__account_id", "issuer_id")
-
-
 def _built(version: int, stamp: object) -> _Snapshot:
-    rows = list(_rule_rows(Mapping.objects.all(), *_REF_COLUMNS))
+    rows = list(_rule_rows(Mapping.objects.all()))
+    roles: dict[int, RuleRole] = {}
+    issuers = registry_issuers()
     pins = registry_pins()
-    n = _RULE_WIDTH
     snapshot = _Snapshot(
         registry=Registry(
-            [_rule(row) for row in rows], version=version, issuers=registry_issuers(), pins=(pin for _, pin in pins)
+            [_rule(row, roles) for row in rows],
+            version=version,
+            issuers=issuers.values(),
+            pins=(pin for _, pin in pins),
         ),
         version=version,
         stamp=stamp,
-        refs=Shards((row[0], row[n:]) for row in rows),
+        roles=roles,
+        issuer_names={pk: issuer.name for pk, issuer in issuers.items()},
         pin_keys=Shards((pk, pin.key) for pk, pin in pins),
     )
     # The snapshot's objects (several per mapping) live until the next full build: keep them out
@@ -312,9 +329,12 @@ def _built(version: int, stamp: object) -> _Snapshot:
 
 
 def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], version: int, stamp: object) -> _Snapshot:
-    """Reload the mappings a change can reach -- changed mappings, and every mapping of a changed
-    role, account or issuer -- and drop the rules they replace or that are gone; reload the
-    changed pins (all of them when an issuer changed: pins are keyed by its name)."""
+    """The next snapshot from the cached one and the changes since: changed mappings are read
+    again; a changed role, or each role of a changed account, is read again and given to the
+    registry as its new value (or as gone), without reading its mappings, whose rules share it;
+    a changed issuer is read again, and only a renamed one's mappings (the index is by issuer
+    name); changed pins are read again (all of them when an issuer was renamed: pins are keyed by
+    its name)."""
     ids: dict[str, set[int]] = {kind: set() for kind in RegistryChange.Kind.values}
     for _, _, kind, object_id in changes:
         ids[kind].add(object_id)
@@ -324,29 +344,45 @@ def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], version: int, st
         ids[RegistryChange.Kind.ACCOUNT],
         ids[RegistryChange.Kind.ISSUER],
     )
+    roles = dict(cached.roles)
+    changed_roles: dict[int, RuleRole | None] = {}
+    if role_ids or account_ids:
+        fresh = _rule_roles(Role.objects.filter(Q(id__in=role_ids) | Q(account_id__in=account_ids)))
+        for pk in role_ids - fresh.keys():
+            if roles.pop(pk, None) is not None:
+                changed_roles[pk] = None  # deleted, and its mappings with it
+        for pk, role in fresh.items():
+            if roles.get(pk) != role:
+                roles[pk] = changed_roles[pk] = role
+    issuers, issuer_names, renamed = None, cached.issuer_names, set()
+    if issuer_ids:
+        registered = registry_issuers()
+        issuers = list(registered.values())
+        issuer_names = {pk: issuer.name for pk, issuer in registered.items()}
+        renamed = {pk for pk, name in cached.issuer_names.items() if pk in issuer_ids and issuer_names.get(pk) != name}
     removed = set(mapping_ids)
-    if role_ids or account_ids or issuer_ids:
-        removed.update(
-            pk
-            for pk, (role, account, issuer) in cached.refs.items()
-            if role in role_ids or account in account_ids or issuer in issuer_ids
-        )
-    reach = Q(id__in=mapping_ids) | Q(role_id__in=role_ids) | Q(role__account_id__in=account_ids)
-    rows = list(_rule_rows(Mapping.objects.filter(reach | Q(issuer_id__in=issuer_ids)), *_REF_COLUMNS))
-    n = _RULE_WIDTH
-    refs = cached.refs.changed(put={row[0]: row[n:] for row in rows}, drop=removed)
-    pins, pin_keys = _pins_patched(cached, ids[RegistryChange.Kind.PIN], reload_all=bool(issuer_ids))
+    if renamed:  # the rules carry the issuer's name, and are indexed by it: reload them
+        old_names = {cached.issuer_names[pk] for pk in renamed}
+        removed.update(rule.id for rule in cached.registry.rules() if rule.issuer in old_names)
+    rows = list(_rule_rows(Mapping.objects.filter(Q(id__in=mapping_ids) | Q(issuer_id__in=renamed))))
+    for row in rows:  # a role this snapshot has no rule of yet (or one the log did not mention)
+        role = _role(row)
+        if roles.get(role.id) != role:
+            roles[role.id] = changed_roles[role.id] = role
+    pins, pin_keys = _pins_patched(cached, ids[RegistryChange.Kind.PIN], reload_all=bool(renamed))
     return _Snapshot(
         registry=cached.registry.patched(
             version=version,
             removed=removed,
-            rules=[_rule(row) for row in rows],
-            issuers=registry_issuers() if issuer_ids else None,
+            rules=[_rule(row, roles) for row in rows],
+            roles=changed_roles,
+            issuers=issuers,
             pins=pins,
         ),
         version=version,
         stamp=stamp,
-        refs=refs,
+        roles=roles,
+        issuer_names=issuer_names,
         pin_keys=pin_keys,
     )
 

@@ -246,11 +246,12 @@ def measure_matcher(count: int) -> dict:
 
 def measure_patches() -> dict:
     """What the first request after a registry change waits for at this size: one change through
-    the services (create, update, delete of a mapping; a role's session limit, which reaches all
-    of its mappings), then ``registry()`` as a request calls it -- the change log read and the
-    snapshot patched, in this process (every server process does the same once)."""
+    the services (create, update, delete of a mapping), then ``registry()`` as a request calls it
+    -- the change log read and the snapshot patched, in this process (every server process does
+    the same once); then changes to the role holding a quarter of the mappings, to its account,
+    and the role's deletion, each reaching all of the role's mappings."""
     from mappings import selectors, services
-    from mappings.models import Issuer, Mapping, Role
+    from mappings.models import Account, Issuer, Mapping, Role
 
     def timed(change) -> float:
         selectors.registry()
@@ -281,17 +282,40 @@ def measure_patches() -> dict:
         mapping_ms.append(timed(create))
         mapping_ms.append(timed(lambda m=created: services.registry_update(m[0], actor="bench", ref="release/*")))
         mapping_ms.append(timed(lambda m=created: services.registry_delete(m[0], actor="bench")))
-    # A change to a role reaches all of its mappings: logged as the services log it, written
-    # without their policy checks.
+    # Changes to the big role and its account, logged as the services log them, written without
+    # their policy checks (which read all of the role's mappings).
     role_size = Mapping.objects.filter(role=big).count()
-    role_ms = timed(lambda: services.registry_changed(role_ids=[], changed=[(Role, big.pk)]))
+
+    def changed(model, pk: int, **fields) -> None:
+        model.objects.filter(pk=pk).update(**fields)
+        services.registry_changed(role_ids=[], changed=[(model, pk)])
+
+    role_ms = [
+        timed(lambda seconds=seconds: changed(Role, big.pk, max_session_seconds=seconds))
+        for seconds in (7200, 3600, 7200, 3600, 7200)
+    ]
+    role_ms += [timed(lambda tags=tags: changed(Role, big.pk, session_tags=tags)) for tags in (False, True)]
+    account_ms = [
+        timed(lambda audience=audience: changed(Account, big.account_id, audience=audience))
+        for audience in ("bench-audience", "sts.amazonaws.com", "bench-audience")
+    ]
+
+    def delete() -> None:
+        Role.objects.filter(pk=big.pk).delete()
+        services.registry_changed(role_ids=[], changed=[(Role, big.pk)])
+
+    delete_ms = timed(delete)  # last: the role and its mappings are gone
     mapping_ms.sort()
     return {
         "patch_p50_ms": statistics.median(mapping_ms),
         "patch_max_ms": mapping_ms[-1],
         "patch_count": len(mapping_ms),
         "role_mappings": role_size,
-        "role_patch_ms": role_ms,
+        "role_patch_p50_ms": statistics.median(role_ms),
+        "role_patch_max_ms": max(role_ms),
+        "role_patch_count": len(role_ms),
+        "account_patch_max_ms": max(account_ms),
+        "role_delete_ms": delete_ms,
     }
 
 
@@ -378,8 +402,10 @@ def main() -> None:
     say(
         f"registry refresh after one change at {matcher['mappings']} mappings (change log + patch, once per process):"
         f" mapping change p50 {matcher['patch_p50_ms']:.1f} ms, max {matcher['patch_max_ms']:.1f} ms"
-        f" ({matcher['patch_count']} changes); a role with {matcher['role_mappings']} mappings"
-        f" {matcher['role_patch_ms']:.1f} ms"
+        f" ({matcher['patch_count']} changes); a change to a role with {matcher['role_mappings']} mappings"
+        f" p50 {matcher['role_patch_p50_ms']:.1f} ms, max {matcher['role_patch_max_ms']:.1f} ms"
+        f" ({matcher['role_patch_count']} changes), to its account max {matcher['account_patch_max_ms']:.1f} ms"
+        f" (3 changes), its deletion {matcher['role_delete_ms']:.1f} ms"
     )
     say("")
     for clients, r in rows:

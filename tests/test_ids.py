@@ -5,13 +5,12 @@ guardrails."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from mappings import guardrails, iam_eval, lint, matching, minted, policies
 from mappings.matching import Registry, decide
 from tests.iam.conftest import ACCOUNT_ID, GITLAB, NOW, ROLEGATE, make_input, make_rule
+from tests.rules import changed
 from tests.test_conditions import with_claims
 
 
@@ -226,7 +225,7 @@ def test_a_wildcard_project_bound_by_project_id_is_one_project():
     by_id = bound("by-id", project="*", namespace_id=None)
     assert lint.lint([by_id], NOW) == []
     # In a direct account IAM does not see the id: the pattern is what it lets in.
-    [warning] = lint.lint([replace(by_id, account_mode="direct")], NOW)
+    [warning] = lint.lint([changed(by_id, account_mode="direct")], NOW)
     assert warning.code == lint.WILDCARD_PROJECT_UNPROTECTED
     [warning] = lint.lint([bound("by-ns", project="*", project_id=None)], NOW)
     assert warning.code == lint.WILDCARD_PROJECT_UNPROTECTED and "in namespace id 72" in warning.message

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from mappings import lint, patterns
 from mappings.matching import Rule
+from tests.rules import flat_rule
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DEPLOY = "arn:aws:iam::123456789012:role/deploy-web"
@@ -39,7 +40,7 @@ def rule(name: str, role_arn: str = DEPLOY, **overrides) -> Rule:
         enabled=True,
     )
     fields.update(overrides)
-    return Rule(**fields)
+    return flat_rule(**fields)
 
 
 def codes(*rules: Rule) -> dict[str, list[str]]:

@@ -1,12 +1,12 @@
 """The matcher (mappings.matching) on the registry personas."""
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from mappings import matching
 from mappings.matching import Registry, Rule, decide
+from tests.rules import changed, flat_rule
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 DEPLOY_WEB = "arn:aws:iam::123456789012:role/deploy-web"
@@ -37,7 +37,7 @@ def rule(name, role_arn=DEPLOY_WEB, **overrides) -> Rule:
         enabled=True,
     )
     fields.update(overrides)
-    return Rule(**fields)
+    return flat_rule(**fields)
 
 
 def test_grants_the_web_teams_main_branch_job(web_main_claims):
@@ -181,7 +181,7 @@ def test_a_mismatch_is_no_matching_mapping_even_when_the_value_is_untaggable(api
 def test_direct_mode_has_no_tag_checks(api_production_claims):
     registry = Registry([rule("api-prod", role_arn=DEPLOY_API, project="platform/*", environment="prod*{")])
     claims = {**api_production_claims, "environment": "prod{eu{"}
-    direct = Registry([replace(r, account_mode="direct") for r in registry.rules_for_role(DEPLOY_API)])
+    direct = Registry([changed(r, account_mode="direct") for r in registry.rules_for_role(DEPLOY_API)])
     decision = decide(direct, issuer="gitlab-example", claims=claims, now=NOW)
     assert decision.reason == matching.DIRECT_MODE_ACCOUNT
     assert decision.evaluations[0].matched

@@ -12,8 +12,8 @@ from __future__ import annotations
 from mappings.config.document import ConfigError, Document, parse_document
 from mappings.config.export import export_document
 from mappings.config.plan import Plan, apply_document, compute_plan
-from mappings.matching import Rule
-from mappings.selectors import build_rule
+from mappings.matching import Rule, RuleAccount
+from mappings.selectors import build_role, build_rule
 
 __all__ = [
     "ConfigError",
@@ -30,27 +30,41 @@ __all__ = [
 def rules_from_document(text: str) -> list[Rule]:
     """The matcher rules a configuration file would produce, without touching the database.
 
-    Rules are in file order; a rule's ``id`` is its mapping's position in the file, from 1 (there
-    is no database id). Raises :class:`ConfigError` listing every problem with its path.
+    Rules are in file order; a rule's ``id`` is its mapping's position in the file, from 1, and
+    its role's ``id`` the role's position (there are no database ids). Raises
+    :class:`ConfigError` listing every problem with its path.
     """
     document = parse_document(text)
+    accounts = {
+        key: RuleAccount(
+            name=item.values["name"],
+            account_id=item.values["account_id"],
+            mode=item.values["mode"],
+            audience=item.values["audience"],
+            source_identity=item.values["source_identity"],
+        )
+        for key, item in document.accounts.items()
+    }
+    # Each role once, shared by its mappings' rules.
+    roles = {
+        key: build_role(
+            id=position,
+            name=item.values["name"],
+            max_session_seconds=item.values["max_session_seconds"],
+            session_tags=item.values["session_tags"],
+            account=accounts[item.values["account"]],
+        )
+        for position, (key, item) in enumerate(document.roles.items(), start=1)
+    }
     rules = []
     for position, item in enumerate(document.mappings.values(), start=1):
         mapping = item.values
-        role = document.roles[mapping["role"]].values
-        account = document.accounts[role["account"]].values
         rules.append(
             build_rule(
                 id=position,
                 name=mapping["name"],
                 issuer=mapping["issuer"],
-                role_name=role["name"],
-                account_name=account["name"],
-                account_id=account["account_id"],
-                account_mode=account["mode"],
-                account_audience=account["audience"],
-                max_session_seconds=role["max_session_seconds"],
-                session_tags=role["session_tags"],
+                role=roles[mapping["role"]],
                 project=mapping["project"],
                 ref=mapping["ref"],
                 ref_type=mapping["ref_type"],
@@ -63,7 +77,6 @@ def rules_from_document(text: str) -> list[Rule]:
                 environment_protected=mapping["environment_protected"],
                 deployment_tiers=mapping["deployment_tiers"],
                 runner_environment=mapping["runner_environment"],
-                account_source_identity=account["source_identity"],
                 pin_identity=mapping["pin_identity"],
                 project_id=mapping["project_id"],
                 namespace_id=mapping["namespace_id"],

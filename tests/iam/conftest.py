@@ -17,6 +17,7 @@ import pytest
 from mappings.iam import aws_iam
 from mappings.matching import Rule
 from mappings.policies import IssuerInfo, PolicyInput
+from tests.rules import flat_rule
 from tests.services import free_port, stop_process, wait_for_port
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -48,7 +49,7 @@ def make_rule(name: str = "web-main", **overrides) -> Rule:
         "enabled": True,
     }
     fields.update(overrides)
-    return Rule(**fields)
+    return flat_rule(**fields)
 
 
 def make_input(rules, *, mode="brokered", session_tags=True, limit=2048, issuers=(GITLAB,)) -> PolicyInput:

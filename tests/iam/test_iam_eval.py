@@ -15,6 +15,7 @@ from mappings import iam_eval, policies
 from mappings.iam_eval import Request, UnsupportedPolicy, allows
 from mappings.matching import evaluate
 from tests.iam.conftest import ACCOUNT_ID, GITLAB, NOW, ROLEGATE, make_input, make_rule
+from tests.rules import changed
 
 FED = "arn:aws:iam::123456789012:oidc-provider/idp.example.com"
 
@@ -228,7 +229,7 @@ def test_brokered_policy_without_session_tags_allows_exactly_what_the_matcher_gr
     """Mappings with conditions IAM could check only through session tags grant nothing, in the
     matcher and in the policy alike."""
     rules, claims, issuer = case
-    rules = [replace(rule, session_tags=False) for rule in rules]
+    rules = [changed(rule, session_tags=False) for rule in rules]
     result = policies.generate(make_input(rules, limit=4096, session_tags=False))
     granted = any(evaluate(rule, claims, NOW).matched for rule in rules if rule.issuer == issuer)
     allowed = minted_allowed(result.document, claims, issuer=issuer, session_tags=False)

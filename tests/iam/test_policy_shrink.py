@@ -13,6 +13,7 @@ from mappings import iam_eval, policies
 from mappings.policy_shrink import missing, shrink_only
 from tests.iam.conftest import ACCOUNT_ID, ROLEGATE, make_input, make_rule
 from tests.iam.test_iam_eval import case_strategy, minted_allowed, rules_strategy
+from tests.rules import changed
 
 EXAMPLES = int(os.environ.get("ROLEGATE_HYPOTHESIS_EXAMPLES", "400"))
 HOST = policies.provider_host(ROLEGATE)
@@ -32,11 +33,11 @@ def live_and_desired(draw):
     live_tags = draw(st.booleans())
     desired_tags = draw(st.sampled_from([live_tags, live_tags, not live_tags]))
     live = policies.generate(
-        make_input([replace(r, session_tags=live_tags) for r in rules], session_tags=live_tags, limit=10**6)
+        make_input([changed(r, session_tags=live_tags) for r in rules], session_tags=live_tags, limit=10**6)
     )
     desired = policies.generate(
         make_input(
-            [replace(r, session_tags=desired_tags) for r in kept + added], session_tags=desired_tags, limit=10**6
+            [changed(r, session_tags=desired_tags) for r in kept + added], session_tags=desired_tags, limit=10**6
         )
     )
     live_document = live.document
