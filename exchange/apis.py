@@ -22,6 +22,8 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
@@ -164,6 +166,18 @@ def _sentence(errors: object) -> str:
     return str(errors)
 
 
+class _AlwaysJson(BaseContentNegotiation):
+    """The exchange answers JSON whatever the request's Accept header says (RFC 6749 §5.1,
+    RFC 8693 §2.2): DRF's negotiation would refuse ``Accept: text/html`` with a 406 before the
+    view runs, so before the refusal could be audited. It parses nothing (our own parse_body)."""
+
+    def select_parser(self, request: Any, parsers: Any) -> None:
+        return None
+
+    def select_renderer(self, request: Any, renderers: Any, *args: Any) -> tuple[Any, str]:
+        return (renderers[0], renderers[0].media_type)
+
+
 @method_decorator(sensitive_post_parameters(), name="dispatch")
 class ExchangeApi(APIView):
     """Shared plumbing: no auth, our own parsing, ``no-store``, an audit event for every refusal.
@@ -174,6 +188,8 @@ class ExchangeApi(APIView):
     permission_classes = ()
     parser_classes = ()
     throttle_classes = ()
+    content_negotiation_class = _AlwaysJson
+    renderer_classes = (JSONRenderer,)
     metadata_class = None
     endpoint = ""
 
