@@ -270,26 +270,28 @@ class ExchangeApi(APIView):
         return response
 
 
-_Field = TypeVar("_Field", bound=serializers.CharField)
-
-
-def _unicode_checked(field: _Field) -> _Field:
+class _Text(serializers.CharField):
     """A text field of these bodies: :func:`parse_body` has already refused any value that is not
     valid Unicode, so DRF's own check -- a Python loop over every character, a 1-2 KB token on
-    every exchange -- is dropped."""
-    field.validators = [v for v in field.validators if not isinstance(v, ProhibitSurrogateCharactersValidator)]
-    return field
+    every exchange -- is dropped. (In ``__init__``: DRF deep-copies a serializer's fields by
+    constructing them again.)"""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitSurrogateCharactersValidator)]
+
+
+class _Pattern(_Text, serializers.RegexField):
+    pass
 
 
 class _ExchangeInput(serializers.Serializer[Any]):
-    subject_token = _unicode_checked(serializers.CharField(max_length=16 * 1024, help_text="The GitLab CI ID token."))
+    subject_token = _Text(max_length=16 * 1024, help_text="The GitLab CI ID token.")
     subject_token_type = serializers.ChoiceField(choices=SUBJECT_TOKEN_TYPES)
-    audience = _unicode_checked(
-        serializers.RegexField(
-            r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z",
-            required=False,
-            help_text="The role ARN wanted; may be left out when exactly one role matches.",
-        )
+    audience = _Pattern(
+        regex=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z",
+        required=False,
+        help_text="The role ARN wanted; may be left out when exactly one role matches.",
     )
     requested_token_type = serializers.ChoiceField(choices=(TOKEN_TYPE_JWT,), required=False)
 
@@ -300,7 +302,7 @@ class TokenExchangeApi(ExchangeApi):
     @extend_schema_serializer(component_name="TokenExchangeRequest")
     class InputSerializer(_ExchangeInput):
         # Any other value is unsupported_grant_type (checked by the view), not invalid_request.
-        grant_type = _unicode_checked(serializers.CharField(max_length=200, help_text=GRANT_TYPE_TOKEN_EXCHANGE))
+        grant_type = _Text(max_length=200, help_text=GRANT_TYPE_TOKEN_EXCHANGE)
 
     # The answer's schema for the OpenAPI document; post() answers the plain dict.
     @extend_schema_serializer(component_name="TokenExchangeResponse")
@@ -346,7 +348,7 @@ class CredentialsApi(ExchangeApi):
 
     @extend_schema_serializer(component_name="CredentialsRequest")
     class InputSerializer(_ExchangeInput):
-        grant_type = _unicode_checked(serializers.CharField(max_length=200, required=False))
+        grant_type = _Text(max_length=200, required=False)
         duration_seconds = serializers.IntegerField(min_value=900, max_value=43200, required=False)
 
     # The answer's schema for the OpenAPI document; post() answers the plain dict.
