@@ -121,6 +121,9 @@ validate_gitlab_id = RegexValidator(
     r"^[1-9][0-9]{0,18}\Z",
     'A GitLab id is a positive whole number of at most 19 digits without leading zeros, e.g. "20".',
 )
+# A pin's id (IdentityPin.gitlab_id): the id claim of a verified token as it came (the catalogue's
+# 64 characters), so looser than a mapping's validate_gitlab_id above.
+validate_pin_id = RegexValidator(r"^[0-9]{1,64}\Z", "A GitLab id is 1 to 64 digits, e.g. 20.")
 validate_account_id = RegexValidator(r"^[0-9]{12}\Z", 'An AWS account id is exactly 12 digits, e.g. "123456789012".')
 # https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html (RoleName)
 validate_role_name = RegexValidator(
@@ -618,9 +621,6 @@ class RetiredRole(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id}/{self.role_name}"
-
-
-validate_gitlab_id = RegexValidator(r"^[0-9]{1,64}\Z", "A GitLab id is 1 to 64 digits, e.g. 20.")
 
 
 class IdentityPin(models.Model):
