@@ -9,9 +9,10 @@ import pytest
 
 from mappings import guardrails, iam_eval, lint, matching, minted, policies
 from mappings.matching import Registry, decide
-from tests.iam.conftest import ACCOUNT_ID, GITLAB, NOW, ROLEGATE, make_input, make_rule
+from tests.exchange.gitlab_stand_in import with_claims
+from tests.iam.conftest import ACCOUNT_ID, GITLAB, NOW, make_input, make_rule
 from tests.rules import changed
-from tests.test_conditions import with_claims
+from tests.test_conditions import admitted
 
 
 def bound(name: str = "web-bound", **overrides):
@@ -114,20 +115,6 @@ def test_minted_tokens_carry_both_ids_as_session_tags(web_main_claims):
 
 
 # --- the generated trust policy, judged by the evaluator -------------------------------------------
-
-
-def admitted(policy: dict, rule, claims: dict) -> bool:
-    return iam_eval.minted_token_allowed(
-        policy,
-        rolegate_issuer=ROLEGATE,
-        account_id=ACCOUNT_ID,
-        audience="sts.amazonaws.com",
-        issuer_name="gitlab-com",
-        claims=claims,
-        mapping_name=rule.name,
-        session_tags=rule.session_tags,
-        role_name=rule.role_name,
-    )
 
 
 def test_with_session_tags_iam_requires_each_id(web_main_claims):
