@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 import jwt
 import pytest
+from moto import mock_aws
 from rest_framework.test import APIClient
 
 from exchange import aws_sts, gitlab, keys
@@ -55,6 +56,18 @@ def _fresh_process_caches(settings):
 def registry(db, stand_in):
     """The registry of ``cases.py`` with the stand-in GitLab as issuer ``gitlab-test``."""
     return cases.build_registry(stand_in.url)
+
+
+@pytest.fixture
+def sts(monkeypatch):
+    """moto's STS, and a client built for it (the credentials endpoint calls STS)."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        aws_sts.reset_client()
+        yield
+    aws_sts.reset_client()
 
 
 @pytest.fixture
