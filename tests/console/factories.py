@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import factory
+import yaml
 from django.contrib.auth import get_user_model
 
 from exchange.models import AuditEvent
@@ -83,3 +84,52 @@ def denied(**overrides) -> AuditEvent:
     )
     fields.update(overrides)
     return AuditEventFactory(**fields)
+
+
+def explain_form(**overrides) -> dict:
+    """The admin's explain form for the web team's protected main-branch push job; an override of
+    ``None`` leaves the field out."""
+    data = {
+        "issuer": "gitlab-example",
+        "project_path": "platform/web",
+        "ref": "main",
+        "ref_type": "branch",
+        "protected": "on",
+        "environment": "",
+        "pipeline_source": "push",
+        "role_arn": "",
+        "token": "",
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def proposed_file(**mapping) -> str:
+    """A proposed configuration file (``apply``'s format) for replay: web-main-deploy lets the
+    protected main branch of platform/web assume prod/deploy-web; ``mapping`` sets more of its keys."""
+    return yaml.safe_dump(
+        {
+            "issuers": [
+                {
+                    "name": "gitlab-example",
+                    "url": "https://gitlab.example.com",
+                    "audiences": ["https://rolegate.example.com"],
+                }
+            ],
+            "accounts": [{"name": "prod", "account_id": "123456789012"}],
+            "roles": [{"account": "prod", "name": "deploy-web"}],
+            "mappings": [
+                {
+                    "name": "web-main-deploy",
+                    "issuer": "gitlab-example",
+                    "role": "prod/deploy-web",
+                    "project": "platform/web",
+                    "ref": "main",
+                    "ref_type": "branch",
+                    "protected": True,
+                    **mapping,
+                }
+            ],
+        },
+        sort_keys=False,
+    )
