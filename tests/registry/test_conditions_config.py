@@ -42,6 +42,15 @@ def refused(tmp_path, data: dict) -> list[str]:
     return err.getvalue().splitlines()
 
 
+def assert_refused_by_path(tmp_path, data: dict, key: str, value: object, message: str) -> None:
+    """``apply`` refuses the file whose mapping has ``key: value``, naming ``mappings[0].<key>``
+    with ``message``, and writes nothing."""
+    data["mappings"][0][key] = value
+    lines = refused(tmp_path, data)
+    assert any(line.startswith(f"mappings[0].{key}: ") and message in line for line in lines), lines
+    assert Mapping.objects.count() == 0
+
+
 def assert_read_back(exported: str) -> None:
     """The exported file, read as a proposed configuration, gives the registry's rules (its one
     mapping numbered 1, as a file numbers them)."""
@@ -100,10 +109,7 @@ def test_one_deployment_tier_may_be_written_alone(tmp_path, minimal):
     ],
 )
 def test_each_condition_is_validated_by_path(tmp_path, minimal, key, value, message):
-    minimal["mappings"][0][key] = value
-    lines = refused(tmp_path, minimal)
-    assert any(line.startswith(f"mappings[0].{key}: ") and message in line for line in lines), lines
-    assert Mapping.objects.count() == 0
+    assert_refused_by_path(tmp_path, minimal, key, value, message)
 
 
 def test_conditions_need_session_tags_on_a_brokered_role(tmp_path, minimal):

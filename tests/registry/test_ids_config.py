@@ -17,7 +17,7 @@ from mappings.models import Account, Mapping
 from mappings.selectors import registry_rules
 from tests.factories import AccountFactory, IssuerFactory, RoleFactory
 from tests.registry.conftest import mapping_form
-from tests.registry.test_conditions_config import apply, assert_read_back, refused
+from tests.registry.test_conditions_config import apply, assert_read_back, assert_refused_by_path, refused
 
 pytestmark = pytest.mark.django_db
 
@@ -84,10 +84,7 @@ def test_without_project_or_id_the_project_is_required(tmp_path, minimal):
     ],
 )
 def test_each_id_is_validated_by_path(tmp_path, minimal, key, value, message):
-    minimal["mappings"][0][key] = value
-    lines = refused(tmp_path, minimal)
-    assert any(line.startswith(f"mappings[0].{key}: ") and message in line for line in lines), lines
-    assert Mapping.objects.count() == 0
+    assert_refused_by_path(tmp_path, minimal, key, value, message)
 
 
 def test_ids_need_session_tags_on_a_brokered_role(tmp_path, minimal):
