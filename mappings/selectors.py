@@ -131,7 +131,9 @@ _MAPPING_COLUMNS = {
     "project_id": "project_id",
     "namespace_id": "namespace_id",
 }
-_RULE_KEYWORDS = tuple(_MAPPING_COLUMNS.values())
+# build_rule's keywords for what a mapping holds itself (all but its role), in _rule_rows' order:
+# also the keys of a mapping in a configuration file (mappings.config.rules_from_document).
+RULE_FIELDS = tuple(_MAPPING_COLUMNS.values())
 _RULE_WIDTH = _ROLE_WIDTH + len(_MAPPING_COLUMNS)  # the columns of _rule_rows
 
 
@@ -146,7 +148,7 @@ def _rule(row: tuple[Any, ...], roles: dict[int, RuleRole]) -> Rule:
     role = roles.get(row[0])
     if role is None:
         role = roles[row[0]] = _role(row)
-    return build_rule(role=role, **dict(zip(_RULE_KEYWORDS, row[_ROLE_WIDTH:_RULE_WIDTH], strict=True)))
+    return build_rule(role=role, **dict(zip(RULE_FIELDS, row[_ROLE_WIDTH:_RULE_WIDTH], strict=True)))
 
 
 def _role(row: tuple[Any, ...]) -> RuleRole:
