@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from datetime import UTC, datetime
 
 import factory
-import yaml
 from django.contrib.auth import get_user_model
 
 from exchange.models import AuditEvent
+from tests.registry.conftest import MINIMAL, as_yaml
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -105,31 +106,9 @@ def explain_form(**overrides) -> dict:
 
 
 def proposed_file(**mapping) -> str:
-    """A proposed configuration file (``apply``'s format) for replay: web-main-deploy lets the
-    protected main branch of platform/web assume prod/deploy-web; ``mapping`` sets more of its keys."""
-    return yaml.safe_dump(
-        {
-            "issuers": [
-                {
-                    "name": "gitlab-example",
-                    "url": "https://gitlab.example.com",
-                    "audiences": ["https://rolegate.example.com"],
-                }
-            ],
-            "accounts": [{"name": "prod", "account_id": "123456789012"}],
-            "roles": [{"account": "prod", "name": "deploy-web"}],
-            "mappings": [
-                {
-                    "name": "web-main-deploy",
-                    "issuer": "gitlab-example",
-                    "role": "prod/deploy-web",
-                    "project": "platform/web",
-                    "ref": "main",
-                    "ref_type": "branch",
-                    "protected": True,
-                    **mapping,
-                }
-            ],
-        },
-        sort_keys=False,
-    )
+    """A proposed configuration file (``apply``'s format) for replay: the registry tests' minimal
+    one with its mapping as web-main-deploy, the protected main branch of platform/web assuming
+    prod/deploy-web; ``mapping`` sets more of its keys."""
+    data = copy.deepcopy(MINIMAL)
+    data["mappings"][0].update({"name": "web-main-deploy", "ref_type": "branch", "protected": True, **mapping})
+    return as_yaml(data)
