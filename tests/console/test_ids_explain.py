@@ -59,6 +59,12 @@ def test_the_explain_form_takes_the_ids(admin_client, bound_mapping):
     assert [(f.field, f.value) for f in evaluation.failed] == [("namespace_id", None)]
 
 
+def test_the_explain_form_refuses_an_id_no_token_could_carry(admin_client, bound_mapping):
+    response = admin_client.post(EXPLAIN, explain_form(project_id="2O"))
+    assert response.context["result"] is None
+    assert response.context["form"].errors["project_id"] == ["A GitLab id is 1 to 64 digits, e.g. 20."]
+
+
 def test_the_audit_events_explain_link_carries_the_ids(admin_client, bound_mapping):
     event = AuditEventFactory(time=T0, project_id="99", namespace_id="73")
     page = admin_client.get(f"/admin/exchange/auditevent/{event.pk}/change/").content.decode()
