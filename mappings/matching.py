@@ -403,11 +403,18 @@ def pin_failures(pins: Pins, issuer: str, claims: Mapping[str, object]) -> list[
         if pin is None:
             continue
         token_id = _claim(claims, id_claim)
-        if token_id is None and kind == NAMESPACE:
-            continue
-        if token_id != pin.gitlab_id:
+        if pin_matches(pin, token_id) is False:
             failures.append(pin_conflict(pin, token_id))
     return failures
+
+
+def pin_matches(pin: Pin | None, token_id: str | None) -> bool | None:
+    """Whether a token whose id claim is ``token_id`` (``None``: absent) meets ``pin``; ``None``
+    when there is nothing to compare: no pin, or a namespace pin and a token without
+    ``namespace_id`` (optional in GitLab's tokens). An absent ``project_id`` does not match."""
+    if pin is None or (token_id is None and pin.kind == NAMESPACE):
+        return None
+    return token_id == pin.gitlab_id
 
 
 def pin_conflict(pin: Pin, token_id: str | None) -> Failure:
