@@ -558,20 +558,23 @@ class Mapping(TimestampedModel):
                     }
                 )
         if role is not None and role.account_id is not None:
-            _raise_violations(
-                guardrail_rules.mapping_violations(
-                    role.account.guardrails,
-                    project=self.project or None,
-                    protected=self.protected,
-                    environment=self.environment,
-                    pipeline_sources=self.pipeline_sources or (),
-                    ci_config_ref_uri=self.ci_config_ref_uri,
-                    project_id=self.project_id,
-                    namespace_id=self.namespace_id,
-                    direct=role.account.mode == Account.Mode.DIRECT,
-                    account=f"Account {role.account}",
-                )
-            )
+            _raise_violations(self.guardrail_violations(role.account, where=f"Account {role.account}"))
+
+    def guardrail_violations(self, account: Account, *, where: str) -> list[guardrail_rules.Violation]:
+        """What in this mapping breaks ``account``'s guardrails or its mode (``mappings.guardrails``);
+        ``where`` names the account in the messages."""
+        return guardrail_rules.mapping_violations(
+            account.guardrails,
+            project=self.project or None,
+            protected=self.protected,
+            environment=self.environment,
+            pipeline_sources=self.pipeline_sources or (),
+            ci_config_ref_uri=self.ci_config_ref_uri,
+            project_id=self.project_id,
+            namespace_id=self.namespace_id,
+            direct=account.mode == Account.Mode.DIRECT,
+            account=where,
+        )
 
     @property
     def is_expired(self) -> bool:
