@@ -19,6 +19,18 @@ GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 
 
+@pytest.fixture
+def sts(monkeypatch):
+    """moto's STS, and a fresh client of ours that reaches it."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        aws_sts.reset_client()
+        yield
+    aws_sts.reset_client()
+
+
 @pytest.fixture(scope="session")
 def gitlab_key() -> GitLabKey:
     """The stand-in GitLab's RSA key: generated once per session."""
@@ -56,18 +68,6 @@ def _fresh_process_caches(settings):
 def registry(db, stand_in):
     """The registry of ``cases.py`` with the stand-in GitLab as issuer ``gitlab-test``."""
     return cases.build_registry(stand_in.url)
-
-
-@pytest.fixture
-def sts(monkeypatch):
-    """moto's STS, and a client built for it (the credentials endpoint calls STS)."""
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws_sts.reset_client()
-        yield
-    aws_sts.reset_client()
 
 
 @pytest.fixture
