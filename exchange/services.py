@@ -219,12 +219,12 @@ def _exchange(
         [RequestContext, gitlab.VerifiedToken, _Granted, _Minted, _Trail, Callable[[_Granted, _Minted], Grant]], Grant
     ],
 ) -> Grant:
-    request = _admit(ctx, request)
+    request, counted = _admit(ctx, request)
     trail = _Trail(requested_role_arn=request.audience)
     try:
         snapshot = registry()
         verified = _verify(request.subject_token, snapshot, trail)
-        _project_rate_limit(ctx, verified)
+        _project_rate_limit(verified, counted)
         granted = _decide(snapshot, verified, request, trail)
         token = _mint(ctx, granted, verified.claims, trail)
         _pin(granted)
@@ -237,12 +237,13 @@ def _exchange(
         raise AuditUnavailable() from None
 
 
-def _admit(ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> ExchangeRequest:
-    """The client's rate limit first, then the view's verdict on the request."""
-    _rate_limit(ctx)
+def _admit(ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> tuple[ExchangeRequest, str | None]:
+    """The client's rate limit first, then the view's verdict on the request; with the request,
+    the client counter it was counted in (:func:`_rate_limit`)."""
+    counted = _rate_limit(ctx)
     if isinstance(request, ExchangeError):
         exchange_refuse(ctx=ctx, error=request)
-    return request
+    return request, counted
 
 
 def client_bucket(client_ip: str | None) -> str:
@@ -288,16 +289,18 @@ def _client_key(ctx: RequestContext) -> str:
     return f"rolegate:rate:{client_bucket(ctx.client_ip)}:{_window()}"
 
 
-def _rate_limit(ctx: RequestContext) -> None:
+def _rate_limit(ctx: RequestContext) -> str | None:
     """At most ``ROLEGATE_RATE_LIMIT`` requests per client (:func:`client_bucket`) and minute (0:
     no limit); a fixed window in the cache: global with ``ROLEGATE_CACHE_URL`` (Redis), per
     process without it. A request whose token verifies and whose project is within its own
     limit is given back (:func:`_project_rate_limit`): the client limit holds back junk, not CI
-    jobs sharing one address."""
+    jobs sharing one address. Returns the counter's key (``None``: no limit), so that the give-back
+    reaches the minute it was counted in, not the next one."""
     limit = settings.ROLEGATE_RATE_LIMIT
     if not limit:
-        return
-    count = _count(_client_key(ctx))
+        return None
+    key = _client_key(ctx)
+    count = _count(key)
     if count is not None and count > limit:
         retry_after = _retry_after()
         exchange_refuse(
@@ -312,12 +315,13 @@ def _rate_limit(ctx: RequestContext) -> None:
                 before_token=True,
             ),
         )
+    return key if count is not None else None
 
 
-def _project_rate_limit(ctx: RequestContext, verified: gitlab.VerifiedToken) -> None:
+def _project_rate_limit(verified: gitlab.VerifiedToken, counted: str | None) -> None:
     """At most ``ROLEGATE_PROJECT_RATE_LIMIT`` verified requests per (issuer, project_id) and
     minute (0: no limit), so a runaway pipeline cannot starve the other projects. A request
-    within it no longer counts against its client's address."""
+    within it no longer counts against its client's address: it is taken off ``counted``."""
     limit = settings.ROLEGATE_PROJECT_RATE_LIMIT
     if limit:
         issuer, project_id = verified.issuer.name, verified.claims["project_id"]
@@ -332,8 +336,8 @@ def _project_rate_limit(ctx: RequestContext, verified: gitlab.VerifiedToken) -> 
                 status_code=429,
                 headers={"Retry-After": retry_after},
             )
-    if settings.ROLEGATE_RATE_LIMIT:
-        _uncount(_client_key(ctx))
+    if counted is not None:
+        _uncount(counted)
 
 
 @sensitive_variables()

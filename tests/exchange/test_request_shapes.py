@@ -252,3 +252,31 @@ def test_the_exchange_answers_json_whatever_the_accept_header(api, registry, sta
     assert AuditEvent.objects.get(request_id=granted["X-Request-ID"]).outcome == "granted"
     refused = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
     assert_refused(refused, "invalid_grant", "replay")
+
+
+def test_a_verified_request_is_given_back_to_the_minute_it_was_counted_in(
+    api, registry, stand_in, web_main_claims, settings, monkeypatch
+):
+    """The client limit's give-back (a verified token within its project's limit) reaches the
+    counter it was added to, even when the minute turns during the request."""
+    from django.core.cache import cache
+
+    from exchange import services
+
+    settings.ROLEGATE_RATE_LIMIT = 5
+    settings.ROLEGATE_PROJECT_RATE_LIMIT = 100
+    cache.clear()
+    calls: list[int] = []
+
+    def window() -> int:  # the client is counted in minute 1000; everything after is minute 1001
+        calls.append(1)
+        return 1000 if len(calls) == 1 else 1001
+
+    monkeypatch.setattr(services, "_window", window)
+    cache.set(f"rolegate:rate:{services.client_bucket('127.0.0.1')}:1001", 3, timeout=61)  # the next minute's
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
+    assert response.status_code == 200, response.content
+    bucket = services.client_bucket("127.0.0.1")
+    assert cache.get(f"rolegate:rate:{bucket}:1000") == 0  # counted, then given back
+    assert cache.get(f"rolegate:rate:{bucket}:1001") == 3  # untouched
+    cache.clear()
