@@ -17,11 +17,7 @@ import pytest
 from django.core.management import execute_from_command_line
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = sorted(
-    path.stem
-    for path in ROOT.glob("*/management/commands/*.py")
-    if not path.stem.startswith("_") and path.stem != "revoke_sessions"
-)
+COMMANDS = sorted(path.stem for path in ROOT.glob("*/management/commands/*.py") if not path.stem.startswith("_"))
 # Arguments each command accepts, so that it gets as far as the database.
 VALID_ARGUMENTS = {
     "accept_identity_change": ["platform/web", "20", "--note", "re-created"],
@@ -69,11 +65,19 @@ def test_an_unknown_option_is_one_line_naming_it(command, capsys):
         (["apply"], "file"),
         (["create_api_token"], "username"),
         (["sync_iam", "--account"], "--account"),
+        (["revoke_sessions", "prod/deploy-web", "--timeout", "soon"], "'soon'"),
     ],
 )
 def test_a_missing_argument_or_a_bad_value_is_one_line_naming_it(argv, named, capsys):
     line = assert_one_line_failure(*command_line(capsys, *argv))
     assert named in line and f"manage.py {argv[0]} --help" in line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_database_that_refuses_every_query_is_one_line(command, capsys):
+    """No database access in this test: the first query raises (as when the database went away)."""
+    line = assert_one_line_failure(*command_line(capsys, command, *VALID_ARGUMENTS.get(command, [])))
+    assert "Traceback" not in line
 
 
 def test_help_is_still_the_usage_screen(capsys):
