@@ -14,7 +14,6 @@ import botocore.session
 import jwt
 import pytest
 from django.conf import settings
-from moto import mock_aws
 
 from exchange import aws_sts
 from mappings import iam_eval, policies, services
@@ -30,17 +29,6 @@ CLAIM = "https://aws.amazon.com/source_identity"
 def opted_in(registry):
     services.registry_update(Account.objects.get(name="prod"), actor="tests", source_identity=True)
     return registry
-
-
-@pytest.fixture
-def sts(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws_sts.reset_client()
-        yield
-    aws_sts.reset_client()
 
 
 def test_sts_takes_no_source_identity_parameter_for_web_identity():
