@@ -32,7 +32,8 @@ MAX_TAG_VALUE_LENGTH = 256
 # https://docs.aws.amazon.com/STS/latest/APIReference/API_Tag.html
 TAG_VALUE_SYMBOLS = frozenset("_.:/=+-@")
 _TAG_VALUE_CATEGORIES = frozenset("LZN")
-_SESSION_NAME_DISALLOWED = re.compile(r"[^\w+=,.@-]")
+# STS's RoleSessionName: [\w+=,.@-]{2,64} with ASCII word characters, like SourceIdentity above.
+_SESSION_NAME_DISALLOWED = re.compile(r"[^\w+=,.@-]", re.ASCII)
 ROLE_MARKER = ":role:"
 
 
@@ -103,7 +104,7 @@ def session_tags_claim(claims: Mapping[str, object], mapping_name: str) -> dict[
 
 
 def role_session_name(project_id: object, job_id: object) -> str:
-    """``gl-<project_id>-<job_id>``, fitting STS's ``[\\w+=,.@-]{2,64}``."""
+    """``gl-<project_id>-<job_id>``, fitting STS's ``[\\w+=,.@-]{2,64}`` (``\\w`` ASCII)."""
     name = f"gl-{project_id}-{job_id}"
     return _SESSION_NAME_DISALLOWED.sub("_", name)[:64]
 

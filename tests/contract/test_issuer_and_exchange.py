@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 import jwt
 import pytest
@@ -261,15 +261,22 @@ def test_credentials_are_in_credential_process_format(live, web_main_claims):
     body = response.json()
     assert body.keys() == {"Version", "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}
     assert body["Version"] == 1
-    assert datetime.fromisoformat(body["Expiration"].replace("Z", "+00:00")).tzinfo is not None
+    expiration = datetime.fromisoformat(body["Expiration"].replace("Z", "+00:00"))
+    # The session asked for: duration_seconds=900 from now (STS's clock, give or take a minute).
+    assert 840 <= (expiration - datetime.now(UTC)).total_seconds() <= 960, body["Expiration"]
     event = audited(live, response.headers["X-Request-ID"])
     assert event["role_session_name"] == f"gl-{source['project_id']}-{source['job_id']}"
-    assert re.fullmatch(r"[\w+=,.@-]{2,64}", event["role_session_name"])
+    assert re.fullmatch(r"[\w+=,.@-]{2,64}", event["role_session_name"], re.ASCII)  # STS's \w is ASCII
 
 
 def test_credentials_refuse_a_duration_outside_the_role_bounds(live, web_main_claims):
+    """Below STS's 900 seconds the parameter itself is wrong; above the role's maximum (deploy-web:
+    3600) the token is fine but the role is not granted for that long (docs/api.md#errors)."""
     response = live.exchange("/api/v1/credentials", live.token(web_main_claims), DEPLOY_WEB, duration_seconds="899")
-    assert response.status_code == 400 and response.json()["error"] in {"invalid_request", "invalid_target"}
+    assert "duration_seconds" in assert_oauth_error(live, response, 400, "invalid_request")["error_description"]
+    response = live.exchange("/api/v1/credentials", live.token(web_main_claims), DEPLOY_WEB, duration_seconds="3601")
+    assert "3600" in assert_oauth_error(live, response, 400, "invalid_target")["error_description"]
+    assert audited(live, response.headers["X-Request-ID"])["reason"] == "invalid_duration"
 
 
 def test_audience_may_be_left_out_when_exactly_one_role_matches(live, web_main_claims):

@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from mappings.iam import outcomes, revocations, scheduling
 from mappings.models import Role
+from portal.commands import RolegateCommand
 
 
 def parse_time(value: str) -> datetime:
@@ -33,7 +34,7 @@ def parse_time(value: str) -> datetime:
     return moment
 
 
-class Command(BaseCommand):
+class Command(RolegateCommand):
     help = "Revoke a role's live sessions issued before a moment (default: now), with an inline deny policy."
 
     def add_arguments(self, parser: CommandParser) -> None:
