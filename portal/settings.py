@@ -337,8 +337,10 @@ ROLEGATE_JWKS_MIN_REFRESH_SECONDS = env_int("ROLEGATE_JWKS_MIN_REFRESH_SECONDS",
 # Seconds one JWKS fetch (discovery + keys) may take in all, however slowly GitLab answers, and
 # the longest a request waits for a fetch another request started (then 503 jwks_unavailable).
 ROLEGATE_JWKS_FETCH_SECONDS = env_int("ROLEGATE_JWKS_FETCH_SECONDS", 5, minimum=1, maximum=20)
-# Seconds a new signing key is published in the JWKS before it signs (rotate_signing_key).
-ROLEGATE_KEY_OVERLAP = env_int("ROLEGATE_KEY_OVERLAP", 86400, minimum=0)
+# Seconds a new signing key is published in the JWKS before it signs (rotate_signing_key). At
+# least the JWKS's own cache lifetime (Cache-Control max-age=300, exchange/oidc_views.py): a
+# verifier that fetched the JWKS just before the new key appeared must see it before it signs.
+ROLEGATE_KEY_OVERLAP = env_int("ROLEGATE_KEY_OVERLAP", 86400, minimum=300)
 # Exchange requests per client IP and minute (0: no limit); counted in the Django cache.
 ROLEGATE_RATE_LIMIT = env_int("ROLEGATE_RATE_LIMIT", 600, minimum=0)
 # How many reverse proxies in front of Rolegate append to X-Forwarded-For. 0 (default): the

@@ -166,6 +166,18 @@ def test_the_jwks_refresh_interval_cannot_exceed_the_promised_30_seconds():
     assert "ROLEGATE_JWKS_MIN_REFRESH_SECONDS=31 is outside 1..30" in result.stderr
 
 
+def test_a_new_key_is_published_at_least_as_long_as_verifiers_cache_the_jwks():
+    """docs/environment.md#rolegate_key_overlap: no key signs before every cached JWKS lists it."""
+    from exchange.oidc_views import CACHE_SECONDS
+
+    refused = python("import django; django.setup()", {**PRODUCTION, "ROLEGATE_KEY_OVERLAP": str(CACHE_SECONDS - 1)})
+    assert refused.returncode != 0
+    assert f"ROLEGATE_KEY_OVERLAP={CACHE_SECONDS - 1} is outside" in refused.stderr
+    assert settings_of({**PRODUCTION, "ROLEGATE_KEY_OVERLAP": str(CACHE_SECONDS)}, "ROLEGATE_KEY_OVERLAP") == {
+        "ROLEGATE_KEY_OVERLAP": CACHE_SECONDS
+    }
+
+
 def test_database_url_selects_postgresql_and_a_broker_turns_off_eager_tasks():
     values = settings_of(
         {
