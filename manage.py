@@ -11,8 +11,12 @@ def main() -> None:
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    from portal.startup import command_needs_secret_key, require_secret_key
+
     try:
-        settings.INSTALLED_APPS  # noqa: B018 (loads the settings: a missing secret stops here)
+        settings.INSTALLED_APPS  # noqa: B018 (loads the settings: an invalid one stops here)
+        if command_needs_secret_key(sys.argv):
+            require_secret_key()  # only code inspection (check, makemigrations...) runs without it
     except ImproperlyConfigured as exc:
         # One line of reason (docs/commands.md#conventions), not the traceback Django would print further on.
         sys.stderr.write(f"{exc}\n")

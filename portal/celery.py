@@ -12,6 +12,7 @@ from celery import Celery, signals
 
 from portal import worker_metrics
 from portal.log_context import task_id_var
+from portal.startup import require_secret_key
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -23,6 +24,8 @@ def _starting_command() -> str | None:
     return context.invoked_subcommand if context is not None else None
 
 
+if _starting_command() in ("worker", "beat"):
+    require_secret_key()  # they act (sign, sync): refuse to start without the secret
 # Before the worker imports the apps (and prometheus_client with them): its metrics' folder.
 if _starting_command() == "worker":
     worker_metrics.prepare()

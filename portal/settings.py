@@ -1,7 +1,8 @@
 """Rolegate settings, read from the environment (docs/environment.md).
 
 Everything has a safe default for local development except secrets: outside explicit development
-mode (``DJANGO_DEBUG=1``) a missing ``DJANGO_SECRET_KEY`` refuses to start.
+mode (``DJANGO_DEBUG=1``) a missing ``DJANGO_SECRET_KEY`` stops every process that serves or acts
+(portal/startup.py); only commands that inspect the code run without it.
 """
 
 from __future__ import annotations
@@ -101,13 +102,10 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 # hidden from error pages and reports with DEBUG on too.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.error_reports.AlwaysSafeExceptionReporterFilter"
 
-_secret_key = env_secret("DJANGO_SECRET_KEY") or (_dev_secret_key() if DEBUG else None)
-if not _secret_key:
-    raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY is not set. Set it (or DJANGO_SECRET_KEY_FILE) to a long random value; "
-        "it also protects Rolegate's signing keys at rest. Only DJANGO_DEBUG=1 generates one."
-    )
-SECRET_KEY: str = _secret_key
+# Empty without a secret outside development mode: settings still load (code inspection such as
+# `makemigrations --check`), every use of the key fails closed, and whatever serves or acts refuses
+# to start first (portal/startup.py).
+SECRET_KEY: str = env_secret("DJANGO_SECRET_KEY") or (_dev_secret_key() if DEBUG else "")
 
 # Old secrets, comma-separated, still accepted (sessions, signing keys at rest) while rotating.
 SECRET_KEY_FALLBACKS = [k.strip() for k in (env_secret("DJANGO_SECRET_KEY_FALLBACKS") or "").split(",") if k.strip()]

@@ -5,7 +5,10 @@ import os
 from django.core.wsgi import get_wsgi_application
 from django.utils.module_loading import import_string
 
+from portal.startup import require_secret_key
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+require_secret_key()  # refuse to start, not to fail on the first signed request
 
 application = get_wsgi_application()
 

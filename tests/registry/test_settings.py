@@ -40,15 +40,42 @@ def settings_of(env: dict[str, str], *names: str) -> dict:
     return json.loads(result.stdout)
 
 
+NO_SECRET = {"ROLEGATE_ISSUER": "https://rolegate.example.com"}
+MISSING = "ImproperlyConfigured: DJANGO_SECRET_KEY is not set"
+
+
 def test_production_without_a_secret_key_refuses_to_start():
-    result = python("import django; django.setup()", {"ROLEGATE_ISSUER": "https://rolegate.example.com"})
+    """The WSGI application gunicorn loads stops at import, before any request."""
+    result = python("import portal.wsgi", NO_SECRET)
     assert result.returncode != 0
-    assert "ImproperlyConfigured: DJANGO_SECRET_KEY is not set" in result.stderr
+    assert MISSING in result.stderr
+
+
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_celery_worker_and_beat_without_a_secret_key_refuse_to_start(command):
+    result = python("", NO_SECRET, "-m", "celery", "-A", "portal", command, "--loglevel=ERROR")
+    assert result.returncode != 0
+    assert MISSING in result.stderr
+
+
+@pytest.mark.parametrize("args", [("makemigrations", "--check", "--dry-run"), ("check",), ("help",)])
+def test_code_inspection_commands_run_without_a_secret_key(args, tmp_path):
+    """docs/environment.md#django_secret_key: reading code and settings needs no secret."""
+    result = python("", {**NO_SECRET, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}, "manage.py", *args)
+    assert result.returncode == 0, result.stderr
+    assert "DJANGO_SECRET_KEY" not in result.stderr
+
+
+def test_without_a_secret_key_any_use_of_it_fails_closed():
+    code = "import django; django.setup(); from django.conf import settings; settings.SECRET_KEY"
+    result = python(code, NO_SECRET)
+    assert result.returncode != 0
+    assert "The SECRET_KEY setting must not be empty" in result.stderr
 
 
 def test_a_command_without_a_secret_key_stops_with_one_line_of_reason():
     """docs/commands.md#conventions: non-zero and a one-line reason on standard error, not a traceback."""
-    result = python("", {"ROLEGATE_ISSUER": "https://rolegate.example.com"}, "manage.py", "export")
+    result = python("", NO_SECRET, "manage.py", "export")
     assert result.returncode == 2
     assert result.stdout == ""
     [line] = result.stderr.strip().splitlines()
