@@ -142,7 +142,7 @@ def test_the_image_writes_nothing_to_the_app_folder_at_run_time():
     assert "PYTHONDONTWRITEBYTECODE=1" in dockerfile
     assert "--chown" not in dockerfile and "chown" not in dockerfile
     settings = (ROOT / "portal" / "settings.py").read_text()
-    assert "(_dev_secret_key() if DEBUG else None)" in settings
+    assert '(_dev_secret_key() if DEBUG else "")' in settings
 
 
 def test_the_ingress_controller_is_the_one_trusted_proxy(production):
