@@ -14,7 +14,17 @@ from datetime import datetime
 from django.utils import timezone
 
 from mappings import lint
-from mappings.matching import PIN_CLAIMS, Decision, Evaluation, Failure, Pin, Registry, decide, evaluate
+from mappings.matching import (
+    PIN_CLAIMS,
+    Decision,
+    Evaluation,
+    Failure,
+    Pin,
+    Registry,
+    decide,
+    evaluate,
+    pin_matches,
+)
 from mappings.selectors import registry as current_registry
 
 
@@ -36,9 +46,7 @@ class PinCheck:
     @property
     def matches(self) -> bool | None:
         """None when there is nothing to compare: no pin, or a token without namespace_id."""
-        if self.pin is None or (self.token_id is None and self.kind == "namespace"):
-            return None
-        return self.token_id == self.pin.gitlab_id
+        return pin_matches(self.pin, self.token_id)
 
     def as_dict(self) -> dict:
         pin = self.pin

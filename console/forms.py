@@ -6,7 +6,7 @@ import jwt
 from django import forms
 from django.core.exceptions import ValidationError
 
-from mappings.models import PIPELINE_SOURCES, Issuer
+from mappings.models import PIPELINE_SOURCES, Issuer, validate_pin_id
 
 
 class ExplainForm(forms.Form):
@@ -18,15 +18,15 @@ class ExplainForm(forms.Form):
     project_path = forms.CharField(
         required=False, max_length=255, help_text="e.g. platform/web", widget=forms.TextInput(attrs={"size": 60})
     )
-    project_id = forms.RegexField(
-        regex=r"^[0-9]{1,64}\Z",
+    project_id = forms.CharField(
         required=False,
+        validators=[validate_pin_id],  # what a token's id claim may hold, as pins store it
         label="Project id",
         help_text="Optional: the project's GitLab id (project_id conditions, identity pins), e.g. 20",
     )
-    namespace_id = forms.RegexField(
-        regex=r"^[0-9]{1,64}\Z",
+    namespace_id = forms.CharField(
         required=False,
+        validators=[validate_pin_id],  # what a token's id claim may hold, as pins store it
         label="Namespace id",
         help_text="Optional: the namespace's GitLab id (namespace_id conditions, identity pins), e.g. 72",
     )

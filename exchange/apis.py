@@ -22,8 +22,11 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from rest_framework.views import APIView
 
 from exchange import reasons, services
@@ -163,6 +166,18 @@ def _sentence(errors: object) -> str:
     return str(errors)
 
 
+class _AlwaysJson(BaseContentNegotiation):
+    """The exchange answers JSON whatever the request's Accept header says (RFC 6749 §5.1,
+    RFC 8693 §2.2): DRF's negotiation would refuse ``Accept: text/html`` with a 406 before the
+    view runs, so before the refusal could be audited. It parses nothing (our own parse_body)."""
+
+    def select_parser(self, request: Any, parsers: Any) -> None:
+        return None
+
+    def select_renderer(self, request: Any, renderers: Any, *args: Any) -> tuple[Any, str]:
+        return (renderers[0], renderers[0].media_type)
+
+
 @method_decorator(sensitive_post_parameters(), name="dispatch")
 class ExchangeApi(APIView):
     """Shared plumbing: no auth, our own parsing, ``no-store``, an audit event for every refusal.
@@ -173,6 +188,8 @@ class ExchangeApi(APIView):
     permission_classes = ()
     parser_classes = ()
     throttle_classes = ()
+    content_negotiation_class = _AlwaysJson
+    renderer_classes = (JSONRenderer,)
     metadata_class = None
     endpoint = ""
 
@@ -253,11 +270,26 @@ class ExchangeApi(APIView):
         return response
 
 
+class _Text(serializers.CharField):
+    """A text field of these bodies: :func:`parse_body` has already refused any value that is not
+    valid Unicode, so DRF's own check -- a Python loop over every character, a 1-2 KB token on
+    every exchange -- is dropped. (In ``__init__``: DRF deep-copies a serializer's fields by
+    constructing them again.)"""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitSurrogateCharactersValidator)]
+
+
+class _Pattern(_Text, serializers.RegexField):
+    pass
+
+
 class _ExchangeInput(serializers.Serializer[Any]):
-    subject_token = serializers.CharField(max_length=16 * 1024, help_text="The GitLab CI ID token.")
+    subject_token = _Text(max_length=16 * 1024, help_text="The GitLab CI ID token.")
     subject_token_type = serializers.ChoiceField(choices=SUBJECT_TOKEN_TYPES)
-    audience = serializers.RegexField(
-        r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z",
+    audience = _Pattern(
+        regex=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z",
         required=False,
         help_text="The role ARN wanted; may be left out when exactly one role matches.",
     )
@@ -270,8 +302,9 @@ class TokenExchangeApi(ExchangeApi):
     @extend_schema_serializer(component_name="TokenExchangeRequest")
     class InputSerializer(_ExchangeInput):
         # Any other value is unsupported_grant_type (checked by the view), not invalid_request.
-        grant_type = serializers.CharField(max_length=200, help_text=GRANT_TYPE_TOKEN_EXCHANGE)
+        grant_type = _Text(max_length=200, help_text=GRANT_TYPE_TOKEN_EXCHANGE)
 
+    # The answer's schema for the OpenAPI document; post() answers the plain dict.
     @extend_schema_serializer(component_name="TokenExchangeResponse")
     class OutputSerializer(serializers.Serializer[Any]):
         access_token = serializers.CharField()
@@ -298,7 +331,7 @@ class TokenExchangeApi(ExchangeApi):
         grant = services.token_exchange(
             ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
         )
-        output = self.OutputSerializer(
+        return Response(
             {
                 "access_token": grant.access_token,
                 "issued_token_type": TOKEN_TYPE_JWT,
@@ -308,7 +341,6 @@ class TokenExchangeApi(ExchangeApi):
                 "role_session_name": grant.role_session_name,
             }
         )
-        return Response(output.data)
 
 
 class CredentialsApi(ExchangeApi):
@@ -316,9 +348,10 @@ class CredentialsApi(ExchangeApi):
 
     @extend_schema_serializer(component_name="CredentialsRequest")
     class InputSerializer(_ExchangeInput):
-        grant_type = serializers.CharField(max_length=200, required=False)
+        grant_type = _Text(max_length=200, required=False)
         duration_seconds = serializers.IntegerField(min_value=900, max_value=43200, required=False)
 
+    # The answer's schema for the OpenAPI document; post() answers the plain dict.
     @extend_schema_serializer(component_name="CredentialProcessOutput")
     class OutputSerializer(serializers.Serializer[Any]):
         Version = serializers.IntegerField()
@@ -345,7 +378,7 @@ class CredentialsApi(ExchangeApi):
         credentials = services.credentials_exchange(
             ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
         )
-        output = self.OutputSerializer(
+        return Response(
             {
                 "Version": 1,
                 "AccessKeyId": credentials.access_key_id,
@@ -354,4 +387,3 @@ class CredentialsApi(ExchangeApi):
                 "Expiration": credentials.expiration.isoformat().replace("+00:00", "Z"),
             }
         )
-        return Response(output.data)

@@ -7,6 +7,7 @@ order. Never a raw token, signature or credential: claims, ``jti`` and ids only.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -150,7 +151,7 @@ def audit_record_spending(*, used: UsedToken, **fields: Any) -> AuditEvent | Non
     else:
         statement, params = _spend_and_record_sql(used, event)
         # Inside a caller's transaction (tests, a shell) a failed statement would poison it: a savepoint.
-        guard = transaction.atomic() if connection.in_atomic_block else _no_transaction()
+        guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         with guard, connection.cursor() as cursor:
             cursor.execute(statement, params)
             row = cursor.fetchone()
@@ -159,14 +160,6 @@ def audit_record_spending(*, used: UsedToken, **fields: Any) -> AuditEvent | Non
         event.pk = row[0]
     _log_after_commit(event)
     return event
-
-
-class _no_transaction:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _columns(model: type[models.Model]) -> list[models.Field[Any, Any]]:

@@ -163,6 +163,16 @@ class MappingForm(ThroughServicesForm):
         return data
 
 
+# The account's own fields (the form's, and the change page's first fieldset), then its guardrails.
+ACCOUNT_FIELDS = (
+    "name",
+    "account_id",
+    "mode",
+    "audience",
+    "manager_role_arn",
+    "trust_policy_limit",
+    "source_identity",
+)
 GUARDRAIL_FIELDS = (
     "require_protected",
     "forbid_pipeline_sources",
@@ -181,16 +191,7 @@ class AccountForm(ThroughServicesForm):
 
     class Meta:
         model = Account
-        fields = (
-            "name",
-            "account_id",
-            "mode",
-            "audience",
-            "manager_role_arn",
-            "trust_policy_limit",
-            "source_identity",
-            *GUARDRAIL_FIELDS,
-        )
+        fields = (*ACCOUNT_FIELDS, *GUARDRAIL_FIELDS)
 
 
 class RoleForm(ThroughServicesForm):
@@ -297,20 +298,7 @@ class IssuerAdmin(ThroughServicesAdmin):
 class AccountAdmin(AccountSyncAdminMixin, ThroughServicesAdmin):
     form = AccountForm
     fieldsets = (
-        (
-            None,
-            {
-                "fields": (
-                    "name",
-                    "account_id",
-                    "mode",
-                    "audience",
-                    "manager_role_arn",
-                    "trust_policy_limit",
-                    "source_identity",
-                )
-            },
-        ),
+        (None, {"fields": ACCOUNT_FIELDS}),
         (
             "Guardrails (every role and mapping of the account must keep them)",
             {"fields": GUARDRAIL_FIELDS},

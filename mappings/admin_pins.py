@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from mappings import pins
-from mappings.models import IdentityChange, IdentityPin, validate_gitlab_id
+from mappings.models import IdentityChange, IdentityPin, validate_pin_id
 from portal.admin import ReadOnlyAdmin
 
 
@@ -38,7 +38,7 @@ class AcceptIdentityChangeForm(forms.Form):
     new_id = forms.CharField(
         label="New GitLab id",
         max_length=64,
-        validators=[validate_gitlab_id],
+        validators=[validate_pin_id],
         help_text="The project_id (or namespace_id) that now legitimately lives at this path: the audit event of "
         "the refusal (reason identity_changed) names it.",
     )

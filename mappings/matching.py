@@ -367,21 +367,23 @@ def evaluate(rule: Rule, claims: Mapping[str, object], now: datetime, pins: Pins
     ref = _claim(claims, "ref")
     if ref is None or not patterns.matches(rule.ref, ref):
         failed.append(Failure("ref", rule.ref, ref))
-    for check in tag_checks(rule):
+    checks = tag_checks(rule)  # built once: the claims' checks here, IAM's in _tag_failures
+    for check in checks:
         value = _claim(claims, check.claim)
         if not check.met_by(value):
             failed.append(Failure(check.field, ",".join(check.patterns), value))
     if tags_enforced(rule):
-        failed.extend(_tag_failures(rule, claims, {f.field for f in failed}))
+        failed.extend(_tag_failures(checks, claims, {f.field for f in failed}))
     return Evaluation(rule=rule, failed=tuple(failed))
 
 
-def _tag_failures(rule: Rule, claims: Mapping[str, object], failed_fields: set[str]) -> list[Failure]:
-    """IAM checks these conditions on the session tags alone: a pattern it cannot compare as
-    written fails, and so does a claim that met the condition but cannot be a tag exactly (the
-    token carries no tag for it, so IAM would refuse the token Rolegate minted)."""
+def _tag_failures(checks: Iterable[TagCheck], claims: Mapping[str, object], failed_fields: set[str]) -> list[Failure]:
+    """IAM checks these conditions (a rule's :func:`tag_checks`) on the session tags alone: a
+    pattern it cannot compare as written fails, and so does a claim that met the condition but
+    cannot be a tag exactly (the token carries no tag for it, so IAM would refuse the token
+    Rolegate minted)."""
     failures = []
-    for check in tag_checks(rule):
+    for check in checks:
         shown = ",".join(check.patterns)
         value = _claim(claims, check.claim)
         if any(minted.untaggable_pattern_chars(p) for p in check.patterns):
@@ -401,11 +403,18 @@ def pin_failures(pins: Pins, issuer: str, claims: Mapping[str, object]) -> list[
         if pin is None:
             continue
         token_id = _claim(claims, id_claim)
-        if token_id is None and kind == NAMESPACE:
-            continue
-        if token_id != pin.gitlab_id:
+        if pin_matches(pin, token_id) is False:
             failures.append(pin_conflict(pin, token_id))
     return failures
+
+
+def pin_matches(pin: Pin | None, token_id: str | None) -> bool | None:
+    """Whether a token whose id claim is ``token_id`` (``None``: absent) meets ``pin``; ``None``
+    when there is nothing to compare: no pin, or a namespace pin and a token without
+    ``namespace_id`` (optional in GitLab's tokens). An absent ``project_id`` does not match."""
+    if pin is None or (token_id is None and pin.kind == NAMESPACE):
+        return None
+    return token_id == pin.gitlab_id
 
 
 def pin_conflict(pin: Pin, token_id: str | None) -> Failure:

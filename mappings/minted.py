@@ -62,11 +62,20 @@ def tag_char(char: str) -> bool:
     return char in TAG_VALUE_SYMBOLS or unicodedata.category(char)[0] in _TAG_VALUE_CATEGORIES
 
 
+# The tag character set's ASCII part: letters, digits and the space are the only ASCII characters
+# in categories L, N and Z. One regex for the usual claim value instead of a loop per character.
+_ASCII_TAG_VALUE = re.compile(r"[A-Za-z0-9 _.:/=+@-]*")
+
+
 def taggable(value: object) -> bool:
     """Whether ``value`` can be an AWS tag value exactly as it is: a string of at most 256
-    characters, each in the tag character set. Anything else is carried as no tag at all: a
-    rewritten stand-in could equal another job's value (``prod{eu`` and ``prod_eu``)."""
-    return isinstance(value, str) and len(value) <= MAX_TAG_VALUE_LENGTH and all(tag_char(c) for c in value)
+    characters, each in the tag character set (:func:`tag_char`). Anything else is carried as no
+    tag at all: a rewritten stand-in could equal another job's value (``prod{eu`` and ``prod_eu``)."""
+    if not isinstance(value, str) or len(value) > MAX_TAG_VALUE_LENGTH:
+        return False
+    if value.isascii():
+        return _ASCII_TAG_VALUE.fullmatch(value) is not None
+    return all(tag_char(c) for c in value)
 
 
 def untaggable_pattern_chars(pattern: str) -> str:

@@ -121,6 +121,9 @@ validate_gitlab_id = RegexValidator(
     r"^[1-9][0-9]{0,18}\Z",
     'A GitLab id is a positive whole number of at most 19 digits without leading zeros, e.g. "20".',
 )
+# A pin's id (IdentityPin.gitlab_id): the id claim of a verified token as it came (the catalogue's
+# 64 characters), so looser than a mapping's validate_gitlab_id above.
+validate_pin_id = RegexValidator(r"^[0-9]{1,64}\Z", "A GitLab id is 1 to 64 digits, e.g. 20.")
 validate_account_id = RegexValidator(r"^[0-9]{12}\Z", 'An AWS account id is exactly 12 digits, e.g. "123456789012".')
 # https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html (RoleName)
 validate_role_name = RegexValidator(
@@ -555,20 +558,23 @@ class Mapping(TimestampedModel):
                     }
                 )
         if role is not None and role.account_id is not None:
-            _raise_violations(
-                guardrail_rules.mapping_violations(
-                    role.account.guardrails,
-                    project=self.project or None,
-                    protected=self.protected,
-                    environment=self.environment,
-                    pipeline_sources=self.pipeline_sources or (),
-                    ci_config_ref_uri=self.ci_config_ref_uri,
-                    project_id=self.project_id,
-                    namespace_id=self.namespace_id,
-                    direct=role.account.mode == Account.Mode.DIRECT,
-                    account=f"Account {role.account}",
-                )
-            )
+            _raise_violations(self.guardrail_violations(role.account, where=f"Account {role.account}"))
+
+    def guardrail_violations(self, account: Account, *, where: str) -> list[guardrail_rules.Violation]:
+        """What in this mapping breaks ``account``'s guardrails or its mode (``mappings.guardrails``);
+        ``where`` names the account in the messages."""
+        return guardrail_rules.mapping_violations(
+            account.guardrails,
+            project=self.project or None,
+            protected=self.protected,
+            environment=self.environment,
+            pipeline_sources=self.pipeline_sources or (),
+            ci_config_ref_uri=self.ci_config_ref_uri,
+            project_id=self.project_id,
+            namespace_id=self.namespace_id,
+            direct=account.mode == Account.Mode.DIRECT,
+            account=where,
+        )
 
     @property
     def is_expired(self) -> bool:
@@ -618,9 +624,6 @@ class RetiredRole(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id}/{self.role_name}"
-
-
-validate_gitlab_id = RegexValidator(r"^[0-9]{1,64}\Z", "A GitLab id is 1 to 64 digits, e.g. 20.")
 
 
 class IdentityPin(models.Model):

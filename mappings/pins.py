@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from mappings import services
 from mappings.matching import Failure, Pin, pin_conflict
-from mappings.models import IdentityChange, IdentityPin, Issuer, RegistryVersion, validate_gitlab_id
+from mappings.models import IdentityChange, IdentityPin, Issuer, RegistryVersion, validate_pin_id
 from mappings.selectors import registry_pins
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def identity_change_accept(*, issuer: str, kind: str, path: str, new_id: str, ac
     if kind not in IdentityPin.Kind.values:
         raise IdentityChangeRefused(f"The kind is {kind!r}; it must be one of {', '.join(IdentityPin.Kind.values)}.")
     try:
-        validate_gitlab_id(new_id)
+        validate_pin_id(new_id)
     except ValidationError:
         raise IdentityChangeRefused(f"The new id {new_id!r} is not a GitLab id (1 to 64 digits, e.g. 20).") from None
     note = note.strip()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
+import uuid
 from collections import abc
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,9 +29,26 @@ def registry_version() -> int:
     return row or 0
 
 
+@functools.cache
+def _stamp_statement() -> str:
+    quote = connection.ops.quote_name
+    column = {field.name: str(field.column) for field in RegistryVersion._meta.concrete_fields}
+    columns = ", ".join(quote(column[name]) for name in ("version", "stamp"))
+    # Names from the model's metadata; no value is interpolated.
+    return f"SELECT {columns} FROM {quote(RegistryVersion._meta.db_table)} WHERE {quote(column['id'])} = 1"  # noqa: S608
+
+
 def _registry_stamp() -> tuple[int, object]:
-    row = RegistryVersion.objects.filter(pk=1).values_list("version", "stamp").first()
-    return row or (0, None)
+    """The registry's (version, stamp): every exchange reads it, so it is one prepared-once
+    statement rather than a queryset (an ORM read of this row cost several times the statement
+    itself in ``make bench``). The stamp is a ``UUID`` on every database, as the ORM reads it."""
+    with connection.cursor() as cursor:
+        cursor.execute(_stamp_statement())
+        row = cursor.fetchone()
+    if row is None:
+        return (0, None)
+    version, stamp = row
+    return (version, stamp if isinstance(stamp, uuid.UUID) else uuid.UUID(str(stamp)))
 
 
 def build_role(*, id: int, name: str, max_session_seconds: int, session_tags: bool, account: RuleAccount) -> RuleRole:
@@ -110,32 +129,36 @@ _ROLE_COLUMNS = (
 _ROLE_WIDTH = len(_ROLE_COLUMNS)
 
 
+# A mapping's columns as read by :func:`_rule_rows`, each with the keyword of :func:`build_rule` it fills.
+_MAPPING_COLUMNS = {
+    "id": "id",
+    "name": "name",
+    "issuer__name": "issuer",
+    "project": "project",
+    "ref": "ref",
+    "ref_type": "ref_type",
+    "protected": "protected",
+    "environment": "environment",
+    "pipeline_sources": "pipeline_sources",
+    "expires_at": "expires_at",
+    "enabled": "enabled",
+    "ci_config_ref_uri": "ci_config_ref_uri",
+    "environment_protected": "environment_protected",
+    "deployment_tiers": "deployment_tiers",
+    "runner_environment": "runner_environment",
+    "pin_identity": "pin_identity",
+    "project_id": "project_id",
+    "namespace_id": "namespace_id",
+}
+# build_rule's keywords for what a mapping holds itself (all but its role), in _rule_rows' order:
+# also the keys of a mapping in a configuration file (mappings.config.rules_from_document).
+RULE_FIELDS = tuple(_MAPPING_COLUMNS.values())
+_RULE_WIDTH = _ROLE_WIDTH + len(_MAPPING_COLUMNS)  # the columns of _rule_rows
+
+
 def _rule_rows(mappings: QuerySet[Mapping]) -> QuerySet[Mapping, tuple[Any, ...]]:
     """The columns :func:`_rule` reads, in its order: the role's, then the mapping's."""
-    return mappings.values_list(
-        *(f"role__{column}" for column in _ROLE_COLUMNS),
-        "id",
-        "name",
-        "issuer__name",
-        "project",
-        "ref",
-        "ref_type",
-        "protected",
-        "environment",
-        "pipeline_sources",
-        "expires_at",
-        "enabled",
-        "ci_config_ref_uri",
-        "environment_protected",
-        "deployment_tiers",
-        "runner_environment",
-        "pin_identity",
-        "project_id",
-        "namespace_id",
-    )
-
-
-_RULE_WIDTH = _ROLE_WIDTH + 18  # the columns of _rule_rows
+    return mappings.values_list(*(f"role__{column}" for column in _ROLE_COLUMNS), *_MAPPING_COLUMNS)
 
 
 def _rule(row: tuple[Any, ...], roles: dict[int, RuleRole]) -> Rule:
@@ -144,47 +167,7 @@ def _rule(row: tuple[Any, ...], roles: dict[int, RuleRole]) -> Rule:
     role = roles.get(row[0])
     if role is None:
         role = roles[row[0]] = _role(row)
-    (
-        pk,
-        name,
-        issuer,
-        project,
-        ref,
-        ref_type,
-        protected,
-        environment,
-        sources,
-        expires_at,
-        enabled,
-        ci_config_ref_uri,
-        environment_protected,
-        tiers,
-        runner_environment,
-        pin_identity,
-        project_id,
-        namespace_id,
-    ) = row[_ROLE_WIDTH:_RULE_WIDTH]
-    return build_rule(
-        id=pk,
-        name=name,
-        issuer=issuer,
-        role=role,
-        project=project,
-        ref=ref,
-        ref_type=ref_type,
-        protected=protected,
-        environment=environment,
-        pipeline_sources=sources,
-        expires_at=expires_at,
-        enabled=enabled,
-        ci_config_ref_uri=ci_config_ref_uri,
-        environment_protected=environment_protected,
-        deployment_tiers=tiers,
-        runner_environment=runner_environment,
-        pin_identity=pin_identity,
-        project_id=project_id,
-        namespace_id=namespace_id,
-    )
+    return build_rule(role=role, **dict(zip(RULE_FIELDS, row[_ROLE_WIDTH:_RULE_WIDTH], strict=True)))
 
 
 def _role(row: tuple[Any, ...]) -> RuleRole:

@@ -159,18 +159,7 @@ class WriteBatch:
             for mapping in Mapping.objects.filter(role__account=account).order_by("name"):
                 refusals.extend(
                     Refusal("mappings", mapping.name, v.field, v.message, account.name, v.guardrail)
-                    for v in guardrails.mapping_violations(
-                        rails,
-                        project=mapping.project,
-                        protected=mapping.protected,
-                        environment=mapping.environment,
-                        pipeline_sources=mapping.pipeline_sources or (),
-                        ci_config_ref_uri=mapping.ci_config_ref_uri,
-                        project_id=mapping.project_id,
-                        namespace_id=mapping.namespace_id,
-                        direct=account.mode == Account.Mode.DIRECT,
-                        account=where,
-                    )
+                    for v in mapping.guardrail_violations(account, where=where)
                 )
         return refusals
 

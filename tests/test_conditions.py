@@ -11,6 +11,7 @@ import pytest
 
 from mappings import iam_eval, lint, matching, minted, policies
 from mappings.matching import Registry, decide
+from tests.exchange.gitlab_stand_in import with_claims
 from tests.iam.conftest import ACCOUNT_ID, NOW, ROLEGATE, make_input, make_rule
 
 CI_CONFIG = "gitlab.example.com/platform/api//.gitlab-ci.yml@refs/heads/main"
@@ -65,16 +66,6 @@ TABLE = [
         ["environment_protected", "deployment_tiers", "runner_environment"],
     ),
 ]
-
-
-def with_claims(claims: dict, overrides: dict) -> dict:
-    out = dict(claims)
-    for key, value in overrides.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = value
-    return out
 
 
 @pytest.mark.parametrize(("rule_overrides", "claim_overrides", "failed"), TABLE)

@@ -9,9 +9,10 @@ import pytest
 
 from mappings import guardrails, iam_eval, lint, matching, minted, policies
 from mappings.matching import Registry, decide
-from tests.iam.conftest import ACCOUNT_ID, GITLAB, NOW, ROLEGATE, make_input, make_rule
+from tests.exchange.gitlab_stand_in import with_claims
+from tests.iam.conftest import ACCOUNT_ID, GITLAB, NOW, make_input, make_rule
 from tests.rules import changed
-from tests.test_conditions import with_claims
+from tests.test_conditions import admitted
 
 
 def bound(name: str = "web-bound", **overrides):
@@ -116,20 +117,6 @@ def test_minted_tokens_carry_both_ids_as_session_tags(web_main_claims):
 # --- the generated trust policy, judged by the evaluator -------------------------------------------
 
 
-def admitted(policy: dict, rule, claims: dict) -> bool:
-    return iam_eval.minted_token_allowed(
-        policy,
-        rolegate_issuer=ROLEGATE,
-        account_id=ACCOUNT_ID,
-        audience="sts.amazonaws.com",
-        issuer_name="gitlab-com",
-        claims=claims,
-        mapping_name=rule.name,
-        session_tags=rule.session_tags,
-        role_name=rule.role_name,
-    )
-
-
 def test_with_session_tags_iam_requires_each_id(web_main_claims):
     rule = bound()
     result = policies.generate(make_input([rule]))
@@ -231,6 +218,19 @@ def test_a_wildcard_project_bound_by_project_id_is_one_project():
     assert warning.code == lint.WILDCARD_PROJECT_UNPROTECTED and "in namespace id 72" in warning.message
 
 
+def id_violations(project: str, *, rails: guardrails.Guardrails | None = None, **fields) -> list[guardrails.Violation]:
+    """The guardrail and mode violations of a protected mapping on ``project`` without other
+    conditions, with ``fields`` (its ids, ``direct``, ``account``)."""
+    return guardrails.mapping_violations(
+        rails or guardrails.Guardrails(),
+        project=project,
+        protected=True,
+        environment=None,
+        pipeline_sources=(),
+        **fields,
+    )
+
+
 @pytest.mark.parametrize(
     ("limit", "project", "project_id", "namespace_id", "direct", "refused"),
     [
@@ -247,41 +247,21 @@ def test_a_wildcard_project_bound_by_project_id_is_one_project():
 def test_max_project_breadth_counts_ids_where_iam_checks_them(
     limit, project, project_id, namespace_id, direct, refused
 ):
-    violations = guardrails.mapping_violations(
-        guardrails.Guardrails(max_project_breadth=limit),
-        project=project,
-        protected=True,
-        environment=None,
-        pipeline_sources=(),
+    violations = id_violations(
+        project,
         project_id=project_id,
         namespace_id=namespace_id,
         direct=direct,
+        rails=guardrails.Guardrails(max_project_breadth=limit),
     )
     assert [v.guardrail for v in violations] == (["max_project_breadth"] if refused else [])
 
 
 @pytest.mark.parametrize("project", ["*", "*/*", "plat*"])
 def test_a_direct_account_refuses_ids_with_a_pattern_iam_would_read_as_every_project(project):
-    [violation] = guardrails.mapping_violations(
-        guardrails.Guardrails(),
-        project=project,
-        protected=True,
-        environment=None,
-        pipeline_sources=(),
-        project_id="20",
-        direct=True,
-        account="account legacy",
-    )
+    [violation] = id_violations(project, project_id="20", direct=True, account="account legacy")
     assert (violation.field, violation.guardrail) == ("project", guardrails.MODE)
     assert "direct mode" in violation.message and "project_id" in violation.message
     # Brokered, or with a path: fine.
     for direct, pattern in ((False, project), (True, "platform/*")):
-        assert not guardrails.mapping_violations(
-            guardrails.Guardrails(),
-            project=pattern,
-            protected=True,
-            environment=None,
-            pipeline_sources=(),
-            project_id="20",
-            direct=direct,
-        )
+        assert not id_violations(pattern, project_id="20", direct=direct)

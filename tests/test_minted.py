@@ -101,3 +101,16 @@ def test_a_pattern_ending_with_one_role_never_matches_a_sub_of_another(prefix_pa
     sub = value + minted.role_binding(*b)
     if patterns.matches(pattern, sub):
         assert a == b
+
+
+def test_every_ascii_character_is_taggable_exactly_when_its_category_says_so():
+    """The ASCII shortcut of ``taggable`` agrees with the per-character definition on all 128."""
+    for code in range(128):
+        assert minted.taggable(chr(code)) == minted.tag_char(chr(code)), repr(chr(code))
+
+
+@given(st.one_of(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=300), st.text(max_size=300)))
+def test_taggable_is_its_definition(value):
+    """At most 256 characters, each in the tag character set: whichever path ``taggable`` takes."""
+    expected = len(value) <= minted.MAX_TAG_VALUE_LENGTH and all(minted.tag_char(c) for c in value)
+    assert minted.taggable(value) == expected

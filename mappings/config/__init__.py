@@ -13,7 +13,7 @@ from mappings.config.document import ConfigError, Document, parse_document
 from mappings.config.export import export_document
 from mappings.config.plan import Plan, apply_document, compute_plan
 from mappings.matching import Rule, RuleAccount
-from mappings.selectors import build_role, build_rule
+from mappings.selectors import RULE_FIELDS, build_role, build_rule
 
 __all__ = [
     "ConfigError",
@@ -56,30 +56,11 @@ def rules_from_document(text: str) -> list[Rule]:
         )
         for position, (key, item) in enumerate(document.roles.items(), start=1)
     }
-    rules = []
-    for position, item in enumerate(document.mappings.values(), start=1):
-        mapping = item.values
-        rules.append(
-            build_rule(
-                id=position,
-                name=mapping["name"],
-                issuer=mapping["issuer"],
-                role=roles[mapping["role"]],
-                project=mapping["project"],
-                ref=mapping["ref"],
-                ref_type=mapping["ref_type"],
-                protected=mapping["protected"],
-                environment=mapping["environment"],
-                pipeline_sources=mapping["pipeline_sources"],
-                expires_at=mapping["expires_at"],
-                enabled=mapping["enabled"],
-                ci_config_ref_uri=mapping["ci_config_ref_uri"],
-                environment_protected=mapping["environment_protected"],
-                deployment_tiers=mapping["deployment_tiers"],
-                runner_environment=mapping["runner_environment"],
-                pin_identity=mapping["pin_identity"],
-                project_id=mapping["project_id"],
-                namespace_id=mapping["namespace_id"],
-            )
+    return [
+        build_rule(
+            **{name: item.values[name] for name in RULE_FIELDS if name != "id"},
+            id=position,  # no database id in a file: the mapping's position
+            role=roles[item.values["role"]],
         )
-    return rules
+        for position, item in enumerate(document.mappings.values(), start=1)
+    ]

@@ -17,7 +17,7 @@ import yaml
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from mappings import guardrails
-from mappings.models import Account, IdentityPin, Issuer, Mapping, Role, validate_gitlab_id
+from mappings.models import Account, IdentityPin, Issuer, Mapping, Role, validate_pin_id
 
 SECTIONS = ("issuers", "accounts", "roles", "mappings")
 # Besides the registry's sections, a file may hold the identity pins (export writes them; apply
@@ -452,7 +452,7 @@ def _parse_pins(raw: Any, issuers: set[str], errors: list[tuple[str, str]]) -> d
             errors.append((f"{path}.kind", f"must be one of {', '.join(IdentityPin.Kind.values)}"))
         if values.get("id") is not None:
             try:
-                validate_gitlab_id(values["id"])
+                validate_pin_id(values["id"])
             except ValidationError as exc:
                 errors.extend((f"{path}.id", message) for message in exc.messages)
         if values.get("path") is not None and not 0 < len(values["path"]) <= 255:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from datetime import UTC, datetime
 
@@ -9,6 +10,7 @@ import factory
 from django.contrib.auth import get_user_model
 
 from exchange.models import AuditEvent
+from tests.registry.conftest import MINIMAL, as_yaml
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -83,3 +85,30 @@ def denied(**overrides) -> AuditEvent:
     )
     fields.update(overrides)
     return AuditEventFactory(**fields)
+
+
+def explain_form(**overrides) -> dict:
+    """The admin's explain form for the web team's protected main-branch push job; an override of
+    ``None`` leaves the field out."""
+    data = {
+        "issuer": "gitlab-example",
+        "project_path": "platform/web",
+        "ref": "main",
+        "ref_type": "branch",
+        "protected": "on",
+        "environment": "",
+        "pipeline_source": "push",
+        "role_arn": "",
+        "token": "",
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def proposed_file(**mapping) -> str:
+    """A proposed configuration file (``apply``'s format) for replay: the registry tests' minimal
+    one with its mapping as web-main-deploy, the protected main branch of platform/web assuming
+    prod/deploy-web; ``mapping`` sets more of its keys."""
+    data = copy.deepcopy(MINIMAL)
+    data["mappings"][0].update({"name": "web-main-deploy", "ref_type": "branch", "protected": True, **mapping})
+    return as_yaml(data)

@@ -13,7 +13,7 @@ from console.replay import event_claims, replay_events
 from mappings import services
 from mappings.matching import Registry
 from mappings.selectors import registry_rules
-from tests.console.factories import AuditEventFactory, denied
+from tests.console.factories import AuditEventFactory, denied, explain_form, proposed_file
 from tests.factories import AccountFactory, IssuerFactory, RoleFactory, web_main_deploy
 
 pytestmark = pytest.mark.django_db
@@ -28,31 +28,15 @@ def web_mapping(db):
     return web_main_deploy()
 
 
-def _form(**overrides):
-    data = {
-        "issuer": "gitlab-example",
-        "project_path": "platform/web",
-        "ref": "main",
-        "ref_type": "branch",
-        "protected": "on",
-        "environment": "",
-        "pipeline_source": "push",
-        "role_arn": "",
-        "token": "",
-    }
-    data.update(overrides)
-    return {k: v for k, v in data.items() if v is not None}
-
-
 def test_explain_form_grants_the_protected_main_job(admin_client, web_mapping):
-    response = admin_client.post(EXPLAIN, _form())
+    response = admin_client.post(EXPLAIN, explain_form())
     explanation = response.context["result"]["explanation"]
     assert explanation.decision.granted
     assert 'id="decision" class="granted"' in response.content.decode()
 
 
 def test_explain_form_shows_the_first_failing_condition(admin_client, web_mapping):
-    response = admin_client.post(EXPLAIN, _form(ref="feature/x", protected=None))
+    response = admin_client.post(EXPLAIN, explain_form(ref="feature/x", protected=None))
     page = response.content.decode()
     assert 'id="decision" class="denied"' in page
     [evaluation] = response.context["result"]["explanation"].evaluations
@@ -62,7 +46,7 @@ def test_explain_form_shows_the_first_failing_condition(admin_client, web_mappin
 
 
 def test_explain_says_when_a_mapping_matches_for_another_role(admin_client, web_mapping):
-    page = admin_client.post(EXPLAIN, _form(role_arn="arn:aws:iam::123456789012:role/other")).content.decode()
+    page = admin_client.post(EXPLAIN, explain_form(role_arn="arn:aws:iam::123456789012:role/other")).content.decode()
     assert 'id="decision" class="denied"' in page and "matches, for another role" in page
 
 
@@ -76,7 +60,7 @@ def test_pasted_token_is_decoded_without_trust_and_never_echoed_or_logged(
 ):
     token = _token(feature_mr_claims)  # signed by a key Rolegate has never seen; expired long ago
     with caplog.at_level(logging.DEBUG):
-        response = admin_client.post(EXPLAIN, _form(issuer="", project_path="", ref="", token=token))
+        response = admin_client.post(EXPLAIN, explain_form(issuer="", project_path="", ref="", token=token))
     assert response.status_code == 200
     result = response.context["result"]
     assert result["claims"]["ref"] == feature_mr_claims["ref"]
@@ -86,10 +70,10 @@ def test_pasted_token_is_decoded_without_trust_and_never_echoed_or_logged(
 
 
 def test_unreadable_token_and_unknown_iss_are_form_errors(admin_client, web_mapping, web_main_claims):
-    page = admin_client.post(EXPLAIN, _form(token="not.a.jwt")).content.decode()
+    page = admin_client.post(EXPLAIN, explain_form(token="not.a.jwt")).content.decode()
     assert "not a readable JWT" in page
     other = _token({**web_main_claims, "iss": "https://gitlab.elsewhere.example"})
-    page = admin_client.post(EXPLAIN, _form(issuer="", token=other)).content.decode()
+    page = admin_client.post(EXPLAIN, explain_form(issuer="", token=other)).content.decode()
     assert "No registered issuer" in page
 
 
@@ -142,34 +126,12 @@ def test_replay_events_since(web_mapping):
     assert [e.pk for e in replayable_events(days=7, now=T0)] == [recent.pk]
 
 
-PROPOSED = """
-issuers:
-  - name: gitlab-example
-    url: https://gitlab.example.com
-    audiences: [https://rolegate.example.com]
-accounts:
-  - name: prod
-    account_id: "123456789012"
-roles:
-  - account: prod
-    name: deploy-web
-mappings:
-  - name: web-main-deploy
-    issuer: gitlab-example
-    role: prod/deploy-web
-    project: platform/web
-    ref: main
-    ref_type: branch
-    protected: {protected}
-"""
-
-
 def test_replay_page_runs_a_proposed_file_against_recent_events(admin_client, web_mapping):
     now = datetime.now(UTC)
     AuditEventFactory(time=now - timedelta(hours=1))
     unprotected = denied(time=now - timedelta(hours=2), ref="main", ref_protected="false", requested_role_arn=None)
     denied(time=now - timedelta(days=9), ref="main", ref_protected="false", requested_role_arn=None)  # too old
-    response = admin_client.post(REPLAY, {"config": PROPOSED.format(protected="false"), "days": 7})
+    response = admin_client.post(REPLAY, {"config": proposed_file(protected=False), "days": 7})
     result = response.context["result"]
     assert result["replayed"] == 2 and not result["capped"]
     assert result["total"] == 1
@@ -181,21 +143,21 @@ def test_replay_page_accepts_an_upload_and_reports_no_change(admin_client, web_m
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     AuditEventFactory(time=datetime.now(UTC) - timedelta(hours=1))
-    upload = SimpleUploadedFile("rolegate.yaml", PROPOSED.format(protected="true").encode())
+    upload = SimpleUploadedFile("rolegate.yaml", proposed_file().encode())
     response = admin_client.post(REPLAY, {"config_file": upload, "days": 7})
     assert response.context["result"]["total"] == 0
     assert "No decision would change." in response.content.decode()
 
 
 def test_replay_page_names_each_error_of_an_invalid_file(admin_client):
-    bad = PROPOSED.format(protected="true").replace("ref_type: branch", "ref_type: sideways")
+    bad = proposed_file(ref_type="sideways")
     page = admin_client.post(REPLAY, {"config": bad, "days": 7}).content.decode()
     assert "mappings[0].ref_type" in page
     assert admin_client.post(REPLAY, {"config": "issuers: [", "days": 7}).context["result"] is None
 
 
 def test_explain_shows_that_iam_would_allow_the_minted_token(admin_client, web_mapping):
-    response = admin_client.post(EXPLAIN, _form())
+    response = admin_client.post(EXPLAIN, explain_form())
     [verdict] = response.context["result"]["iam"]
     assert verdict.allowed is True
     assert verdict.mapping == "web-main-deploy"
@@ -205,7 +167,7 @@ def test_explain_shows_that_iam_would_allow_the_minted_token(admin_client, web_m
 
 def test_iam_also_denies_a_refused_job_for_the_requested_role(admin_client, web_mapping):
     """Defence in depth: the unprotected ref is refused by the matcher and by the trust policy."""
-    response = admin_client.post(EXPLAIN, _form(protected=None, role_arn=web_mapping.role.arn))
+    response = admin_client.post(EXPLAIN, explain_form(protected=None, role_arn=web_mapping.role.arn))
     assert not response.context["result"]["explanation"].decision.granted
     [verdict] = response.context["result"]["iam"]
     assert verdict.allowed is False
@@ -216,7 +178,7 @@ def test_iam_verdict_for_a_direct_mode_account(admin_client, db):
     services.mapping_create(
         actor="test", name="sandbox-exp", issuer=IssuerFactory(), role=role, project="platform/web", ref="main"
     )
-    response = admin_client.post(EXPLAIN, _form(role_arn=role.arn))
+    response = admin_client.post(EXPLAIN, explain_form(role_arn=role.arn))
     assert response.context["result"]["explanation"].decision.reason == "direct_mode_account"
     [verdict] = response.context["result"]["iam"]
     assert verdict.allowed is True and "GitLab token sent to STS directly" in verdict.detail

@@ -14,7 +14,7 @@ from mappings import pins
 from mappings.config import export_document
 from mappings.matching import NAMESPACE, PROJECT, Pin
 from mappings.models import IdentityChange, IdentityPin
-from tests.console.factories import AuditEventFactory, UserFactory, denied
+from tests.console.factories import AuditEventFactory, UserFactory, denied, explain_form
 from tests.factories import web_main_deploy
 
 pytestmark = pytest.mark.django_db
@@ -83,15 +83,7 @@ def test_explain_says_what_a_first_use_would_pin(api, web_main_claims):
 
 
 def test_the_explain_page_shows_the_pins(admin_client, pinned):
-    form = {
-        "issuer": "gitlab-example",
-        "project_path": "platform/web",
-        "project_id": "99",
-        "ref": "main",
-        "ref_type": "branch",
-        "protected": "on",
-        "pipeline_source": "push",
-    }
+    form = explain_form(project_id="99")
     response = admin_client.post(EXPLAIN, form)
     page = response.content.decode()
     assert response.context["result"]["explanation"].decision.reason == "identity_changed"

@@ -11,7 +11,7 @@ import pytest
 from console.replay import event_claims, proposed_registry, replay_events
 from mappings.matching import Registry
 from mappings.selectors import registry_rules
-from tests.console.factories import AuditEventFactory
+from tests.console.factories import AuditEventFactory, explain_form, proposed_file
 from tests.factories import web_main_deploy
 
 pytestmark = pytest.mark.django_db
@@ -45,16 +45,7 @@ def test_explain_names_each_id_and_iam_agrees(api, bound_mapping, web_main_claim
 
 
 def test_the_explain_form_takes_the_ids(admin_client, bound_mapping):
-    form = {
-        "issuer": "gitlab-example",
-        "project_path": "platform/web",
-        "project_id": "20",
-        "namespace_id": "72",
-        "ref": "main",
-        "ref_type": "branch",
-        "protected": "on",
-        "pipeline_source": "push",
-    }
+    form = explain_form(project_id="20", namespace_id="72")
     response = admin_client.post(EXPLAIN, form)
     assert response.context["result"]["explanation"].decision.granted
     assert "<code>project_id=20</code>" in response.content.decode()
@@ -66,6 +57,12 @@ def test_the_explain_form_takes_the_ids(admin_client, bound_mapping):
     response = admin_client.post(EXPLAIN, {**form, "namespace_id": ""})
     [evaluation] = response.context["result"]["explanation"].evaluations
     assert [(f.field, f.value) for f in evaluation.failed] == [("namespace_id", None)]
+
+
+def test_the_explain_form_refuses_an_id_no_token_could_carry(admin_client, bound_mapping):
+    response = admin_client.post(EXPLAIN, explain_form(project_id="2O"))
+    assert response.context["result"] is None
+    assert response.context["form"].errors["project_id"] == ["A GitLab id is 1 to 64 digits, e.g. 20."]
 
 
 def test_the_audit_events_explain_link_carries_the_ids(admin_client, bound_mapping):
@@ -89,7 +86,7 @@ def test_replay_finds_the_grants_an_id_binding_would_take_away(web_main_claims):
     older = AuditEventFactory(time=T0, namespace_id=None)
     assert "namespace_id" not in event_claims(older)
     assert replay_events(registry=Registry(registry_rules()), events=[same, recreated, older]) == []
-    proposed = proposed_registry(PROPOSED)
+    proposed = proposed_registry(proposed_file(project_id=20, namespace_id=72))
     changes = replay_events(registry=proposed, events=[same, recreated, older])
     assert [(c.event.pk, c.after) for c in changes] == [
         (recreated.pk, "denied (no_matching_mapping)"),
@@ -97,27 +94,3 @@ def test_replay_finds_the_grants_an_id_binding_would_take_away(web_main_claims):
     ]
     [failed] = [e.failed for e in changes[0].decision.evaluations]
     assert [(f.field, f.pattern, f.value) for f in failed] == [("project_id", "20", "99")]
-
-
-PROPOSED = """
-issuers:
-  - name: gitlab-example
-    url: https://gitlab.example.com
-    audiences: [https://rolegate.example.com]
-accounts:
-  - name: prod
-    account_id: "123456789012"
-roles:
-  - account: prod
-    name: deploy-web
-mappings:
-  - name: web-main-deploy
-    issuer: gitlab-example
-    role: prod/deploy-web
-    project: platform/web
-    project_id: 20
-    namespace_id: 72
-    ref: main
-    ref_type: branch
-    protected: true
-"""

@@ -14,6 +14,7 @@ import copy
 from datetime import UTC, datetime
 
 from tests.conftest import load_claim_examples
+from tests.exchange.gitlab_stand_in import with_claims
 
 ISSUER_NAME = "gitlab-test"
 AUDIENCE = "https://rolegate.example.com"
@@ -145,13 +146,7 @@ _EXAMPLES = load_claim_examples()
 
 def claims(persona: str, **overrides) -> dict:
     """A persona's GitLab claims with ``overrides`` (a value of ``None`` removes the claim)."""
-    data = copy.deepcopy(_EXAMPLES[persona])
-    for key, value in overrides.items():
-        if value is None:
-            data.pop(key, None)
-        else:
-            data[key] = value
-    return data
+    return with_claims(copy.deepcopy(_EXAMPLES[persona]), overrides)
 
 
 WEB_MAIN = "protected_main_push"  # the web team's protected main-branch push job

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 import jwt
 import pytest
+from moto import mock_aws
 from rest_framework.test import APIClient
 
 from exchange import aws_sts, gitlab, keys
@@ -16,6 +17,18 @@ from tests.exchange.gitlab_stand_in import GitLabKey, StandInGitLab
 
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+
+
+@pytest.fixture
+def sts(monkeypatch):
+    """moto's STS, and a fresh client of ours that reaches it."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        aws_sts.reset_client()
+        yield
+    aws_sts.reset_client()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from exchange.keys import public_jwk, thumbprint
 
 
+def with_claims(claims: dict, overrides: dict) -> dict:
+    """A copy of ``claims`` with ``overrides`` set; an override of ``None`` removes the claim."""
+    out = dict(claims)
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
 class GitLabKey:
     def __init__(self, private_key: rsa.RSAPrivateKey | None = None):
         self.private_key = private_key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -84,13 +95,8 @@ class StandInGitLab:
     def claims(self, base: dict, **overrides) -> dict:
         """GitLab claims from a persona: our iss, fresh times and jti (``None`` removes a claim)."""
         now = int(time.time())
-        data = {**base, "iss": self.url, "iat": now, "nbf": now - 5, "exp": now + 300, "jti": str(uuid.uuid4())}
-        for key, value in overrides.items():
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
-        return data
+        fresh = {"iss": self.url, "iat": now, "nbf": now - 5, "exp": now + 300, "jti": str(uuid.uuid4())}
+        return with_claims({**base, **fresh}, overrides)
 
     def mint(self, claims: dict, *, key: GitLabKey | None = None, headers: dict | None = None) -> str:
         key = key or self.signing

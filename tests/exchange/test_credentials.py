@@ -12,7 +12,6 @@ import jwt
 import pytest
 from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from exchange import aws_sts
 from exchange.models import AuditEvent, UsedToken
@@ -21,17 +20,6 @@ from tests.exchange.conftest import exchange_params, post_form
 from tests.services import free_port
 
 CREDENTIALS = "/api/v1/credentials"
-
-
-@pytest.fixture
-def sts(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws_sts.reset_client()
-        yield
-    aws_sts.reset_client()
 
 
 def credentials_params(stand_in, claims, role_arn=cases.DEPLOY_WEB, **extra):

@@ -36,6 +36,33 @@ def test_a_lone_surrogate_in_a_json_body_is_invalid_request(api, db):
     assert audited(response).reason == "invalid_request"
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("grant_type=x&subject_token_type=x&subject_token=a.%ED%A0%80.c", "application/x-www-form-urlencoded"),
+        ('{"subject_token": "a.\\ud800.c", "subject_token_type": "x"}', "application/json"),
+    ],
+)
+def test_a_lone_surrogate_in_the_subject_token_is_refused_before_validation(api, db, body, content_type):
+    """The text fields skip DRF's per-character surrogate check: parse_body is what refuses."""
+    response = api.post(TOKEN, data=body, content_type=content_type)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_request"
+    assert "Unicode" in response.json()["error_description"] or "encoding" in response.json()["error_description"]
+    assert audited(response).reason == "invalid_request"
+
+
+def test_the_exchange_fields_carry_no_per_character_surrogate_check():
+    """Checked on a serializer's own (deep-copied) fields, which DRF constructs anew."""
+    from rest_framework.validators import ProhibitSurrogateCharactersValidator
+
+    from exchange.apis import CredentialsApi, TokenExchangeApi
+
+    for api_class in (TokenExchangeApi, CredentialsApi):
+        for name, field in api_class.InputSerializer().fields.items():
+            assert not any(isinstance(v, ProhibitSurrogateCharactersValidator) for v in field.validators), name
+
+
 def test_a_signing_key_that_cannot_be_decrypted_is_a_503_with_an_audit_event(
     api, registry, stand_in, web_main_claims, settings
 ):

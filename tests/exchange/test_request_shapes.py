@@ -238,3 +238,17 @@ def _presented_token(body: bytes, content_type: str) -> bool:
     except _BadRequest:
         return False
     return bool(params.get("subject_token"))
+
+
+@pytest.mark.parametrize("accept", ["text/html", "image/png", "application/xml;q=1, */*;q=0"])
+def test_the_exchange_answers_json_whatever_the_accept_header(api, registry, stand_in, web_main_claims, accept):
+    """RFC 6749 §5.1: the answer is JSON. DRF's negotiation used to refuse these with a 406 before
+    the view ran, so with no audit event and the token's fate unrecorded."""
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    api.credentials(HTTP_ACCEPT=accept)
+    granted = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert granted.status_code == 200, granted.content
+    assert granted["Content-Type"] == "application/json"
+    assert AuditEvent.objects.get(request_id=granted["X-Request-ID"]).outcome == "granted"
+    refused = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert_refused(refused, "invalid_grant", "replay")

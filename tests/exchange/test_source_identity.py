@@ -14,7 +14,6 @@ import botocore.session
 import jwt
 import pytest
 from django.conf import settings
-from moto import mock_aws
 
 from exchange import aws_sts
 from mappings import iam_eval, policies, services
@@ -30,17 +29,6 @@ CLAIM = "https://aws.amazon.com/source_identity"
 def opted_in(registry):
     services.registry_update(Account.objects.get(name="prod"), actor="tests", source_identity=True)
     return registry
-
-
-@pytest.fixture
-def sts(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws_sts.reset_client()
-        yield
-    aws_sts.reset_client()
 
 
 def test_sts_takes_no_source_identity_parameter_for_web_identity():
@@ -76,27 +64,22 @@ def test_the_trust_policy_admits_the_minted_token_with_its_source_identity(api, 
     )
     minted = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
     tags = {key: values[0] for key, values in minted[policies.minted.TAGS_CLAIM]["principal_tags"].items()}
-    allowed = iam_eval.minted_sub_allowed(
-        document,
-        rolegate_issuer=settings.ROLEGATE_ISSUER,
-        account_id=cases.PROD,
-        sub=minted["sub"],
-        aud=minted["aud"],
-        request_tags=tags,
-        source_identity=minted[CLAIM],
-    )
-    assert allowed
+
+    def admits(document: dict) -> bool:
+        return iam_eval.minted_sub_allowed(
+            document,
+            rolegate_issuer=settings.ROLEGATE_ISSUER,
+            account_id=cases.PROD,
+            sub=minted["sub"],
+            aud=minted["aud"],
+            request_tags=tags,
+            source_identity=minted[CLAIM],
+        )
+
+    assert admits(document)
     # The same token against the policy of an account that has not opted in: IAM refuses it.
     services.registry_update(Account.objects.get(name="prod"), actor="tests", source_identity=False)
-    assert not iam_eval.minted_sub_allowed(
-        role_desired_policy(Role.objects.get(pk=role.pk)).document,
-        rolegate_issuer=settings.ROLEGATE_ISSUER,
-        account_id=cases.PROD,
-        sub=minted["sub"],
-        aud=minted["aud"],
-        request_tags=tags,
-        source_identity=minted[CLAIM],
-    )
+    assert not admits(role_desired_policy(Role.objects.get(pk=role.pk)).document)
 
 
 def test_credentials_hand_sts_the_token_with_the_source_identity(api, opted_in, stand_in, web_main_claims, sts):

@@ -4,8 +4,10 @@ them (``kubectl kustomize``), every object validates against the Kubernetes sche
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -141,8 +143,16 @@ def test_the_image_writes_nothing_to_the_app_folder_at_run_time():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "PYTHONDONTWRITEBYTECODE=1" in dockerfile
     assert "--chown" not in dockerfile and "chown" not in dockerfile
-    settings = (ROOT / "portal" / "settings.py").read_text()
-    assert '(_dev_secret_key() if DEBUG else "")' in settings
+    # Settings outside DJANGO_DEBUG, with and without a secret: loading them writes no file.
+    no_writes = (
+        "import pathlib; "
+        "pathlib.Path.write_text = pathlib.Path.write_bytes = lambda *a, **k: (_ for _ in ()).throw(OSError('write')); "
+        "import django; django.setup()"
+    )
+    for secret in ({}, {"DJANGO_SECRET_KEY": "k" * 50}):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DJANGO_SETTINGS_MODULE": "portal.settings", **secret}
+        result = subprocess.run([sys.executable, "-c", no_writes], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
 
 
 def test_the_ingress_controller_is_the_one_trusted_proxy(production):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
@@ -13,40 +12,14 @@ from mappings import services
 from mappings.models import Issuer, Mapping, Role
 from mappings.selectors import registry_version
 from tests.factories import AccountFactory, IssuerFactory, MappingFactory, RoleFactory
+from tests.registry.conftest import mapping_form
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def platform_admin(client):
-    """The platform admin: a superuser logged in to the admin."""
-    user = get_user_model().objects.create_superuser("platform-admin", "admin@example.com", "x")
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
 def deploy_web():
     return RoleFactory(name="deploy-web", account=AccountFactory(name="prod", account_id="123456789012"))
-
-
-def mapping_form(issuer, role, **overrides) -> dict:
-    data = {
-        "name": "web-main",
-        "issuer": issuer.pk,
-        "role": role.pk,
-        "project": "platform/web",
-        "ref": "main",
-        "ref_type": "branch",
-        "protected": "on",
-        "environment": "",
-        "pipeline_sources": ["push", "web"],
-        "expires_at_0": "",
-        "expires_at_1": "",
-        "enabled": "on",
-    }
-    data.update(overrides)
-    return {key: value for key, value in data.items() if value is not None}
 
 
 def test_adding_a_mapping_goes_through_the_service(platform_admin, deploy_web):

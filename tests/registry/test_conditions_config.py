@@ -4,6 +4,7 @@ their validation by path, and the apply/export round trip."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -41,6 +42,21 @@ def refused(tmp_path, data: dict) -> list[str]:
     return err.getvalue().splitlines()
 
 
+def assert_refused_by_path(tmp_path, data: dict, key: str, value: object, message: str) -> None:
+    """``apply`` refuses the file whose mapping has ``key: value``, naming ``mappings[0].<key>``
+    with ``message``, and writes nothing."""
+    data["mappings"][0][key] = value
+    lines = refused(tmp_path, data)
+    assert any(line.startswith(f"mappings[0].{key}: ") and message in line for line in lines), lines
+    assert Mapping.objects.count() == 0
+
+
+def assert_read_back(exported: str) -> None:
+    """The exported file, read as a proposed configuration, gives the registry's rules (its one
+    mapping numbered 1, as a file numbers them)."""
+    assert config.rules_from_document(exported) == [replace(rule, id=1) for rule in registry_rules()]
+
+
 def test_conditions_apply_export_and_re_apply_as_a_no_op(tmp_path, minimal):
     minimal["accounts"][0]["source_identity"] = True
     minimal["mappings"][0].update(CONDITIONS)
@@ -57,9 +73,7 @@ def test_conditions_apply_export_and_re_apply_as_a_no_op(tmp_path, minimal):
     assert {key: data["mappings"][0][key] for key in CONDITIONS} == CONDITIONS
     assert data["accounts"][0]["source_identity"] is True
     assert apply(tmp_path, exported, "exported.yaml").startswith("No changes.")
-    assert config.rules_from_document(exported) == [
-        r.__class__(**{**{n: getattr(r, n) for n in r.__slots__}, "id": 1}) for r in registry_rules()
-    ]
+    assert_read_back(exported)
 
 
 def test_defaults_export_and_round_trip(tmp_path, minimal):
@@ -95,10 +109,7 @@ def test_one_deployment_tier_may_be_written_alone(tmp_path, minimal):
     ],
 )
 def test_each_condition_is_validated_by_path(tmp_path, minimal, key, value, message):
-    minimal["mappings"][0][key] = value
-    lines = refused(tmp_path, minimal)
-    assert any(line.startswith(f"mappings[0].{key}: ") and message in line for line in lines), lines
-    assert Mapping.objects.count() == 0
+    assert_refused_by_path(tmp_path, minimal, key, value, message)
 
 
 def test_conditions_need_session_tags_on_a_brokered_role(tmp_path, minimal):

@@ -125,3 +125,26 @@ def test_the_worker_serves_its_metrics_on_loopback_with_the_webs_access_check():
         env = data["services"][name]["environment"]
         assert env["ROLEGATE_METRICS_TOKEN"] == "${ROLEGATE_METRICS_TOKEN:-}", name
         assert env["ROLEGATE_METRICS_ALLOWED_NETWORKS"] == "${ROLEGATE_METRICS_ALLOWED_NETWORKS:-}", name
+
+
+def test_the_shipped_gunicorn_config_runs_threaded_workers():
+    """The shape README "Performance" measures: a worker keeps serving while a request waits on
+    STS. Read the way gunicorn reads it (every deployment passes --config gunicorn.conf.py)."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "--config",
+            "gunicorn.conf.py",
+            "--print-config",
+            "portal.wsgi",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    pairs = (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    config = {name.strip(): value.strip() for name, value in pairs}
+    assert config["worker_class"] == "gthread"
+    assert int(config["threads"]) >= 4

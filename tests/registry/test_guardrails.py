@@ -6,7 +6,6 @@ import io
 
 import pytest
 import yaml
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -245,12 +244,6 @@ def test_services_refuse_moving_a_role_into_an_account_whose_guardrails_its_mapp
 
 
 # --- the admin -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def platform_admin(client):
-    client.force_login(get_user_model().objects.create_superuser("platform-admin", "admin@example.com", "x"))
-    return client
 
 
 def test_admin_mapping_form_shows_the_guardrail_on_the_field(platform_admin):

@@ -8,7 +8,6 @@ import io
 
 import pytest
 import yaml
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.urls import reverse
@@ -17,7 +16,8 @@ from mappings import config, services
 from mappings.models import Account, Mapping
 from mappings.selectors import registry_rules
 from tests.factories import AccountFactory, IssuerFactory, RoleFactory
-from tests.registry.test_conditions_config import apply, refused
+from tests.registry.conftest import mapping_form
+from tests.registry.test_conditions_config import apply, assert_read_back, assert_refused_by_path, refused
 
 pytestmark = pytest.mark.django_db
 
@@ -40,9 +40,7 @@ def test_ids_apply_export_and_re_apply_as_a_no_op(tmp_path, minimal):
     assert apply(tmp_path, exported, "exported.yaml").startswith("No changes.")
     minimal["mappings"][0]["project_id"] = "20"
     assert apply(tmp_path, minimal, "as-string.yaml").startswith("No changes.")
-    assert config.rules_from_document(exported) == [
-        r.__class__(**{**{n: getattr(r, n) for n in r.__slots__}, "id": 1}) for r in registry_rules()
-    ]
+    assert_read_back(exported)
 
 
 def test_without_ids_the_keys_export_as_null(tmp_path, minimal):
@@ -86,10 +84,7 @@ def test_without_project_or_id_the_project_is_required(tmp_path, minimal):
     ],
 )
 def test_each_id_is_validated_by_path(tmp_path, minimal, key, value, message):
-    minimal["mappings"][0][key] = value
-    lines = refused(tmp_path, minimal)
-    assert any(line.startswith(f"mappings[0].{key}: ") and message in line for line in lines), lines
-    assert Mapping.objects.count() == 0
+    assert_refused_by_path(tmp_path, minimal, key, value, message)
 
 
 def test_ids_need_session_tags_on_a_brokered_role(tmp_path, minimal):
@@ -133,31 +128,16 @@ def test_a_guardrail_counts_a_project_id_as_one_project():
 # --- the admin -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def platform_admin(client):
-    client.force_login(get_user_model().objects.create_superuser("platform-admin", "admin@example.com", "x"))
-    return client
-
-
-def mapping_form(issuer, role, **fields) -> dict:
-    data = {
-        "name": "by-id",
-        "issuer": issuer.pk,
-        "role": role.pk,
-        "project": "",
-        "project_id": "",
-        "namespace_id": "",
-        "ref": "main",
-        "ref_type": "branch",
-        "enabled": "on",
-    }
-    data.update(fields)
-    return data
+def by_id_form(issuer, role, **fields) -> dict:
+    """The add-mapping form without a project pattern or other conditions."""
+    return mapping_form(
+        issuer, role, **{"name": "by-id", "project": "", "protected": None, "pipeline_sources": None, **fields}
+    )
 
 
 def test_the_admin_binds_a_mapping_by_id_alone(platform_admin):
     issuer, role = IssuerFactory(), RoleFactory(account=AccountFactory(), name="deploy")
-    response = platform_admin.post(reverse("admin:mappings_mapping_add"), mapping_form(issuer, role, project_id="20"))
+    response = platform_admin.post(reverse("admin:mappings_mapping_add"), by_id_form(issuer, role, project_id="20"))
     assert response.status_code == 302, response.content.decode()[:3000]
     mapping = Mapping.objects.get()
     assert (mapping.project, mapping.project_id, mapping.namespace_id) == ("*", "20", None)
@@ -169,11 +149,11 @@ def test_the_admin_binds_a_mapping_by_id_alone(platform_admin):
 
 def test_the_admin_refuses_neither_project_nor_id_and_a_bad_id(platform_admin):
     issuer, role = IssuerFactory(), RoleFactory(account=AccountFactory(), name="deploy")
-    response = platform_admin.post(reverse("admin:mappings_mapping_add"), mapping_form(issuer, role))
+    response = platform_admin.post(reverse("admin:mappings_mapping_add"), by_id_form(issuer, role))
     assert response.status_code == 200
     assert "or give a project ID or namespace ID" in response.content.decode()
     response = platform_admin.post(
-        reverse("admin:mappings_mapping_add"), mapping_form(issuer, role, project="platform/web", namespace_id="07")
+        reverse("admin:mappings_mapping_add"), by_id_form(issuer, role, project="platform/web", namespace_id="07")
     )
     assert response.status_code == 200
     assert "without leading zeros" in response.content.decode()
