@@ -148,6 +148,8 @@ _.pool_classes_by_scheme
 # factory_boy options and http.server's handler methods.
 _.pytestmark
 _.pytest_runtest_makereport
+_.pytest_xdist_make_scheduler  # tests/conftest.py: the suite's xdist scheduler
+_._split_scope  # tests/scheduling.py: xdist's LoadScopeScheduling calls it
 _.moto_aws
 _.aws_env
 _.transactional_db

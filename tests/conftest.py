@@ -24,6 +24,18 @@ hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if IN_CI:
     hypothesis_settings.load_profile("ci")
 
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``-n N`` (xdist's ``--dist load``): whole packages sharing a live server, longest first
+    (tests/scheduling.py). Any other ``--dist`` is xdist's own."""
+    if config.getvalue("dist") != "load":
+        return None
+    from tests.scheduling import LongestFirstScheduling
+
+    return LongestFirstScheduling(config, log)
+
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gitlab_id_token_claims.json"
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import psycopg
 import requests
 
+from tests import command_runner
 from tests.chaos.stand_ins import OwnPostgreSQL, OwnRedis, free_port, wait_port
 from tests.conftest import load_claim_examples
 from tests.exchange.gitlab_stand_in import GitLabKey, StandInGitLab
@@ -266,15 +267,8 @@ class Stack:
         return env
 
     def manage(self, *argv: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "manage.py", *argv],
-            cwd=ROOT,
-            env={**os.environ, **self.env(**env)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        """``manage.py ARGV`` in a process of its own, forked warm (tests/command_runner.py)."""
+        return command_runner.manage(*argv, env={**os.environ, **self.env(**env)}, cwd=ROOT, timeout=300)
 
     def _apply(self, extra_mapping: str = "") -> subprocess.CompletedProcess:
         config = self.workdir / "rolegate.yaml"
@@ -375,7 +369,22 @@ mappings:
 class Timing:
     before: float = 2.0  # seconds of load before the fault
     fault: float = 3.0  # seconds the dependency is away
-    after: float = 4.0  # seconds of load once it is back
+    after: float = 4.0  # seconds of load once it is back (at most, with ``settle``)
+    # None: the whole ``after`` phase (``make chaos``'s figures). Else the phase ends this many
+    # seconds of load after the service recovered (the suite: its assertions are on the recovery
+    # and on every answer, not on how long the load ran).
+    settle: float | None = None
+
+
+def load_after(load: Load, back: float, timing: Timing) -> None:
+    """The load phase once the dependency is back (``timing.after``, or until it settled)."""
+    deadline = back + timing.after
+    while (now := time.monotonic()) < deadline:
+        if timing.settle is not None:
+            recovered = load.first_granted_after(back)
+            if recovered is not None and now >= back + recovered + timing.settle:
+                return
+        time.sleep(0.05)
 
 
 def postgresql_restarted(stack: Stack, timing: Timing) -> Figures:
@@ -386,7 +395,7 @@ def postgresql_restarted(stack: Stack, timing: Timing) -> Figures:
         time.sleep(timing.fault)
         stack.pg.start()
         back = time.monotonic()
-        time.sleep(timing.after)
+        load_after(load, back, timing)
     server.stop()
     return stack.figures("PostgreSQL restarted", load, load.first_granted_after(back))
 
@@ -408,6 +417,12 @@ def redis_stopped(stack: Stack, timing: Timing) -> Figures:
             while time.monotonic() - back < timing.after:
                 if counted is None and _redis_has_rate_counters(redis.port):
                     counted = time.monotonic() - back
+                if (
+                    counted is not None
+                    and timing.settle is not None
+                    and time.monotonic() - back >= counted + timing.settle
+                ):
+                    break
                 time.sleep(0.1)
     finally:
         server.stop()
@@ -448,7 +463,8 @@ def broker_stopped(stack: Stack, timing: Timing) -> Figures:
             # The drift scan (beat, every 15 min) or sync_iam catches up; here sync_iam runs on the worker.
             sync = stack.manage("sync_iam", "--timeout", "60", CELERY_BROKER_URL=broker.url)
             synced = time.monotonic() - back if sync.returncode in (0, 1) else None
-            time.sleep(max(0.0, timing.after - (time.monotonic() - back)))
+            remaining = max(0.0, timing.after - (time.monotonic() - back))
+            time.sleep(remaining if synced is None or timing.settle is None else min(remaining, timing.settle))
     finally:
         server.stop()
         if worker is not None:
@@ -474,7 +490,7 @@ def sts(stack: Stack, timing: Timing, mode: str) -> Figures:
         time.sleep(timing.fault)
         stack.sts_proxy.set("up")
         back = time.monotonic()
-        time.sleep(timing.after)
+        load_after(load, back, timing)
     server.stop()
     return stack.figures(f"STS {mode}", load, load.first_granted_after(back), "credentials endpoint")
 
@@ -488,7 +504,7 @@ def jwks(stack: Stack, timing: Timing, mode: str) -> Figures:
         health = _healthz_seconds(server.url)
         stack.jwks_proxy.set("up")
         back = time.monotonic()
-        time.sleep(timing.after)
+        load_after(load, back, timing)
     server.stop()
     return stack.figures(
         f"GitLab JWKS {mode}", load, load.first_granted_after(back), f"/healthz during the fault: {health}"

@@ -3,7 +3,8 @@
 One per test session (per xdist worker): a stand-in GitLab, a moto server standing in for STS and
 IAM, and ``gunicorn portal.wsgi`` with the *production* settings (no ``DJANGO_DEBUG``, a secret,
 ``ROLEGATE_ALLOW_HTTP=1``) on a SQLite file of its own, configured with ``manage.py apply`` and
-driven with ``requests`` and ``manage.py`` subprocesses only.
+driven with ``requests`` and ``manage.py`` processes only (forked from a warm interpreter, see
+tests/command_runner.py; the test process itself never touches the server's database).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import command_runner
 from tests.exchange.gitlab_stand_in import GitLabKey, StandInGitLab
 from tests.exchange.servers import ROOT, RolegateServer
 from tests.services import free_port, port_open
@@ -107,17 +109,10 @@ class Live:
     log: Path | None = None  # the server's standard error (its log)
     empty_database: Path | None = None  # a migrated, empty SQLite file to copy
 
-    def manage(self, *args: str, input: str | None = None, env: dict[str, str] | None = None):
-        """``python manage.py ARGS`` in a subprocess with the server's environment."""
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env={**self.env, **(env or {})},
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    def manage(self, *args: str, input: str | None = None, env: dict[str, str] | None = None, fresh: bool = False):
+        """``python manage.py ARGS`` in a process of its own with the server's environment: forked
+        from a warm interpreter (tests/command_runner.py), or a new one with ``fresh=True``."""
+        return command_runner.manage(*args, env={**self.env, **(env or {})}, cwd=ROOT, input=input, fresh=fresh)
 
     def token(self, claims: dict, **overrides) -> str:
         return self.gitlab.mint(self.gitlab.claims(claims, **overrides))

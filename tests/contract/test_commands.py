@@ -127,6 +127,15 @@ def test_failing_commands_exit_non_zero_with_a_one_line_reason(live, args):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.parametrize("args", [("apply", "/no/such/file.yaml"), ("export",), ("sync_iam", "--check")])
+def test_a_forked_command_answers_as_a_new_interpreter_does(live, args):
+    """The other tests' commands are forked from a warm interpreter (tests/command_runner.py):
+    the same exit code, output and error as ``python manage.py`` in a new one."""
+    fresh = live.manage(*args, fresh=True)
+    forked = live.manage(*args)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+
+
 def test_create_api_token_prints_the_token_alone_on_its_last_line(live):
     done = live.manage("create_api_token", "lead")
     assert done.returncode == 0

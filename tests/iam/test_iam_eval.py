@@ -3,7 +3,6 @@ minted tokens the matcher grants."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from datetime import timedelta
 
@@ -15,6 +14,7 @@ from mappings import iam_eval, policies
 from mappings.iam_eval import Request, UnsupportedPolicy, allows
 from mappings.matching import evaluate
 from tests.iam.conftest import ACCOUNT_ID, GITLAB, NOW, ROLEGATE, make_input, make_rule
+from tests.properties import property_examples
 from tests.rules import changed
 
 FED = "arn:aws:iam::123456789012:oidc-provider/idp.example.com"
@@ -211,7 +211,7 @@ def minted_allowed(document, claims, *, issuer="gitlab-com", session_tags=True) 
     )
 
 
-PROPERTY_EXAMPLES = int(os.environ.get("ROLEGATE_HYPOTHESIS_EXAMPLES", "400"))
+PROPERTY_EXAMPLES = property_examples()  # ROLEGATE_HYPOTHESIS_EXAMPLES (tests/properties.py)
 
 
 @settings(max_examples=PROPERTY_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

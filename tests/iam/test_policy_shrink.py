@@ -3,7 +3,6 @@ policy refuses, by the project's IAM evaluator; and it keeps what both still gra
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
@@ -13,9 +12,10 @@ from mappings import iam_eval, policies
 from mappings.policy_shrink import missing, shrink_only
 from tests.iam.conftest import ACCOUNT_ID, ROLEGATE, make_input, make_rule
 from tests.iam.test_iam_eval import case_strategy, minted_allowed, rules_strategy
+from tests.properties import property_examples
 from tests.rules import changed
 
-EXAMPLES = int(os.environ.get("ROLEGATE_HYPOTHESIS_EXAMPLES", "400"))
+EXAMPLES = property_examples()  # ROLEGATE_HYPOTHESIS_EXAMPLES (tests/properties.py)
 HOST = policies.provider_host(ROLEGATE)
 FED = policies.provider_arn(ACCOUNT_ID, ROLEGATE)
 

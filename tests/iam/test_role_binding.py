@@ -10,7 +10,6 @@ token is admitted by any other role.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 from mappings import iam_eval, matching, minted, policies
 from mappings.matching import Registry, Rule, decide
 from tests.iam.conftest import GITLAB, NOW, ROLEGATE, make_rule
+from tests.properties import property_examples
 
 STAGING_ID, PROD_ID, OTHER_ID = "222222222222", "111111111111", "333333333333"
 STS = "sts.amazonaws.com"
@@ -344,7 +344,7 @@ def cases(draw):
     return roles, rules, claims, issuer
 
 
-PROPERTY_EXAMPLES = int(os.environ.get("ROLEGATE_HYPOTHESIS_EXAMPLES", "300"))
+PROPERTY_EXAMPLES = property_examples()  # ROLEGATE_HYPOTHESIS_EXAMPLES (tests/properties.py)
 
 
 @settings(

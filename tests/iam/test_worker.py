@@ -7,7 +7,6 @@ test database; tasks go to a queue of its own so nothing else picks them up.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from mappings import policies
 from mappings.iam import selectors
 from mappings.models import Account, Role
+from tests import command_runner
 from tests.iam.helpers import ROLEGATE, create_iam_role, live_policy, registry
 from tests.iam.worker_harness import ROOT, broker_url, running_worker, wait_for, worker_environment
 from tests.services import require_postgresql
@@ -66,14 +66,7 @@ def test_sync_iam_with_a_broker_runs_on_the_worker(worker, worker_env, settings)
     create_iam_role(role.name)
 
     def sync_iam(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "manage.py", "sync_iam", "--timeout", "60", *args],
-            cwd=ROOT,
-            env=worker_env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return command_runner.manage("sync_iam", "--timeout", "60", *args, env=worker_env, cwd=ROOT, timeout=120)
 
     first = sync_iam()
     assert first.returncode == 0, first.stdout + first.stderr + log.read_text()[-3000:]
@@ -92,14 +85,7 @@ def test_sync_iam_with_a_broker_runs_on_the_worker(worker, worker_env, settings)
 
 def test_sync_iam_with_a_broker_and_no_worker_says_so(worker_env):
     _, account, _ = registry()
-    result = subprocess.run(
-        [sys.executable, "manage.py", "sync_iam", "--timeout", "2"],
-        cwd=ROOT,
-        env=worker_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = command_runner.manage("sync_iam", "--timeout", "2", env=worker_env, cwd=ROOT)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"CommandError: No worker synced account {account.name!r} within 2 s; is `celery -A portal worker` "
@@ -124,14 +110,7 @@ def test_an_expiring_mapping_leaves_iam_on_time_through_the_eta_sync(worker, wor
         "services.mapping_create(actor='test', name='temp', issuer=Issuer.objects.get(), role=Role.objects.get(), "
         f"project='platform/temp', ref='main', expires_at=datetime.datetime.fromisoformat('{expires.isoformat()}'))"
     )
-    written = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=worker_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    written = command_runner.manage("shell", "-c", code, env=worker_env, cwd=ROOT)
     assert written.returncode == 0, written.stdout + written.stderr
 
     def trusts_temp() -> bool:

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exchange import keys
 from exchange.models import SigningKey
 from mappings.models import Role
+from tests import command_runner
 from tests.exchange.servers import ROOT, RolegateServer
 from tests.factories import AccountFactory, RoleFactory
 from tests.services import free_port
@@ -190,12 +191,8 @@ def test_gunicorn_with_two_workers_sums_their_counts(tmp_path):
         "ROLEGATE_METRICS_TOKEN": TOKEN,
         "ROLEGATE_RATE_LIMIT": "0",
     }
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=True,
-    )
+    migrated = command_runner.manage("migrate", "--no-input", "-v", "0", env={**os.environ, **env}, cwd=ROOT)
+    assert migrated.returncode == 0, migrated.stderr
     port = free_port()
     env["ROLEGATE_ISSUER"] = f"http://127.0.0.1:{port}"
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")  # created by gunicorn.conf.py
