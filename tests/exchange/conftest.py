@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import jwt
@@ -16,6 +17,15 @@ from tests.exchange import cases
 from tests.exchange.gitlab_stand_in import GitLabKey, StandInGitLab
 
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+# What a stubbed STS answers AssumeRoleWithWebIdentity (botocore's Stubber).
+STS_ANSWER = {
+    "Credentials": {
+        "AccessKeyId": "ASIAEXAMPLEEXAMPLE12",
+        "SecretAccessKey": "secret-access-key-example-0123456789",
+        "SessionToken": "session-token-example",
+        "Expiration": datetime(2030, 1, 1, tzinfo=UTC),
+    }
+}
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 
 
@@ -106,4 +116,23 @@ def verify_like_aws(api: APIClient, token: str, *, audience: str) -> dict:
         audience=audience,
         issuer=settings.ROLEGATE_ISSUER,
         options={"require": ["exp", "iat", "nbf", "sub", "jti"]},
+    )
+
+
+def second_gitlab(server: StandInGitLab, *, audiences: list[str]) -> None:
+    """Register ``server`` as a second issuer, ``gitlab-other``, with its own mapping to
+    deploy-web (platform/web, protected main), beside the shared registry's issuer."""
+    from mappings import services
+    from mappings.models import Role
+
+    other = services.issuer_create(actor="tests", name="gitlab-other", url=server.url, audiences=audiences)
+    services.mapping_create(
+        actor="tests",
+        name="other-web-main-deploy",
+        issuer=other,
+        role=Role.objects.get(account__name="prod", name="deploy-web"),
+        project="platform/web",
+        ref="main",
+        ref_type="branch",
+        protected=True,
     )

@@ -6,8 +6,6 @@ are driven with botocore's Stubber on our client module.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import jwt
 import pytest
 from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError
@@ -16,7 +14,7 @@ from botocore.stub import Stubber
 from exchange import aws_sts
 from exchange.models import AuditEvent, UsedToken
 from tests.exchange import cases
-from tests.exchange.conftest import exchange_params, post_form
+from tests.exchange.conftest import STS_ANSWER, exchange_params, post_form
 from tests.services import free_port
 
 CREDENTIALS = "/api/v1/credentials"
@@ -80,14 +78,7 @@ def test_session_name_and_token_sent_to_sts(api, registry, stand_in, web_main_cl
     with Stubber(client) as stubber:
         stubber.add_response(
             "assume_role_with_web_identity",
-            {
-                "Credentials": {
-                    "AccessKeyId": "ASIAEXAMPLEEXAMPLE12",
-                    "SecretAccessKey": "secret-access-key-example-0123456789",
-                    "SessionToken": "session-token-example",
-                    "Expiration": datetime(2030, 1, 1, tzinfo=UTC),
-                }
-            },
+            STS_ANSWER,
             {
                 "RoleArn": cases.DEPLOY_WEB,
                 "RoleSessionName": "gl-20-302",

@@ -11,27 +11,15 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import DatabaseError
-from moto import mock_aws
 from rest_framework.test import APIClient
 
-from exchange import aws_sts, services
+from exchange import services
 from exchange.models import AuditEvent, UsedToken
 from tests.exchange import cases
 from tests.exchange.conftest import exchange_params, post_form
 
 CREDENTIALS = "/api/v1/credentials"
 SECRETS = ("AccessKeyId", "SecretAccessKey", "SessionToken", "ASIA")
-
-
-@pytest.fixture
-def sts(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws_sts.reset_client()
-        yield
-    aws_sts.reset_client()
 
 
 def assert_closed(response) -> None:

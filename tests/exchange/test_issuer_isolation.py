@@ -6,10 +6,8 @@ from __future__ import annotations
 import pytest
 
 from exchange.models import AuditEvent
-from mappings import services
-from mappings.models import Role
 from tests.exchange import cases
-from tests.exchange.conftest import exchange_params, post_form
+from tests.exchange.conftest import exchange_params, post_form, second_gitlab
 from tests.exchange.gitlab_stand_in import GitLabKey, StandInGitLab
 
 TOKEN = "/api/v1/token"
@@ -20,17 +18,7 @@ OTHER_AUDIENCE = "https://rolegate-other.example.com"
 def other_gitlab(registry):
     """A second GitLab, with an audience of its own and a mapping to deploy-web."""
     server = StandInGitLab(GitLabKey())
-    other = services.issuer_create(actor="tests", name="gitlab-other", url=server.url, audiences=[OTHER_AUDIENCE])
-    services.mapping_create(
-        actor="tests",
-        name="other-web-main-deploy",
-        issuer=other,
-        role=Role.objects.get(account__name="prod", name="deploy-web"),
-        project="platform/web",
-        ref="main",
-        ref_type="branch",
-        protected=True,
-    )
+    second_gitlab(server, audiences=[OTHER_AUDIENCE])
     yield server
     server.stop()
 

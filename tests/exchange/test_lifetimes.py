@@ -6,7 +6,6 @@ by default one hour or the role's maximum when that is shorter."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 import jwt
 import pytest
@@ -16,7 +15,7 @@ from exchange import aws_sts
 from mappings import services
 from mappings.models import Account, Issuer
 from tests.exchange import cases
-from tests.exchange.conftest import exchange_params, post_form
+from tests.exchange.conftest import STS_ANSWER, exchange_params, post_form
 
 TOKEN = "/api/v1/token"
 CREDENTIALS = "/api/v1/credentials"
@@ -76,14 +75,7 @@ def test_sts_is_asked_for_the_duration_given_or_the_default(
     with Stubber(aws_sts.client()) as stubber:
         stubber.add_response(
             "assume_role_with_web_identity",
-            {
-                "Credentials": {
-                    "AccessKeyId": "ASIAEXAMPLEEXAMPLE12",
-                    "SecretAccessKey": "secret-access-key-example-0123456789",
-                    "SessionToken": "session-token-example",
-                    "Expiration": datetime(2030, 1, 1, tzinfo=UTC),
-                }
-            },
+            STS_ANSWER,
             {"RoleArn": role_arn, "RoleSessionName": "gl-20-302", "WebIdentityToken": ANY, "DurationSeconds": asked},
         )
         response = post_form(api, CREDENTIALS, params)

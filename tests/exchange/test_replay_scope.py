@@ -9,29 +9,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from moto import mock_aws
 
-from exchange import aws_sts
 from exchange.models import AuditEvent
-from mappings import services
-from mappings.models import Role
 from tests.exchange import cases
-from tests.exchange.conftest import exchange_params, post_form
+from tests.exchange.conftest import exchange_params, post_form, second_gitlab
 from tests.exchange.gitlab_stand_in import GitLabKey, StandInGitLab
 
 TOKEN = "/api/v1/token"
 CREDENTIALS = "/api/v1/credentials"
-
-
-@pytest.fixture
-def sts(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        aws_sts.reset_client()
-        yield
-    aws_sts.reset_client()
 
 
 def assert_replay(response) -> None:
@@ -83,17 +68,7 @@ def other_gitlab():
 
 
 def test_the_same_jti_from_another_issuer_is_another_token(api, registry, stand_in, other_gitlab, web_main_claims):
-    other = services.issuer_create(actor="tests", name="gitlab-other", url=other_gitlab.url, audiences=[cases.AUDIENCE])
-    services.mapping_create(
-        actor="tests",
-        name="other-web-main-deploy",
-        issuer=other,
-        role=Role.objects.get(account__name="prod", name="deploy-web"),
-        project="platform/web",
-        ref="main",
-        ref_type="branch",
-        protected=True,
-    )
+    second_gitlab(other_gitlab, audiences=[cases.AUDIENCE])
     jti = str(uuid.uuid4())
     ours = stand_in.mint(stand_in.claims(web_main_claims, jti=jti))
     theirs = other_gitlab.mint(other_gitlab.claims(web_main_claims, jti=jti))
