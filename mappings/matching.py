@@ -579,8 +579,9 @@ class Registry:
         removed = set(removed)
         roles = dict(roles or {})
         # The id of a role that is gone names a new role (ids reused): the old role's rules stay gone.
-        revived = {key for key, role in roles.items() if role is not None and key in self._roles}
-        revived = {key for key in revived if self._roles[key] is None}
+        revived = {
+            key for key, role in roles.items() if role is not None and key in self._roles and self._roles[key] is None
+        }
         if revived:
             removed.update(rule.id for rule in self._by_id.values() if rule.role.id in revived)
         gone: set[int] = set()

@@ -119,7 +119,6 @@ _ROLE_COLUMNS = (
     "name",
     "max_session_seconds",
     "session_tags",
-    "account_id",
     "account__name",
     "account__account_id",
     "account__mode",
@@ -153,7 +152,6 @@ _MAPPING_COLUMNS = {
 # build_rule's keywords for what a mapping holds itself (all but its role), in _rule_rows' order:
 # also the keys of a mapping in a configuration file (mappings.config.rules_from_document).
 RULE_FIELDS = tuple(_MAPPING_COLUMNS.values())
-_RULE_WIDTH = _ROLE_WIDTH + len(_MAPPING_COLUMNS)  # the columns of _rule_rows
 
 
 def _rule_rows(mappings: QuerySet[Mapping]) -> QuerySet[Mapping, tuple[Any, ...]]:
@@ -167,12 +165,12 @@ def _rule(row: tuple[Any, ...], roles: dict[int, RuleRole]) -> Rule:
     role = roles.get(row[0])
     if role is None:
         role = roles[row[0]] = _role(row)
-    return build_rule(role=role, **dict(zip(RULE_FIELDS, row[_ROLE_WIDTH:_RULE_WIDTH], strict=True)))
+    return build_rule(role=role, **dict(zip(RULE_FIELDS, row[_ROLE_WIDTH:], strict=True)))
 
 
 def _role(row: tuple[Any, ...]) -> RuleRole:
     """The role of a row that starts with :data:`_ROLE_COLUMNS`."""
-    pk, name, max_session, session_tags, _, account_name, account_id, mode, audience, identity = row[:_ROLE_WIDTH]
+    pk, name, max_session, session_tags, account_name, account_id, mode, audience, identity = row[:_ROLE_WIDTH]
     account = RuleAccount(
         name=account_name, account_id=account_id, mode=mode, audience=audience, source_identity=identity
     )
