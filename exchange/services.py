@@ -294,8 +294,9 @@ def _rate_limit(ctx: RequestContext) -> str | None:
     no limit); a fixed window in the cache: global with ``ROLEGATE_CACHE_URL`` (Redis), per
     process without it. A request whose token verifies and whose project is within its own
     limit is given back (:func:`_project_rate_limit`): the client limit holds back junk, not CI
-    jobs sharing one address. Returns the counter's key (``None``: no limit), so that the give-back
-    reaches the minute it was counted in, not the next one."""
+    jobs sharing one address. Returns the key of the counter it added to (``None``: no limit, or
+    the cache is down and nothing was counted), so that the give-back reaches that counter, not
+    the next minute's."""
     limit = settings.ROLEGATE_RATE_LIMIT
     if not limit:
         return None
