@@ -55,6 +55,17 @@ def fresh_registry_cache(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def one_rate_window(monkeypatch):
+    """Rate-limit counters belong to a clock minute. A test that counts requests must not see the
+    minute turn halfway (CI once refused a test whose 40 requests straddled hh:59:00), so every
+    in-process test runs in one fixed minute; a test about the minute turning patches
+    ``_window`` itself, after this."""
+    from exchange import services
+
+    monkeypatch.setattr(services, "_window", lambda: 29_000_000)
+
+
+@pytest.fixture(autouse=True)
 def fresh_local_cache():
     """Each test starts with empty counters (rate limit, failed API tokens) in the per-process
     cache; a shared Redis cache is never flushed."""
