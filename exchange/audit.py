@@ -25,6 +25,7 @@ from django.utils import timezone
 from exchange.models import AuditEvent, UsedToken
 from exchange.safe_text import csv_cell
 from mappings.claims import AUDITED
+from mappings.selectors import RegistryAt, RegistryMoved, registry_guard, registry_moved
 from portal import metrics
 
 
@@ -129,19 +130,31 @@ def audit_record(**fields: Any) -> AuditEvent:
     return event
 
 
-def audit_record_spending(*, used: UsedToken, **fields: Any) -> AuditEvent | None:
+def audit_record_spending(*, used: UsedToken, registry_at: RegistryAt | None, **fields: Any) -> AuditEvent | None:
     """Spend a subject token (its replay row ``used``) and write the granted event, all or
-    nothing; ``None`` (and nothing written) when the token was already spent for that role.
+    nothing, only if the registry is still at ``registry_at`` -- the snapshot the grant was
+    decided on (``None``: whatever it is now). Returns the event; ``None`` (and nothing written)
+    when the token was already spent for that role; raises
+    :class:`~mappings.selectors.RegistryMoved` (and nothing written) when the registry moved.
 
-    On PostgreSQL this is ONE statement in autocommit -- ``WITH used AS (INSERT ... ON CONFLICT
-    DO NOTHING RETURNING ...) INSERT INTO audit ... SELECT ... FROM used`` -- so the hot path
-    pays one round trip for both rows, no BEGIN/COMMIT, and the statement is atomic: the event
-    exists exactly when the replay row does. A concurrent request with the same token waits on
-    the unique index and finds the row (replay refused across processes). Other databases use a
-    transaction. Raises the database's error if it cannot write (fail closed)."""
+    On PostgreSQL this is ONE statement in autocommit::
+
+        WITH fresh AS (SELECT 1 FROM registry WHERE id = 1 AND version = %s AND stamp = %s),
+             used AS (INSERT ... SELECT ... FROM fresh ON CONFLICT DO NOTHING RETURNING 1),
+             event AS (INSERT INTO audit ... SELECT ... FROM used RETURNING id)
+        SELECT EXISTS (SELECT 1 FROM fresh), (SELECT id FROM event)
+
+    so the hot path pays one round trip for the check and both rows, no BEGIN/COMMIT, and the
+    statement is atomic: the event exists exactly when the replay row does, and neither unless
+    the registry was still at ``registry_at`` (as of the statement's snapshot). A concurrent
+    request with the same token waits on the unique index and finds the row (replay refused
+    across processes). Other databases use a transaction and check first. Raises the database's
+    error if it cannot write (fail closed)."""
     event = audit_event(**fields)
     if connection.vendor != "postgresql":
         with transaction.atomic():
+            if registry_at is not None and registry_moved(registry_at):
+                raise RegistryMoved
             try:
                 with transaction.atomic():
                     used.save(force_insert=True)
@@ -149,15 +162,17 @@ def audit_record_spending(*, used: UsedToken, **fields: Any) -> AuditEvent | Non
                 return None
             event.save(force_insert=True)
     else:
-        statement, params = _spend_and_record_sql(used, event)
+        statement, params = _spend_and_record_sql(used, event, registry_at)
         # Inside a caller's transaction (tests, a shell) a failed statement would poison it: a savepoint.
         guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         with guard, connection.cursor() as cursor:
             cursor.execute(statement, params)
-            row = cursor.fetchone()
-        if row is None:
+            fresh, pk = cursor.fetchone() or (False, None)
+        if not fresh:
+            raise RegistryMoved
+        if pk is None:
             return None
-        event.pk = row[0]
+        event.pk = pk
     _log_after_commit(event)
     return event
 
@@ -180,27 +195,33 @@ def _cast(field: models.Field[Any, Any]) -> str:
 
 
 @functools.cache
-def _spend_and_record_statement() -> str:
-    """Built once from the models' metadata (names only; every value is a parameter)."""
+def _spend_and_record_statement(guard: str) -> str:
+    """Built once per guard from the models' metadata (names only; every value is a parameter)."""
     quote = connection.ops.quote_name
     used_fields, event_fields = _columns(UsedToken), _columns(AuditEvent)
     unique = ", ".join(quote(_column(UsedToken._meta.get_field(name))) for name in ("issuer", "jti", "role_arn"))
-    # Table and column names from the models; every value is a parameter.
+    pk = quote(_column(AuditEvent._meta.pk))
+    # Table and column names from the models, the guard from mappings.selectors.registry_guard
+    # (names only too); every value is a parameter.
     return (
-        f"WITH used AS (INSERT INTO {quote(UsedToken._meta.db_table)} "  # noqa: S608
+        f"WITH fresh AS ({guard}), "  # noqa: S608
+        f"used AS (INSERT INTO {quote(UsedToken._meta.db_table)} "
         f"({', '.join(quote(_column(f)) for f in used_fields)}) "
-        f"VALUES ({', '.join(f'%s::{_cast(f)}' for f in used_fields)}) "
-        f"ON CONFLICT ({unique}) DO NOTHING RETURNING 1) "
-        f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(_column(f)) for f in event_fields)}) "
+        f"SELECT {', '.join(f'%s::{_cast(f)}' for f in used_fields)} FROM fresh "
+        f"ON CONFLICT ({unique}) DO NOTHING RETURNING 1), "
+        f"event AS (INSERT INTO {quote(AuditEvent._meta.db_table)} "
+        f"({', '.join(quote(_column(f)) for f in event_fields)}) "
         f"SELECT {', '.join(f'%s::{_cast(f)}' for f in event_fields)} FROM used "
-        f"RETURNING {quote(_column(AuditEvent._meta.pk))}"
+        f"RETURNING {pk}) "
+        f"SELECT EXISTS (SELECT 1 FROM fresh), (SELECT {pk} FROM event)"
     )
 
 
-def _spend_and_record_sql(used: UsedToken, event: AuditEvent) -> tuple[str, list[Any]]:
-    params = [f.get_db_prep_save(getattr(used, f.attname), connection) for f in _columns(UsedToken)]
+def _spend_and_record_sql(used: UsedToken, event: AuditEvent, registry_at: RegistryAt | None) -> tuple[str, list[Any]]:
+    guard, params = ("SELECT 1", []) if registry_at is None else registry_guard(registry_at)
+    params += [f.get_db_prep_save(getattr(used, f.attname), connection) for f in _columns(UsedToken)]
     params += [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _columns(AuditEvent)]
-    return _spend_and_record_statement(), params
+    return _spend_and_record_statement(guard), params
 
 
 def _log_after_commit(event: AuditEvent) -> None:

@@ -4,9 +4,12 @@ Each endpoint is one service: :func:`token_exchange` or :func:`credentials_excha
 :func:`exchange_refuse` for a request that is not even a POST). A request goes through named
 steps: admit (rate limit, the view's validation) -> verify the GitLab token (and the project's
 rate limit) -> decide with THE matcher -> mint -> pin (a pinning mapping's first use only) ->
-record (replay row, the answer, the audit event in one transaction) -> answer.
-Every request ends in exactly one audit event, written before the response; if it cannot be
-written the request fails with 503 and nothing is handed out.
+record (the registry still at the snapshot's version, replay row, the answer, the audit event,
+all or nothing) -> answer. It decides on the process's registry snapshot without reading the
+version first: when the record (or, for a refusal, one read) finds that the registry moved,
+nothing is written or answered and the request decides again on the current registry
+(:func:`_exchange`). Every request ends in exactly one audit event, written before the response;
+if it cannot be written the request fails with 503 and nothing is handed out.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from mappings import minted, pins
 from mappings.aws_errors import AwsPermanentError, AwsTransientError
 from mappings.claims import COPIED
 from mappings.matching import Pin, Registry, Rule, decide, identity_changed_detail
-from mappings.selectors import registry
+from mappings.selectors import RegistryAt, RegistryMoved, registry_cached, registry_moved, registry_refreshed
 from portal import metrics
 from portal.api_errors import ApiError
 
@@ -209,41 +212,116 @@ def used_tokens_prune(*, now: datetime | None = None) -> int:
 # --- the steps ---------------------------------------------------------------------------------
 
 
+# How many times one request may decide: on the process's snapshot, then on the current registry
+# each time the registry moved under the decision; the last time read first and unguarded.
+ATTEMPTS = 3
+
+_Record = Callable[
+    [
+        RequestContext,
+        gitlab.VerifiedToken,
+        _Granted,
+        _Minted,
+        _Trail,
+        Callable[[_Granted, _Minted], Grant],
+        RegistryAt | None,
+    ],
+    Grant,
+]
+
+
+@dataclass
+class _Admitted:
+    """A request past its client's rate limit: the client counter it was counted in
+    (:func:`_rate_limit`), and whether its project's limit was applied yet (once a request, however
+    many times it decides)."""
+
+    request: ExchangeRequest
+    counted: str | None
+    project_limited: bool = False
+
+
 @sensitive_variables()
 def _exchange(
     *,
     ctx: RequestContext,
     request: ExchangeRequest | ExchangeError,
     answer: Callable[[_Granted, _Minted], Grant],
-    record: Callable[
-        [RequestContext, gitlab.VerifiedToken, _Granted, _Minted, _Trail, Callable[[_Granted, _Minted], Grant]], Grant
-    ],
+    record: _Record[Grant],
 ) -> Grant:
-    request, counted = _admit(ctx, request)
-    trail = _Trail(requested_role_arn=request.audience)
+    """Optimistic: decide on the process's registry snapshot without asking whether it is current,
+    and commit only if it still is (docs/architecture.md, "The hot path"). When the registry moved
+    under a decision -- a grant's record finds another version, a refusal's check does, or this
+    request pinned identities -- nothing was written or answered: decide again on the current
+    registry. The last of :data:`ATTEMPTS` reads the registry first and records unguarded (what
+    every request did before), so a registry that never stops moving still gets an answer."""
+    admitted = _admit(ctx, request)
     try:
-        snapshot = registry()
-        verified = _verify(request.subject_token, snapshot, trail)
-        _project_rate_limit(verified, counted)
-        granted = _decide(snapshot, verified, request, trail)
-        token = _mint(ctx, granted, verified.claims, trail)
-        _pin(granted)
-        return record(ctx, verified, granted, token, trail, answer)
-    except ExchangeError as error:
-        _audit_denied(ctx, error, trail)
-        raise
+        snapshot, at = registry_cached()
+        for _ in range(ATTEMPTS - 1):
+            try:
+                return _attempt(ctx, admitted, snapshot, at, answer, record)
+            except RegistryMoved:
+                snapshot, at = registry_refreshed()
+        return _attempt(ctx, admitted, snapshot, None, answer, record)
     except DatabaseError:  # the registry could not be read: nothing can be audited either
         logger.exception("exchange %s failed on the database", ctx.request_id)
         raise AuditUnavailable() from None
 
 
-def _admit(ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> tuple[ExchangeRequest, str | None]:
-    """The client's rate limit first, then the view's verdict on the request; with the request,
-    the client counter it was counted in (:func:`_rate_limit`)."""
+@sensitive_variables()
+def _attempt(
+    ctx: RequestContext,
+    admitted: _Admitted,
+    snapshot: Registry,
+    at: RegistryAt | None,
+    answer: Callable[[_Granted, _Minted], Grant],
+    record: _Record[Grant],
+) -> Grant:
+    """One decision on ``snapshot``, read at ``at`` (``None``: read just now, and final): verify ->
+    project rate limit -> decide -> mint -> pin -> record. Raises :class:`RegistryMoved`, having
+    written and answered nothing, when the registry is no longer at ``at``."""
+    request = admitted.request
+    trail = _Trail(requested_role_arn=request.audience)
+    try:
+        with _decided_on(at):
+            verified = _verify(request.subject_token, snapshot, trail)
+        if not admitted.project_limited:
+            admitted.project_limited = True
+            _project_rate_limit(verified, admitted.counted)
+        with _decided_on(at):
+            granted = _decide(snapshot, verified, request, trail)
+        token = _mint(ctx, granted, verified.claims, trail)
+        if granted.new_pins:
+            with _decided_on(at):
+                _pin(granted)
+            if at is not None:  # the pins are in the registry now, not in this snapshot
+                raise RegistryMoved
+        return record(ctx, verified, granted, token, trail, answer, at)
+    except ExchangeError as error:
+        _audit_denied(ctx, error, trail)
+        raise
+
+
+@contextlib.contextmanager
+def _decided_on(at: RegistryAt | None) -> Iterator[None]:
+    """Around a step that decides from the snapshot read at ``at``: a refusal stands only if the
+    registry is still there (one primary-key read); otherwise it is :class:`RegistryMoved` and the
+    request decides again. ``None``: the snapshot was read just before, the refusal stands."""
+    try:
+        yield
+    except ExchangeError:
+        if at is not None and registry_moved(at):
+            raise RegistryMoved from None
+        raise
+
+
+def _admit(ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> _Admitted:
+    """The client's rate limit first, then the view's verdict on the request."""
     counted = _rate_limit(ctx)
     if isinstance(request, ExchangeError):
         exchange_refuse(ctx=ctx, error=request)
-    return request, counted
+    return _Admitted(request=request, counted=counted)
 
 
 def client_bucket(client_ip: str | None) -> str:
@@ -458,10 +536,15 @@ def _record(
     token: _Minted,
     trail: _Trail,
     answer: Callable[[_Granted, _Minted], Grant],
+    registry_at: RegistryAt | None,
 ) -> Grant:
     """Spend the subject token, build the answer and write the granted event, all or nothing:
-    a refused answer (STS) or an event that cannot be written leaves the token unspent."""
+    a refused answer (STS) or an event that cannot be written leaves the token unspent. First,
+    in the transaction, the registry must still be at ``registry_at`` (``None``: not checked):
+    no STS call on a decision the registry has moved away from."""
     with _audit_or_unavailable(ctx), transaction.atomic():
+        if registry_at is not None and registry_moved(registry_at):
+            raise RegistryMoved
         _spend(verified, granted.rule, token)
         result = answer(granted, token)
         _audit_granted(ctx, granted, trail)
@@ -476,14 +559,18 @@ def _record_at_once(
     token: _Minted,
     trail: _Trail,
     answer: Callable[[_Granted, _Minted], Grant],
+    registry_at: RegistryAt | None,
 ) -> Grant:
-    """For an answer that calls nobody (the token endpoint): the answer first, then the replay
-    row and the granted event in one statement (:func:`exchange.audit.audit_record_spending`):
-    one database round trip, no transaction, the same all-or-nothing as :func:`_record`."""
+    """For an answer that calls nobody (the token endpoint): the answer first, then the check
+    that the registry is still at ``registry_at``, the replay row and the granted event in one
+    statement (:func:`exchange.audit.audit_record_spending`): one database round trip, no
+    transaction, the same all-or-nothing as :func:`_record`. The answer is handed out only after."""
     result = answer(granted, token)
     with _audit_or_unavailable(ctx):
         event = audit_record_spending(
-            used=_used_token(verified, granted.rule, token), **_granted_fields(ctx, granted, trail)
+            used=_used_token(verified, granted.rule, token),
+            registry_at=registry_at,
+            **_granted_fields(ctx, granted, trail),
         )
     if event is None:
         raise _replay(verified, granted.rule)

@@ -681,8 +681,9 @@ class IdentityChange(models.Model):
 class RegistryVersion(models.Model):
     """A single row whose counter moves with every registry change, in the same transaction.
 
-    Each process caches the registry for the matcher and checks this one row per decision, so a
-    change is seen by every process on its next request.
+    Each process caches the registry for the matcher and checks this one row for each decision --
+    the exchange in the statement that commits it (``mappings.selectors.registry_guard``), other
+    readers before it -- so a change is seen by every process on its next request.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)

@@ -11,7 +11,7 @@ from collections import abc
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -29,26 +29,73 @@ def registry_version() -> int:
     return row or 0
 
 
+class RegistryAt(NamedTuple):
+    """Which registry a snapshot was read at: the version row's version and stamp; ``(0, None)``
+    while there is no row (no write through the services yet)."""
+
+    version: int
+    stamp: uuid.UUID | None
+
+
+class RegistryMoved(Exception):
+    """The registry is no longer at the version a decision was made on; nothing was written."""
+
+
+def _registry_columns() -> dict[str, str]:
+    return {field.name: str(field.column) for field in RegistryVersion._meta.concrete_fields}
+
+
 @functools.cache
 def _stamp_statement() -> str:
     quote = connection.ops.quote_name
-    column = {field.name: str(field.column) for field in RegistryVersion._meta.concrete_fields}
+    column = _registry_columns()
     columns = ", ".join(quote(column[name]) for name in ("version", "stamp"))
     # Names from the model's metadata; no value is interpolated.
     return f"SELECT {columns} FROM {quote(RegistryVersion._meta.db_table)} WHERE {quote(column['id'])} = 1"  # noqa: S608
 
 
-def _registry_stamp() -> tuple[int, object]:
-    """The registry's (version, stamp): every exchange reads it, so it is one prepared-once
-    statement rather than a queryset (an ORM read of this row cost several times the statement
-    itself in ``make bench``). The stamp is a ``UUID`` on every database, as the ORM reads it."""
+def _registry_stamp() -> RegistryAt:
+    """The registry's (version, stamp): one prepared-once statement rather than a queryset (an
+    ORM read of this row cost several times the statement itself in ``make bench``). The stamp is
+    a ``UUID`` on every database, as the ORM reads it."""
     with connection.cursor() as cursor:
         cursor.execute(_stamp_statement())
         row = cursor.fetchone()
     if row is None:
-        return (0, None)
+        return RegistryAt(0, None)
     version, stamp = row
-    return (version, stamp if isinstance(stamp, uuid.UUID) else uuid.UUID(str(stamp)))
+    return RegistryAt(version, stamp if isinstance(stamp, uuid.UUID) else uuid.UUID(str(stamp)))
+
+
+def registry_moved(at: RegistryAt) -> bool:
+    """Whether the registry has moved since ``at`` (one primary-key read)."""
+    return _registry_stamp() != at
+
+
+@functools.cache
+def _guard_statement(*, row: bool) -> str:
+    quote = connection.ops.quote_name
+    column = _registry_columns()
+    table, pk = quote(RegistryVersion._meta.db_table), quote(column["id"])
+    if not row:  # a registry never written through the services: still none
+        return f"SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE {pk} = 1)"  # noqa: S608
+    version, stamp = (RegistryVersion._meta.get_field(name) for name in ("version", "stamp"))
+    # Names from the model's metadata; the version and stamp are parameters.
+    return (
+        f"SELECT 1 FROM {table} WHERE {pk} = 1 "  # noqa: S608
+        f"AND {quote(column['version'])} = %s::{version.db_type(connection)} "
+        f"AND {quote(column['stamp'])} = %s::{stamp.db_type(connection)}"
+    )
+
+
+def registry_guard(at: RegistryAt) -> tuple[str, list[Any]]:
+    """A ``SELECT`` (and its parameters) that gives one row while the registry is still at
+    ``at``, and none once it has moved: the guard a writer puts in the statement that commits a
+    decision made on the snapshot of ``at`` (``exchange.audit.audit_record_spending``)."""
+    if at.stamp is None:
+        return _guard_statement(row=False), []
+    stamp = RegistryVersion._meta.get_field("stamp").get_db_prep_value(at.stamp, connection)
+    return _guard_statement(row=True), [at.version, stamp]
 
 
 def build_role(*, id: int, name: str, max_session_seconds: int, session_tags: bool, account: RuleAccount) -> RuleRole:
@@ -216,10 +263,14 @@ class _Snapshot:
 
     registry: Registry
     version: int
-    stamp: object
+    stamp: uuid.UUID | None
     roles: abc.Mapping[int, RuleRole]
     issuer_names: abc.Mapping[int, str]
     pin_keys: Shards[int, tuple[str, str, str]]
+
+    @property
+    def at(self) -> RegistryAt:
+        return RegistryAt(self.version, self.stamp)
 
 
 _cached: _Snapshot | None = None
@@ -227,31 +278,60 @@ _cached: _Snapshot | None = None
 
 def registry() -> Registry:
     """The current registry (rules and issuers), cached per process and refreshed when its version
-    moves (every write to an issuer, account, role or mapping moves it).
+    moves (every write to an issuer, account, role, mapping or pin moves it).
 
     Costs one primary-key read per call; a change committed by any process is seen on the next
     call of every process. The refresh reads only what changed since this process's version
     (``RegistryChange``) and patches the snapshot; it rebuilds everything only on a process's
     first call, after a bulk write, or when the log no longer reaches back to its version.
     """
+    return registry_current()[0]
+
+
+def registry_current() -> tuple[Registry, RegistryAt]:
+    """:func:`registry`, with the version and stamp it is at."""
     global _cached
-    version, stamp = _registry_stamp()
+    at = _registry_stamp()
     cached = _cached
-    if cached is not None and (cached.version, cached.stamp) == (version, stamp):
-        return cached.registry
+    if cached is not None and cached.at == at:
+        return cached.registry, at
     with _lock:
         cached = _cached
-        if cached is None or (cached.version, cached.stamp) != (version, stamp):
-            _cached = cached = _refreshed(cached, version, stamp)
-        return cached.registry
+        if cached is None or cached.at != at:
+            _cached = cached = _refreshed(cached, at)
+        return cached.registry, cached.at
 
 
-def _refreshed(cached: _Snapshot | None, version: int, stamp: object) -> _Snapshot:
+def registry_refreshed() -> tuple[Registry, RegistryAt]:
+    """:func:`registry_current` for a caller that has just found the registry moved away from this
+    process's snapshot (:func:`registry_moved`, a failed :func:`registry_guard`): it refreshes
+    without reading the version first (the refresh reads it, in its own database snapshot)."""
+    global _cached
+    with _lock:
+        _cached = cached = _refreshed(_cached, None)
+        return cached.registry, cached.at
+
+
+def registry_cached() -> tuple[Registry, RegistryAt]:
+    """This process's registry snapshot as it is, WITHOUT asking the database whether it is still
+    current (no read at all once the process has one), with the version and stamp it was read at.
+
+    For a caller that checks ``at`` where it commits (:func:`registry_guard`, :func:`registry_moved`)
+    and starts again from :func:`registry_refreshed` when the registry moved: the token exchange.
+    A process without a snapshot yet builds it (:func:`registry_current`)."""
+    cached = _cached
+    if cached is not None:
+        return cached.registry, cached.at
+    return registry_current()
+
+
+def _refreshed(cached: _Snapshot | None, at: RegistryAt | None) -> _Snapshot:
     """The next snapshot, read in one database snapshot: the version, the change log and the rows
     are consistent with each other even while other processes write. (Inside a caller's
-    transaction -- a console page, a test -- that transaction's reads are used as they are.)"""
+    transaction -- a console page, a test -- that transaction's reads are used as they are, and
+    ``at``, the version the caller read, if it read it.)"""
     if connection.in_atomic_block:
-        return _read(cached, version, stamp)
+        return _read(cached, *(at or _registry_stamp()))
     with transaction.atomic():
         if connection.vendor == "postgresql":  # the first statement: every read below sees one snapshot
             with connection.cursor() as cursor:
@@ -259,7 +339,9 @@ def _refreshed(cached: _Snapshot | None, version: int, stamp: object) -> _Snapsh
         return _read(cached, *_registry_stamp())
 
 
-def _read(cached: _Snapshot | None, version: int, stamp: object) -> _Snapshot:
+def _read(cached: _Snapshot | None, version: int, stamp: uuid.UUID | None) -> _Snapshot:
+    if cached is not None and cached.at == (version, stamp):  # another thread refreshed it already
+        return cached
     if cached is not None and cached.version < version:
         changes = list(
             RegistryChange.objects.filter(version__gte=cached.version).values_list(
@@ -271,7 +353,7 @@ def _read(cached: _Snapshot | None, version: int, stamp: object) -> _Snapshot:
     return _built(version, stamp)
 
 
-def _continuous(changes: list[tuple[Any, ...]], cached: _Snapshot, version: int, stamp: object) -> bool:
+def _continuous(changes: list[tuple[Any, ...]], cached: _Snapshot, version: int, stamp: uuid.UUID | None) -> bool:
     """Whether ``changes`` lead from the cached snapshot to ``version``: the log still holds the
     cached version with its stamp (same history, not pruned) and the current one, and nothing
     after the cached version is a bulk write."""
@@ -283,7 +365,7 @@ def _continuous(changes: list[tuple[Any, ...]], cached: _Snapshot, version: int,
     )
 
 
-def _built(version: int, stamp: object) -> _Snapshot:
+def _built(version: int, stamp: uuid.UUID | None) -> _Snapshot:
     rows = list(_rule_rows(Mapping.objects.all()))
     roles: dict[int, RuleRole] = {}
     issuers = registry_issuers()
@@ -309,7 +391,7 @@ def _built(version: int, stamp: object) -> _Snapshot:
     return snapshot
 
 
-def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], version: int, stamp: object) -> _Snapshot:
+def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], version: int, stamp: uuid.UUID | None) -> _Snapshot:
     """The next snapshot from the cached one and the changes since: changed mappings are read
     again; a changed role, or each role of a changed account, is read again and given to the
     registry as its new value (or as gone), without reading its mappings, whose rules share it;

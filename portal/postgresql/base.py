@@ -2,14 +2,15 @@
 "The hot path").
 
 Django's ``CONN_HEALTH_CHECKS`` sends ``SELECT 1`` before the first query of every request on a
-persistent connection: one round trip in three of a granted exchange. A connection the server has
-dropped while it sat idle between requests -- a restart, ``pg_terminate_backend``, an idle timeout
--- is not silent: the server sends its FATAL message and closes the socket, so the socket has
-something to read. An idle connection whose socket has nothing to read is taken as usable
-without asking; one with anything to read, or not idle, gets Django's ``SELECT 1`` as before (it
-reads what arrived: a dropped connection fails it and is replaced before the request's query).
-Like ``SELECT 1`` it cannot see a peer that vanished without a word (a cut network): that one
-fails the request's query, and Django replaces the connection after it.
+persistent connection: it would double the round trips of a granted exchange (one statement). A
+connection the server has dropped while it sat idle between requests -- a restart,
+``pg_terminate_backend``, an idle timeout -- is not silent: the server sends its FATAL message
+and closes the socket, so the socket has something to read. An idle connection whose socket has
+nothing to read is taken as usable without asking; one with anything to read, or not idle, gets
+Django's ``SELECT 1`` as before (it reads what arrived: a dropped connection fails it and is
+replaced before the request's query). Like ``SELECT 1`` it cannot see a peer that vanished
+without a word (a cut network): that one fails the request's query, and Django replaces the
+connection after it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The hot path's database round trips (docs/architecture.md, "The hot path"): a granted
-``/api/v1/token`` exchange costs 2 on PostgreSQL -- the registry version, and one statement that
-writes the replay row and the audit event together. The per-request health check asks the server
+``/api/v1/token`` exchange costs 1 on PostgreSQL -- one statement that checks the registry is
+still at the version the process decided on and writes the replay row and the audit event
+together; the registry version is not read first. The per-request health check asks the server
 only when the connection's socket shows something happened (portal/postgresql). BEGIN and COMMIT
 are round trips too, so none is allowed."""
 
@@ -43,7 +44,13 @@ def round_trips(monkeypatch):
     counted.extend(query["sql"][:60] for query in queries.captured_queries)
 
 
-def test_a_granted_token_exchange_costs_at_most_two_round_trips(api, registry, stand_in, web_main_claims, monkeypatch):
+def the_one_statement(counted: list[str]) -> None:
+    """Exactly one round trip: the guarded statement (no version read, BEGIN or health check)."""
+    assert len(counted) == 1, counted
+    assert counted[0].startswith("WITH fresh AS (SELECT 1 FROM"), counted
+
+
+def test_a_granted_token_exchange_costs_one_round_trip(api, registry, stand_in, web_main_claims, monkeypatch):
     require_postgresql()
     warm = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
     assert warm.status_code == 200  # the registry snapshot, JWKS and signing key are cached now
@@ -52,8 +59,7 @@ def test_a_granted_token_exchange_costs_at_most_two_round_trips(api, registry, s
         close_old_connections()  # what request_started does under gunicorn (the test client skips it)
         response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
     assert response.status_code == 200
-    assert len(counted) <= 2, counted
-    assert "BEGIN" not in counted
+    the_one_statement(counted)
     event = AuditEvent.objects.get(request_id=response["X-Request-ID"])
     assert event.outcome == "granted" and event.minted_jti
     assert UsedToken.objects.filter(jti=event.jti).count() == 1
@@ -93,27 +99,44 @@ def test_the_one_statement_fails_closed_and_leaves_the_token_unspent(
 
 
 def test_once_pinned_a_pinning_mapping_costs_no_round_trip_more(api, registry, stand_in, web_main_claims, monkeypatch):
-    """Pin on first use (docs/trust-model.md#identity-pins): the first grant writes the pins, the
-    next request of the process patches its snapshot with them; from then on checking the pins is
-    a lookup in the snapshot, so a granted exchange still costs at most 2 round trips."""
+    """Pin on first use (docs/trust-model.md#identity-pins): the first grant writes the pins and
+    decides again on the registry with them, which the process's snapshot then holds; from then on
+    checking the pins is a lookup in the snapshot, so a granted exchange still costs 1 round trip."""
     require_postgresql()
     from mappings import services
     from mappings.models import IdentityPin, Mapping
 
     services.registry_update(Mapping.objects.get(name="web-main-deploy"), actor="tests", pin_identity=True)
-    for _ in range(2):  # the first use pins; the next request reads the pins into its snapshot
-        warm = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
-        assert warm.status_code == 200
+    # The first use pins, then decides again on the registry with its pins: the process's snapshot has them.
+    warm = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
+    assert warm.status_code == 200
     assert IdentityPin.objects.count() == 2
     token = stand_in.mint(stand_in.claims(web_main_claims))
     with round_trips(monkeypatch) as counted:
         close_old_connections()
         response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
     assert response.status_code == 200
-    assert len(counted) <= 2, counted
+    the_one_statement(counted)
     from mappings import pins
 
     monkeypatch.setattr(pins, "pins_record", lambda new_pins: pytest.fail("a pin write was tried"))
     refused = stand_in.mint(stand_in.claims(web_main_claims, project_id="99"))
     response = post_form(api, TOKEN, exchange_params(refused, cases.DEPLOY_WEB))
     assert response.status_code == 400 and response.json()["error"] == "invalid_target"  # from the snapshot
+
+
+@pytest.mark.parametrize("junk", [False, True], ids=["no mapping", "not a token"])
+def test_a_refusal_costs_what_it_did_before_the_guard(api, registry, stand_in, feature_mr_claims, monkeypatch, junk):
+    """A refusal decided from the snapshot stands only once the version is read unchanged: the
+    read every request made first before, so a refused request (junk included) still costs the
+    read and its event's transaction, and no more."""
+    require_postgresql()
+    warm = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(feature_mr_claims)), cases.DEPLOY_WEB))
+    assert warm.status_code == 400
+    token = "not-a-jwt" if junk else stand_in.mint(stand_in.claims(feature_mr_claims))
+    with round_trips(monkeypatch) as counted:
+        close_old_connections()
+        response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert response.status_code == 400
+    assert len(counted) == 4, counted
+    assert counted[0].startswith('SELECT "version", "stamp"') and counted[1:4:2] == ["BEGIN", "COMMIT"], counted
