@@ -9,6 +9,7 @@ its client's aggregate event of the minute when it did not (docs/api.md#audit-tr
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import time
@@ -18,19 +19,18 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl
 
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
-from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from rest_framework.views import APIView
 
 from exchange import reasons, services
 from exchange.services import TOKEN_TYPE_JWT, ExchangeError, ExchangeRequest, RequestContext
+from portal.api_errors import ApiError, error_body
 
 GRANT_TYPE_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 SUBJECT_TOKEN_TYPES = (TOKEN_TYPE_JWT, "urn:ietf:params:oauth:token-type:id_token")
@@ -166,90 +166,101 @@ def _sentence(errors: object) -> str:
     return str(errors)
 
 
-class _AlwaysJson(BaseContentNegotiation):
-    """The exchange answers JSON whatever the request's Accept header says (RFC 6749 §5.1,
-    RFC 8693 §2.2): DRF's negotiation would refuse ``Accept: text/html`` with a 406 before the
-    view runs, so before the refusal could be audited. It parses nothing (our own parse_body)."""
+@functools.cache
+def _checker(serializer_class: type[serializers.Serializer[Any]]) -> serializers.Serializer[Any]:
+    """One instance of an input serializer per process, whose fields check every request:
+    ``to_internal_value`` keeps nothing on the instance, where building a serializer for each
+    request deep-copies all of its fields (a third of the body's parse in ``make bench``)."""
+    return serializer_class()
 
-    def select_parser(self, request: Any, parsers: Any) -> None:
-        return None
 
-    def select_renderer(self, request: Any, renderers: Any, *args: Any) -> tuple[Any, str]:
-        return (renderers[0], renderers[0].media_type)
+@sensitive_variables()
+def validate(
+    serializer_class: type[serializers.Serializer[Any]], params: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What ``serializer_class(data=params).is_valid()`` decides: the validated data, or ``{}``
+    and the errors by field, in DRF's words."""
+    try:
+        return _checker(serializer_class).to_internal_value(params), None
+    except serializers.ValidationError as exc:
+        assert isinstance(exc.detail, dict)
+        return {}, exc.detail
+
+
+_RENDERER = JSONRenderer()
+_ALWAYS = {"Allow": "POST", "Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @method_decorator(sensitive_post_parameters(), name="dispatch")
 class ExchangeApi(APIView):
-    """Shared plumbing: no auth, our own parsing, ``no-store``, an audit event for every refusal.
-    Its parameters and the variables holding tokens are sensitive: no error page or report
-    shows them (``portal.error_reports``)."""
+    """The two exchange endpoints. DRF describes them -- the OpenAPI document reads this class,
+    its serializers and ``extend_schema`` -- but :meth:`dispatch` answers them on a short path
+    of its own, since they use nothing of DRF's request cycle: no client authentication, no
+    permissions or throttles (the service's rate limits), their own body parsing
+    (:func:`parse_body`), JSON whatever ``Accept`` says (RFC 6749 §5.1, RFC 8693 §2.2; DRF's
+    negotiation would answer ``Accept: text/html`` with a 406 before the view ran, unaudited).
+    Every answer is ``no-store``; every refusal has its audit event (the service records it).
+    The parameters and the variables holding tokens are sensitive: no error page or report shows
+    them (``portal.error_reports``)."""
 
     authentication_classes = ()
     permission_classes = ()
     parser_classes = ()
     throttle_classes = ()
-    content_negotiation_class = _AlwaysJson
     renderer_classes = (JSONRenderer,)
     metadata_class = None
     endpoint = ""
+    ctx: RequestContext  # set by dispatch, for post
 
-    def context(self, request: Request) -> RequestContext:
-        if not hasattr(self, "_context"):
-            request_id = getattr(request, "request_id", None) or uuid.uuid4().hex
-            self._context = RequestContext(
-                request_id=request_id,
-                endpoint=self.endpoint,
-                client_ip=client_ip(request.META),
-                user_agent=request.META.get("HTTP_USER_AGENT", ""),
-                started=getattr(self, "_started", time.perf_counter()),
-            )
-        return self._context
-
-    @property
-    def allowed_methods(self) -> list[str]:
-        return ["POST"]
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        self._started = time.perf_counter()
-        super().initial(request, *args, **kwargs)
-
-    # DRF passes its Request where Django's View declares HttpRequest; DRF's stub ignores the same.
-    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
-        services.exchange_refuse(
-            ctx=self.context(request),
-            error=ExchangeError(
-                "invalid_request",
-                reasons.METHOD_NOT_ALLOWED,
-                f"Method {request.method} is not allowed; use POST.",
-                status_code=405,
-                headers={"Allow": "POST"},
-                before_token=True,
-            ),
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """POST goes to :meth:`post`, any other method is refused (405); an :class:`ApiError`
+        becomes the contract's error body (``portal.api_errors``); anything else propagates to
+        Django's 500 handling, as it would through DRF."""
+        started = time.perf_counter()
+        self.request, self.args, self.kwargs = request, args, kwargs  # type: ignore[assignment]
+        ctx = RequestContext(
+            request_id=getattr(request, "request_id", None) or uuid.uuid4().hex,
+            endpoint=self.endpoint,
+            client_ip=client_ip(request.META),
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            started=started,
         )
+        try:
+            if request.method != "POST":
+                _method_not_allowed(ctx, request.method)
+            self.ctx = ctx
+            status, data, headers = 200, self.post(request), _ALWAYS
+        except ApiError as exc:
+            status, data = exc.status_code, error_body(exc.code, exc.description, ctx.request_id)
+            headers = {**exc.headers, **_ALWAYS}
+        return HttpResponse(_RENDERER.render(data), status=status, content_type=JSON, headers=headers)
+
+    def post(self, request: HttpRequest) -> dict[str, Any]:
+        """The endpoint's answer (its fields in its OpenAPI response schema)."""
+        raise NotImplementedError
 
     @sensitive_variables()
     def exchange_request(
-        self, request: Request, serializer_class: type[serializers.Serializer[Any]]
+        self, request: HttpRequest, serializer_class: type[serializers.Serializer[Any]]
     ) -> ExchangeRequest | ExchangeError:
         """The validated request, or the refusal the service is to record and raise."""
         try:
             params = parse_body(
                 content_type=request.META.get("CONTENT_TYPE", ""),
                 content_length=request.META.get("CONTENT_LENGTH"),
-                read=lambda: request._request.read(MAX_BODY_BYTES + 1),
+                read=lambda: request.read(MAX_BODY_BYTES + 1),
             )
         except _BadRequest as exc:
             return ExchangeError("invalid_request", reasons.INVALID_REQUEST, str(exc), before_token=True)
-        serializer = serializer_class(data=params)
-        if not serializer.is_valid():
+        data, errors = validate(serializer_class, params)
+        if errors is not None:
             # A request naming no subject token at all is counted like an unreadable one.
             return ExchangeError(
                 "invalid_request",
                 reasons.INVALID_REQUEST,
-                _sentence(serializer.errors),
+                _sentence(errors),
                 before_token=not params.get("subject_token"),
             )
-        data = serializer.validated_data
         grant_type = data.get("grant_type")
         if grant_type is not None and grant_type != GRANT_TYPE_TOKEN_EXCHANGE:
             return ExchangeError(
@@ -263,11 +274,19 @@ class ExchangeApi(APIView):
             duration_seconds=data.get("duration_seconds"),
         )
 
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        response["Cache-Control"] = "no-store"
-        response["Pragma"] = "no-cache"
-        return response
+
+def _method_not_allowed(ctx: RequestContext, method: str | None) -> NoReturn:
+    services.exchange_refuse(
+        ctx=ctx,
+        error=ExchangeError(
+            "invalid_request",
+            reasons.METHOD_NOT_ALLOWED,
+            f"Method {method} is not allowed; use POST.",
+            status_code=405,
+            headers={"Allow": "POST"},
+            before_token=True,
+        ),
+    )
 
 
 class _Text(serializers.CharField):
@@ -317,6 +336,11 @@ class TokenExchangeApi(ExchangeApi):
     @extend_schema(
         operation_id="token_exchange",
         summary="Exchange a GitLab CI ID token for a Rolegate-signed token (RFC 8693)",
+        description=(
+            "A GitLab CI ID token in, a token signed by Rolegate for one AWS role out, its audience"
+            " what AssumeRoleWithWebIdentity expects. No client authentication; every answer is"
+            " no-store, every request is audited, and a refusal is an OAuth error."
+        ),
         request={FORM: InputSerializer, JSON: InputSerializer},
         responses={
             200: OutputSerializer,
@@ -327,20 +351,16 @@ class TokenExchangeApi(ExchangeApi):
         },
     )
     @sensitive_variables()
-    def post(self, request: Request) -> Response:
-        grant = services.token_exchange(
-            ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
-        )
-        return Response(
-            {
-                "access_token": grant.access_token,
-                "issued_token_type": TOKEN_TYPE_JWT,
-                "token_type": "N_A",
-                "expires_in": grant.expires_in,
-                "role_arn": grant.role_arn,
-                "role_session_name": grant.role_session_name,
-            }
-        )
+    def post(self, request: HttpRequest) -> dict[str, Any]:
+        grant = services.token_exchange(ctx=self.ctx, request=self.exchange_request(request, self.InputSerializer))
+        return {
+            "access_token": grant.access_token,
+            "issued_token_type": TOKEN_TYPE_JWT,
+            "token_type": "N_A",
+            "expires_in": grant.expires_in,
+            "role_arn": grant.role_arn,
+            "role_session_name": grant.role_session_name,
+        }
 
 
 class CredentialsApi(ExchangeApi):
@@ -363,6 +383,12 @@ class CredentialsApi(ExchangeApi):
     @extend_schema(
         operation_id="credentials_exchange",
         summary="Exchange a GitLab CI ID token for temporary AWS credentials (credential_process format)",
+        description=(
+            "A GitLab CI ID token in, temporary AWS credentials for one role out, in the AWS CLI's"
+            " credential_process format: Rolegate mints its token and calls STS"
+            " AssumeRoleWithWebIdentity. No client authentication; every answer is no-store,"
+            " every request is audited, and a refusal is an OAuth error."
+        ),
         request={FORM: InputSerializer, JSON: InputSerializer},
         responses={
             200: OutputSerializer,
@@ -374,16 +400,14 @@ class CredentialsApi(ExchangeApi):
         },
     )
     @sensitive_variables()
-    def post(self, request: Request) -> Response:
+    def post(self, request: HttpRequest) -> dict[str, Any]:
         credentials = services.credentials_exchange(
-            ctx=self.context(request), request=self.exchange_request(request, self.InputSerializer)
+            ctx=self.ctx, request=self.exchange_request(request, self.InputSerializer)
         )
-        return Response(
-            {
-                "Version": 1,
-                "AccessKeyId": credentials.access_key_id,
-                "SecretAccessKey": credentials.secret_access_key,
-                "SessionToken": credentials.session_token,
-                "Expiration": credentials.expiration.isoformat().replace("+00:00", "Z"),
-            }
-        )
+        return {
+            "Version": 1,
+            "AccessKeyId": credentials.access_key_id,
+            "SecretAccessKey": credentials.secret_access_key,
+            "SessionToken": credentials.session_token,
+            "Expiration": credentials.expiration.isoformat().replace("+00:00", "Z"),
+        }

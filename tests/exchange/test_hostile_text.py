@@ -53,13 +53,14 @@ def test_a_lone_surrogate_in_the_subject_token_is_refused_before_validation(api,
 
 
 def test_the_exchange_fields_carry_no_per_character_surrogate_check():
-    """Checked on a serializer's own (deep-copied) fields, which DRF constructs anew."""
+    """Checked on the fields that check requests: those of the view's serializer instance,
+    which DRF deep-copied (constructed anew) from the declared ones."""
     from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-    from exchange.apis import CredentialsApi, TokenExchangeApi
+    from exchange import apis
 
-    for api_class in (TokenExchangeApi, CredentialsApi):
-        for name, field in api_class.InputSerializer().fields.items():
+    for api_class in (apis.TokenExchangeApi, apis.CredentialsApi):
+        for name, field in apis._checker(api_class.InputSerializer).fields.items():
             assert not any(isinstance(v, ProhibitSurrogateCharactersValidator) for v in field.validators), name
 
 

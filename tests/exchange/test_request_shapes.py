@@ -280,3 +280,51 @@ def test_a_verified_request_is_given_back_to_the_minute_it_was_counted_in(
     assert cache.get(f"rolegate:rate:{bucket}:1000") == 0  # counted, then given back
     assert cache.get(f"rolegate:rate:{bucket}:1001") == 3  # untouched
     cache.clear()
+
+
+# --- the view's own short path ---------------------------------------------------------------
+
+_NAMES = ("grant_type", "subject_token", "subject_token_type", "audience", "requested_token_type", "duration_seconds")
+_VALUES = st.one_of(
+    st.sampled_from([GRANT, JWT_TYPE, "urn:ietf:params:oauth:token-type:id_token", cases.DEPLOY_WEB, "900", "", " "]),
+    st.text(max_size=40),
+    st.from_regex(r"\A-?[0-9]{1,6}\Z"),
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(params=st.dictionaries(st.one_of(st.sampled_from(_NAMES), st.text(max_size=10)), _VALUES, max_size=8))
+def test_the_views_field_checks_decide_as_a_serializer_would(params):
+    """The view checks a request with one serializer instance per process (no per-request field
+    deep copy); for any parameters it decides what ``InputSerializer(data=...).is_valid()``
+    decides, to the words of each error."""
+    from exchange.apis import CredentialsApi, TokenExchangeApi, validate
+
+    for api_class in (TokenExchangeApi, CredentialsApi):
+        serializer = api_class.InputSerializer(data=params)
+        valid = serializer.is_valid()
+        data, errors = validate(api_class.InputSerializer, params)
+        if valid:
+            assert (data, errors) == (dict(serializer.validated_data), None)
+        else:
+            assert data == {}
+            assert errors == serializer.errors
+
+
+def test_an_exchange_builds_no_serializer(api, registry, stand_in, web_main_claims, monkeypatch):
+    """Building a DRF serializer deep-copies all of its fields; the exchange checks requests
+    with one instance per process, built on the first request."""
+    from rest_framework import serializers
+
+    warm = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
+    assert warm.status_code == 200
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a serializer was built for this request")
+
+    monkeypatch.setattr(serializers.Serializer, "__init__", refuse)
+    token = stand_in.mint(stand_in.claims(web_main_claims))
+    response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert response.status_code == 200, response.content
+    refused = post_form(api, TOKEN, {"subject_token": "a.b.c"})
+    assert refused.status_code == 400 and "grant_type" in refused.json()["error_description"]
