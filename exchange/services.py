@@ -262,6 +262,7 @@ def _exchange(
             try:
                 return _attempt(ctx, admitted, snapshot, at, answer, record)
             except RegistryMoved:
+                metrics.EXCHANGE_REDECISIONS.labels(endpoint=ctx.endpoint).inc()
                 snapshot, at = registry_refreshed()
         return _attempt(ctx, admitted, snapshot, None, answer, record)
     except DatabaseError:  # the registry could not be read: nothing can be audited either

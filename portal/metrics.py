@@ -39,6 +39,11 @@ EXCHANGE_LATENCY = Histogram(
     ["endpoint"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+EXCHANGE_REDECISIONS = Counter(
+    "rolegate_exchange_redecisions",
+    "Exchange decisions made again because the registry moved under a decision, by endpoint.",
+    ["endpoint"],
+)
 AUDIT_WRITE_FAILURES = Counter(
     "rolegate_audit_write_failures",
     "Exchange requests refused with 503 because their audit event could not be written.",

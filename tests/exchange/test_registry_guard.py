@@ -432,3 +432,22 @@ def test_any_interleaving_of_changes_and_requests_answers_as_a_read_first_decisi
                 assert UsedToken.objects.count() == spent
         transaction.set_rollback(True)
     selectors._cached = None
+
+
+def test_each_decision_made_again_is_counted_for_the_operators(api, registry, stand_in, web_main_claims):
+    """``rolegate_exchange_redecisions_total``: one for the request that found the registry moved,
+    none for the requests on a current snapshot before and after it."""
+    from prometheus_client import REGISTRY
+
+    def redecisions() -> float:
+        return REGISTRY.get_sample_value("rolegate_exchange_redecisions_total", {"endpoint": "token"}) or 0.0
+
+    assert post(api, stand_in, web_main_claims).status_code == 200
+    before = redecisions()
+    assert post(api, stand_in, web_main_claims).status_code == 200
+    assert redecisions() == before
+    remove_audience()
+    assert post(api, stand_in, web_main_claims).status_code == 400
+    assert redecisions() == before + 1
+    assert post(api, stand_in, web_main_claims).status_code == 400
+    assert redecisions() == before + 1
