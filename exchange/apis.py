@@ -30,7 +30,7 @@ from rest_framework.views import APIView
 
 from exchange import reasons, services
 from exchange.services import TOKEN_TYPE_JWT, ExchangeError, ExchangeRequest, RequestContext
-from portal.api_errors import ApiError, error_body
+from portal.api_errors import ApiError, error_body, validation_sentence
 
 GRANT_TYPE_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 SUBJECT_TOKEN_TYPES = (TOKEN_TYPE_JWT, "urn:ietf:params:oauth:token-type:id_token")
@@ -158,14 +158,6 @@ def client_ip(meta: Mapping[str, Any]) -> str | None:
     return str(client)
 
 
-def _sentence(errors: object) -> str:
-    if isinstance(errors, dict):
-        return "; ".join(f"{key}: {_sentence(value)}" for key, value in errors.items())
-    if isinstance(errors, list):
-        return " ".join(_sentence(item) for item in errors)
-    return str(errors)
-
-
 @functools.cache
 def _checker(serializer_class: type[serializers.Serializer[Any]]) -> serializers.Serializer[Any]:
     """One instance of an input serializer per process, whose fields check every request:
@@ -216,19 +208,16 @@ class ExchangeApi(APIView):
         """POST goes to :meth:`post`, any other method is refused (405); an :class:`ApiError`
         becomes the contract's error body (``portal.api_errors``); anything else propagates to
         Django's 500 handling, as it would through DRF."""
-        started = time.perf_counter()
-        self.request, self.args, self.kwargs = request, args, kwargs  # type: ignore[assignment]
-        ctx = RequestContext(
+        self.ctx = ctx = RequestContext(
             request_id=getattr(request, "request_id", None) or uuid.uuid4().hex,
             endpoint=self.endpoint,
             client_ip=client_ip(request.META),
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
-            started=started,
+            started=time.perf_counter(),
         )
         try:
             if request.method != "POST":
                 _method_not_allowed(ctx, request.method)
-            self.ctx = ctx
             status, data, headers = 200, self.post(request), _ALWAYS
         except ApiError as exc:
             status, data = exc.status_code, error_body(exc.code, exc.description, ctx.request_id)
@@ -258,7 +247,7 @@ class ExchangeApi(APIView):
             return ExchangeError(
                 "invalid_request",
                 reasons.INVALID_REQUEST,
-                _sentence(errors),
+                validation_sentence(errors),
                 before_token=not params.get("subject_token"),
             )
         grant_type = data.get("grant_type")
@@ -282,8 +271,7 @@ def _method_not_allowed(ctx: RequestContext, method: str | None) -> NoReturn:
             "invalid_request",
             reasons.METHOD_NOT_ALLOWED,
             f"Method {method} is not allowed; use POST.",
-            status_code=405,
-            headers={"Allow": "POST"},
+            status_code=405,  # its Allow header is on every answer
             before_token=True,
         ),
     )

@@ -25,7 +25,7 @@ from django.utils import timezone
 from exchange.models import AuditEvent, UsedToken
 from exchange.safe_text import csv_cell
 from mappings.claims import AUDITED
-from mappings.selectors import RegistryAt, RegistryMoved, registry_guard, registry_moved
+from mappings.selectors import RegistryAt, RegistryMoved, registry_guard, registry_still_at
 from portal import metrics
 
 
@@ -153,8 +153,7 @@ def audit_record_spending(*, used: UsedToken, registry_at: RegistryAt | None, **
     event = audit_event(**fields)
     if connection.vendor != "postgresql":
         with transaction.atomic():
-            if registry_at is not None and registry_moved(registry_at):
-                raise RegistryMoved
+            registry_still_at(registry_at)
             try:
                 with transaction.atomic():
                     used.save(force_insert=True)

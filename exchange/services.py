@@ -37,7 +37,7 @@ from mappings import minted, pins
 from mappings.aws_errors import AwsPermanentError, AwsTransientError
 from mappings.claims import COPIED
 from mappings.matching import Pin, Registry, Rule, decide, identity_changed_detail
-from mappings.selectors import RegistryAt, RegistryMoved, registry_cached, registry_moved, registry_refreshed
+from mappings.selectors import RegistryAt, RegistryMoved, registry_cached, registry_refreshed, registry_still_at
 from portal import metrics
 from portal.api_errors import ApiError
 
@@ -312,8 +312,7 @@ def _decided_on(at: RegistryAt | None) -> Iterator[None]:
     try:
         yield
     except ExchangeError:
-        if at is not None and registry_moved(at):
-            raise RegistryMoved from None
+        registry_still_at(at)
         raise
 
 
@@ -472,11 +471,9 @@ def _decide(snapshot: Registry, verified: gitlab.VerifiedToken, request: Exchang
 
 def _pin(granted: _Granted) -> None:
     """A pinning mapping's first grant for a path records its ids (docs/trust-model.md#identity-pins),
-    before anything is handed out. Another process may have pinned the path to another id since
-    this one's snapshot: then the token is refused like any later one. Once pinned, the snapshot
-    holds the pins and this step costs nothing."""
-    if not granted.new_pins:
-        return
+    before anything is handed out (only called with ``granted.new_pins``; once pinned, the
+    snapshot holds the pins). Another process may have pinned the path to another id since this
+    one's snapshot: then the token is refused like any later one."""
     conflicts = pins.pins_record(granted.new_pins)
     if conflicts:
         detail = identity_changed_detail(granted.rule, conflicts)
@@ -544,8 +541,7 @@ def _record(
     in the transaction, the registry must still be at ``registry_at`` (``None``: not checked):
     no STS call on a decision the registry has moved away from."""
     with _audit_or_unavailable(ctx), transaction.atomic():
-        if registry_at is not None and registry_moved(registry_at):
-            raise RegistryMoved
+        registry_still_at(registry_at)
         _spend(verified, granted.rule, token)
         result = answer(granted, token)
         _audit_granted(ctx, granted, trail)

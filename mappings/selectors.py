@@ -67,9 +67,11 @@ def _registry_stamp() -> RegistryAt:
     return RegistryAt(version, stamp if isinstance(stamp, uuid.UUID) else uuid.UUID(str(stamp)))
 
 
-def registry_moved(at: RegistryAt) -> bool:
-    """Whether the registry has moved since ``at`` (one primary-key read)."""
-    return _registry_stamp() != at
+def registry_still_at(at: RegistryAt | None) -> None:
+    """Raise :class:`RegistryMoved` when the registry has moved since ``at`` (one primary-key
+    read); ``None``: a snapshot read just before, not checked (no read)."""
+    if at is not None and _registry_stamp() != at:
+        raise RegistryMoved
 
 
 @functools.cache
@@ -304,7 +306,7 @@ def registry_current() -> tuple[Registry, RegistryAt]:
 
 def registry_refreshed() -> tuple[Registry, RegistryAt]:
     """:func:`registry_current` for a caller that has just found the registry moved away from this
-    process's snapshot (:func:`registry_moved`, a failed :func:`registry_guard`): it refreshes
+    process's snapshot (:func:`registry_still_at`, a failed :func:`registry_guard`): it refreshes
     without reading the version first (the refresh reads it, in its own database snapshot)."""
     global _cached
     with _lock:
@@ -316,7 +318,7 @@ def registry_cached() -> tuple[Registry, RegistryAt]:
     """This process's registry snapshot as it is, WITHOUT asking the database whether it is still
     current (no read at all once the process has one), with the version and stamp it was read at.
 
-    For a caller that checks ``at`` where it commits (:func:`registry_guard`, :func:`registry_moved`)
+    For a caller that checks ``at`` where it commits (:func:`registry_guard`, :func:`registry_still_at`)
     and starts again from :func:`registry_refreshed` when the registry moved: the token exchange.
     A process without a snapshot yet builds it (:func:`registry_current`)."""
     cached = _cached

@@ -52,15 +52,15 @@ def exception_handler(exc, context):
     else:
         code = "invalid_request"
     detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-    description = detail if isinstance(detail, str) else _flatten(detail)
+    description = detail if isinstance(detail, str) else validation_sentence(detail)
     response.data = error_body(code, str(description), request_id)
     return response
 
 
-def _flatten(detail) -> str:
+def validation_sentence(detail: object) -> str:
     """Validation errors as one sentence: ``field: message; other: message``."""
     if isinstance(detail, dict):
-        return "; ".join(f"{key}: {_flatten(value)}" for key, value in detail.items())
+        return "; ".join(f"{key}: {validation_sentence(value)}" for key, value in detail.items())
     if isinstance(detail, list):
-        return " ".join(_flatten(item) for item in detail)
+        return " ".join(validation_sentence(item) for item in detail)
     return str(detail)
