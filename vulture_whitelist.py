@@ -92,12 +92,7 @@ _.permission_classes
 _.parser_classes
 _.throttle_classes
 _.metadata_class
-_.content_negotiation_class
 _.renderer_classes
-_.select_parser
-_.select_renderer
-_.allowed_methods
-_.http_method_not_allowed
 _.has_permission
 _.authenticate_header
 _.page_size

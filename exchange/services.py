@@ -263,7 +263,7 @@ def _exchange(
                 return _attempt(ctx, admitted, snapshot, at, answer, record)
             except RegistryMoved:
                 metrics.EXCHANGE_REDECISIONS.labels(endpoint=ctx.endpoint).inc()
-                snapshot, at = registry_refreshed()
+                snapshot, at = registry_refreshed(at)
         return _attempt(ctx, admitted, snapshot, None, answer, record)
     except DatabaseError:  # the registry could not be read: nothing can be audited either
         logger.exception("exchange %s failed on the database", ctx.request_id)

@@ -304,13 +304,17 @@ def registry_current() -> tuple[Registry, RegistryAt]:
         return cached.registry, cached.at
 
 
-def registry_refreshed() -> tuple[Registry, RegistryAt]:
-    """:func:`registry_current` for a caller that has just found the registry moved away from this
-    process's snapshot (:func:`registry_still_at`, a failed :func:`registry_guard`): it refreshes
-    without reading the version first (the refresh reads it, in its own database snapshot)."""
+def registry_refreshed(stale: RegistryAt) -> tuple[Registry, RegistryAt]:
+    """:func:`registry_current` for a caller that has just found the registry moved away from the
+    snapshot it decided on, read at ``stale`` (:func:`registry_still_at`, a failed
+    :func:`registry_guard`): it refreshes without reading the version first (the refresh reads
+    it, in its own database snapshot). When another thread has refreshed the process's snapshot
+    meanwhile, that one is taken as it is: the caller's next commit checks it anyway."""
     global _cached
     with _lock:
-        _cached = cached = _refreshed(_cached, None)
+        cached = _cached
+        if cached is None or cached.at == stale:
+            _cached = cached = _refreshed(cached, None)
         return cached.registry, cached.at
 
 

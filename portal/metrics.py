@@ -41,7 +41,8 @@ EXCHANGE_LATENCY = Histogram(
 )
 EXCHANGE_REDECISIONS = Counter(
     "rolegate_exchange_redecisions",
-    "Exchange decisions made again because the registry moved under a decision, by endpoint.",
+    "Exchange decisions made again because the registry moved under a decision (another writer,"
+    " or the request's own first-use identity pins), by endpoint.",
     ["endpoint"],
 )
 AUDIT_WRITE_FAILURES = Counter(

@@ -451,3 +451,15 @@ def test_each_decision_made_again_is_counted_for_the_operators(api, registry, st
     assert redecisions() == before + 1
     assert post(api, stand_in, web_main_claims).status_code == 400
     assert redecisions() == before + 1
+
+
+def test_a_snapshot_another_thread_already_refreshed_is_not_refreshed_again(registry, monkeypatch):
+    """Several threads of one process find the registry moved at once: the first refreshes the
+    snapshot; the others take it as it is (their next commit checks it) instead of refreshing
+    it again, one after another under the lock."""
+    held = snapshot_held()
+    remove_mapping()
+    refreshed, at = selectors.registry_refreshed(held.at)  # the first thread
+    assert at.version == held.version + 1
+    monkeypatch.setattr(selectors, "_refreshed", lambda *args: pytest.fail("refreshed twice"))
+    assert selectors.registry_refreshed(held.at) == (refreshed, at)  # the others
