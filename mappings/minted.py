@@ -63,9 +63,11 @@ def tag_char(char: str) -> bool:
     return char in TAG_VALUE_SYMBOLS or unicodedata.category(char)[0] in _TAG_VALUE_CATEGORIES
 
 
-# The tag character set's ASCII part: letters, digits and the space are the only ASCII characters
-# in categories L, N and Z. One regex for the usual claim value instead of a loop per character.
-_ASCII_TAG_VALUE = re.compile(r"[A-Za-z0-9 _.:/=+@-]*")
+# The tag character set's ASCII part, derived from tag_char (letters, digits, the space and the
+# symbols): one regex for the usual, ASCII, value or pattern instead of a loop per character.
+_ASCII_TAG_CHARS = "".join(c for c in map(chr, range(128)) if tag_char(c))
+_ASCII_TAG_VALUE = re.compile(f"[{re.escape(_ASCII_TAG_CHARS)}]*")
+_ASCII_TAG_PATTERN = re.compile(f"[{re.escape(_ASCII_TAG_CHARS + '*?')}]*")
 
 
 def taggable(value: object) -> bool:
@@ -81,7 +83,11 @@ def taggable(value: object) -> bool:
 
 def untaggable_pattern_chars(pattern: str) -> str:
     """The characters of a pattern on a tagged claim that no tag value can hold (wildcards
-    aside), each once, in order; empty when IAM can compare the pattern with the tag as written."""
+    aside), each once, in order; empty when IAM can compare the pattern with the tag as written.
+    Checked for every tag condition of every candidate rule on every exchange: ASCII patterns
+    take one regex."""
+    if pattern.isascii() and _ASCII_TAG_PATTERN.fullmatch(pattern):
+        return ""
     seen: dict[str, None] = {}
     for char in pattern:
         if char not in "*?" and not tag_char(char):

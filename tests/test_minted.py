@@ -114,3 +114,11 @@ def test_taggable_is_its_definition(value):
     """At most 256 characters, each in the tag character set: whichever path ``taggable`` takes."""
     expected = len(value) <= minted.MAX_TAG_VALUE_LENGTH and all(minted.tag_char(c) for c in value)
     assert minted.taggable(value) == expected
+
+
+@given(st.one_of(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60), st.text(max_size=60)))
+def test_untaggable_pattern_chars_is_its_definition(pattern):
+    """The characters no tag value can hold, wildcards aside, each once and in order: whichever
+    path the function takes (one regex for ASCII patterns)."""
+    expected = "".join(dict.fromkeys(c for c in pattern if c not in "*?" and not minted.tag_char(c)))
+    assert minted.untaggable_pattern_chars(pattern) == expected
