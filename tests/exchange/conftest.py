@@ -98,6 +98,21 @@ def post_form(api: APIClient, path: str, params: dict | list):
     return api.post(path, data=urlencode(params), content_type="application/x-www-form-urlencoded")
 
 
+def assert_exchange_error(response, *, status: int, error: str, retry_after: str | None = None) -> dict:
+    """What every refusal of the exchange answers (docs/api.md, "Errors"): the status, JSON (not a
+    look-alike ``application/*+json``), ``no-store`` and ``Pragma: no-cache``, the OAuth error body
+    whose ``request_id`` is the response's ``X-Request-ID`` (its audit event's), and
+    ``Retry-After`` when the refusal says when to come back."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    assert (response["Cache-Control"], response["Pragma"]) == ("no-store", "no-cache")
+    body = response.json()
+    assert set(body) == {"error", "error_description", "request_id"}
+    assert (body["error"], body["request_id"]) == (error, response["X-Request-ID"])
+    assert response.get("Retry-After") == retry_after
+    return body
+
+
 def verify_like_aws(api: APIClient, token: str, *, audience: str) -> dict:
     """Verify a minted token as STS does: discovery -> jwks_uri -> key by kid -> RS256."""
     from django.conf import settings

@@ -16,7 +16,7 @@ from django.db import DatabaseError, connection
 from exchange import services
 from exchange.models import AuditEvent, UsedToken
 from tests.exchange import cases
-from tests.exchange.conftest import exchange_params, post_form
+from tests.exchange.conftest import assert_exchange_error, exchange_params, post_form
 
 TOKEN = "/api/v1/token"
 
@@ -29,10 +29,8 @@ def test_a_grant_whose_audit_cannot_be_written_returns_no_token(api, registry, s
     monkeypatch.setattr(services, "audit_record", failing_audit)
     monkeypatch.setattr(services, "audit_record_spending", failing_audit)  # the token endpoint's one statement
     response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
-    assert response.status_code == 503
-    body = response.json()
-    assert body["error"] == "temporarily_unavailable"
-    assert "access_token" not in body and b"eyJ" not in response.content
+    assert_exchange_error(response, status=503, error="temporarily_unavailable", retry_after="5")
+    assert b"eyJ" not in response.content
     assert not UsedToken.objects.exists()  # rolled back with the audit event: the job may retry
     assert not AuditEvent.objects.exists()
 
@@ -40,8 +38,7 @@ def test_a_grant_whose_audit_cannot_be_written_returns_no_token(api, registry, s
 def test_a_denial_whose_audit_cannot_be_written_fails_closed(api, registry, stand_in, feature_mr_claims, monkeypatch):
     monkeypatch.setattr(services, "audit_record", failing_audit)
     response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(feature_mr_claims)), cases.READONLY))
-    assert response.status_code == 503
-    assert response.json()["error"] == "temporarily_unavailable"
+    assert_exchange_error(response, status=503, error="temporarily_unavailable", retry_after="5")
 
 
 def test_a_real_database_failure_on_the_audit_insert_fails_closed(

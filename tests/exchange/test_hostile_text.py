@@ -8,7 +8,7 @@ import pytest
 from exchange import keys
 from exchange.models import AuditEvent, SigningKey
 from tests.exchange import cases
-from tests.exchange.conftest import GRANT, exchange_params, post_form
+from tests.exchange.conftest import GRANT, assert_exchange_error, exchange_params, post_form
 from tests.exchange.gitlab_stand_in import b64
 
 TOKEN = "/api/v1/token"
@@ -75,9 +75,7 @@ def test_a_signing_key_that_cannot_be_decrypted_is_a_503_with_an_audit_event(
     settings.SECRET_KEY = "a-rotated-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
     keys.forget_cached_keys()
     response = exchange()
-    assert response.status_code == 503, response.content
-    assert response.json()["error"] == "temporarily_unavailable"
-    assert "access_token" not in response.json()
+    assert_exchange_error(response, status=503, error="temporarily_unavailable", retry_after="60")
     assert audited(response).reason == "signing_key_unavailable"
 
     settings.SECRET_KEY_FALLBACKS = [old_secret]  # the old secret listed while rotating

@@ -169,13 +169,22 @@ def test_a_refusal_the_registry_has_moved_away_from_is_decided_again_and_granted
 
 
 def test_a_refusal_on_a_current_snapshot_stands_at_the_cost_of_one_version_read(
-    api, registry, stand_in, feature_mr_claims, decided_on
+    api, registry, stand_in, feature_mr_claims, decided_on, monkeypatch
 ):
     held = snapshot_held()
+    reads: list[selectors.RegistryAt] = []
+    real_read = selectors._registry_stamp
+
+    def read():
+        reads.append(real_read())
+        return reads[-1]
+
+    monkeypatch.setattr(selectors, "_registry_stamp", read)
     response = post(api, stand_in, feature_mr_claims)
     assert response.status_code == 400
     assert the_event(response).reason == "no_matching_mapping"
     assert decided_on == [held.version]
+    assert reads == [held.at]  # one read of the version, finding it where the decision was made
 
 
 def test_credentials_never_call_sts_on_a_decision_the_registry_has_moved_away_from(
@@ -428,7 +437,7 @@ def test_any_interleaving_of_changes_and_requests_answers_as_a_read_first_decisi
                 assert response.status_code == 200 and answered_jti(response) == event.minted_jti
                 assert UsedToken.objects.count() == spent + 1
             else:
-                assert "access_token" not in response.json()
+                assert response.status_code == 400 and "access_token" not in response.json()
                 assert UsedToken.objects.count() == spent
         transaction.set_rollback(True)
     selectors._cached = None
