@@ -7,8 +7,9 @@ worker's files, dead workers' included (their counts happened), and drops a dead
 gauges (``child_exit``). Counters start at zero with the server, as Prometheus expects of a
 restart: unset, the folder is a new one under the temporary folder (``TMPDIR``, a writable
 emptyDir on the read-only Kubernetes image), removed on exit; set, its ``*.db`` files are
-deleted when gunicorn starts, so give each server its own. Workers are threaded (gthread, 4
-threads each); bind address, worker count and logging stay on the command line.
+deleted when gunicorn starts, so give each server its own. Workers are Rolegate's threaded worker
+(``portal.gunicorn_worker``: gunicorn's gthread, balanced across workers; 4 threads each); bind
+address, worker count (one per CPU) and logging stay on the command line.
 """
 
 import os
@@ -17,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 # Threads, so that a worker keeps serving while one request waits on STS or a JWKS fetch (a sync
-# worker would stand idle). README "Performance" measures this shape: 3 workers (the command
-# lines) x 4 threads on 2 CPUs.
-worker_class = "gthread"
+# worker would stand idle). README "Performance" measures this shape: 2 workers (the command
+# lines: one per CPU) x 4 threads on 2 CPUs.
+worker_class = "portal.gunicorn_worker.RolegateWorker"
 threads = 4
 
 _own_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -22,6 +22,9 @@ _.options  # handle(self, *args, **options): Django's signature
 _.urlpatterns
 _.application
 
+# gunicorn: the worker class named by a dotted string in gunicorn.conf.py and on command lines.
+_.RolegateWorker
+
 # Django: classes named in portal/settings.py by a dotted string (settings are not scanned).
 _.MappingsConfig
 _.ExchangeConfig

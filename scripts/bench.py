@@ -10,8 +10,8 @@ the two floors around it; and the matcher's decision time with 100,000 mappings.
 127.0.0.1 only; the whole run ends by itself in well under three minutes.
 
 Environment: ``BENCH_DATABASE_URL`` (default postgres://postgres@127.0.0.1:5432/rolegate_bench),
-``BENCH_WORKERS`` / ``BENCH_THREADS`` (gunicorn gthread workers, default CPUs + 1, and threads
-per worker, default 4), ``BENCH_SECONDS`` (target seconds per
+``BENCH_WORKERS`` / ``BENCH_THREADS`` (gunicorn workers, Rolegate's threaded worker as deployed,
+default one per CPU, and threads per worker, default 4), ``BENCH_SECONDS`` (target seconds per
 level, default 6).
 """
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rolegate_bench")
-WORKERS = int(os.environ.get("BENCH_WORKERS", str((os.cpu_count() or 1) + 1)))
+WORKERS = int(os.environ.get("BENCH_WORKERS", str(os.cpu_count() or 1)))
 THREADS = int(os.environ.get("BENCH_THREADS", "4"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
 LEVELS = (1, 4, 16)
@@ -346,8 +346,8 @@ def main() -> None:
 
     say(f"bench: load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     say(
-        f"bench: database {BENCH_DATABASE_URL}, gunicorn gthread {WORKERS} workers x {THREADS} threads,"
-        f" CPUs {os.cpu_count()}"
+        f"bench: database {BENCH_DATABASE_URL}, gunicorn {WORKERS} workers x {THREADS} threads"
+        f" (portal.gunicorn_worker), CPUs {os.cpu_count()}"
     )
     call_command("migrate", verbosity=0)
     reset_data()

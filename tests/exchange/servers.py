@@ -29,7 +29,7 @@ class RolegateServer:
                 "--workers",
                 str(workers),
                 "--worker-class",
-                "gthread",
+                "portal.gunicorn_worker.RolegateWorker",
                 "--threads",
                 str(threads),
                 "--keep-alive",

@@ -146,5 +146,5 @@ def test_the_shipped_gunicorn_config_runs_threaded_workers():
     )
     pairs = (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     config = {name.strip(): value.strip() for name, value in pairs}
-    assert config["worker_class"] == "gthread"
+    assert config["worker_class"] == "portal.gunicorn_worker.RolegateWorker"
     assert int(config["threads"]) >= 4
