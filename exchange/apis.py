@@ -383,7 +383,6 @@ class CredentialsApi(ExchangeApi):
             400: ErrorSerializer,
             405: ErrorSerializer,
             429: ErrorSerializer,
-            502: ErrorSerializer,
             503: ErrorSerializer,
         },
     )
