@@ -27,6 +27,7 @@ from gunicorn.workers.gthread import ThreadWorker  # type: ignore[import-untyped
 # How long a thread waits for the next request on a connection it just answered, before handing
 # the connection back to the poller. Short: a thread waiting here serves no one else.
 NEXT_REQUEST_WAIT = 0.002
+WAIT_SLICE = 0.00025
 
 
 class RolegateWorker(ThreadWorker):
@@ -59,12 +60,20 @@ class RolegateWorker(ThreadWorker):
 
     def _next_request_here(self, conn: Any) -> bool:
         """Whether this thread should serve ``conn``'s next request: the worker is running, no
-        other connection waits for a thread, and the request is here or arrives in time. A client
-        that closes the connection instead also makes it readable: gunicorn then ends it."""
-        if not self.alive or self.in_hand > self.cfg.threads:
-            return False
+        other connection waits for a thread -- checked again every :data:`WAIT_SLICE` of the
+        wait, so a request that arrives on another connection meanwhile is not kept waiting --
+        and the request is here or arrives in time. A client that closes the connection instead
+        also makes it readable: gunicorn then ends it."""
         if conn.parser.unreader.buf.getvalue():  # read ahead with the previous request
-            return True
+            return self._free_to_wait()
         poller = select.poll()
         poller.register(conn.sock, select.POLLIN)
-        return bool(poller.poll(NEXT_REQUEST_WAIT * 1000))
+        for _ in range(round(NEXT_REQUEST_WAIT / WAIT_SLICE)):
+            if not self._free_to_wait():
+                return False
+            if poller.poll(WAIT_SLICE * 1000):
+                return self._free_to_wait()
+        return False
+
+    def _free_to_wait(self) -> bool:
+        return bool(self.alive) and self.in_hand <= self.cfg.threads

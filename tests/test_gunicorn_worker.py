@@ -9,6 +9,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 from gunicorn.config import Config
 
+from portal import gunicorn_worker
 from portal.gunicorn_worker import NEXT_REQUEST_WAIT, RolegateWorker
 from tests.services import free_port
 
@@ -118,6 +120,24 @@ def test_a_connection_goes_back_to_the_poller_when_another_waits_for_a_thread(pa
     worker = a_worker(threads=2)
     worker.in_hand = 3  # two running, one waiting for a thread
     assert not worker._next_request_here(a_connection(server))
+
+
+def test_a_request_waiting_for_a_thread_ends_the_wait(pair, monkeypatch):
+    """Checked all along the wait, not only at its start: another connection's request that
+    arrives meanwhile gets this thread, even if this connection's next request comes too."""
+    monkeypatch.setattr(gunicorn_worker, "NEXT_REQUEST_WAIT", 2.0)
+    monkeypatch.setattr(gunicorn_worker, "WAIT_SLICE", 0.01)
+    server, client = pair
+    worker = a_worker(threads=2)
+    worker.in_hand = 1
+    answer: list[bool] = []
+    waiting = threading.Thread(target=lambda: answer.append(worker._next_request_here(a_connection(server))))
+    waiting.start()
+    time.sleep(0.1)
+    worker.in_hand = 3  # another connection's request, handed to the pool, waits for a thread
+    client.sendall(b"GET / HTTP/1.1\r\n")
+    waiting.join(timeout=5)
+    assert answer == [False]
 
 
 def test_a_stopping_worker_serves_no_next_request_itself(pair):
