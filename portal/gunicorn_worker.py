@@ -9,10 +9,12 @@ connections that stay open (docs/operations.md, "Web processes").
    connections, and the crowded worker's requests waited for its threads. With this change a
    busy worker leaves a new connection in the kernel's queue for a worker that can serve it now.
 2. **A thread serves a kept-alive connection's next request itself** when it arrives within
-   :data:`NEXT_REQUEST_WAIT` and no other connection is waiting for a thread. gthread hands every
-   kept-alive connection back to its poller thread after each response (a pipe write, a poll, a
-   thread-pool submit, and the interpreter lock passed between threads twice), even when the
-   client's next request is already in the socket.
+   :data:`NEXT_REQUEST_WAIT`, no other request is waiting for a thread and no new connection is
+   waiting to be accepted (which change 1 would otherwise leave waiting for as long as the
+   kept-alive clients keep every thread busy). gthread hands every kept-alive connection back to
+   its poller thread after each response (a pipe write, a poll, a thread-pool submit, and the
+   interpreter lock passed between threads twice), even when the client's next request is
+   already in the socket.
 
 Everything else -- parsing, timeouts, graceful shutdown, ``max_requests`` -- is gunicorn's.
 """
@@ -60,19 +62,24 @@ class RolegateWorker(ThreadWorker):
 
     def _next_request_here(self, conn: Any) -> bool:
         """Whether this thread should serve ``conn``'s next request: the worker is running, no
-        other connection waits for a thread -- checked again every :data:`WAIT_SLICE` of the
-        wait, so a request that arrives on another connection meanwhile is not kept waiting --
-        and the request is here or arrives in time. A client that closes the connection instead
-        also makes it readable: gunicorn then ends it."""
-        if conn.parser.unreader.buf.getvalue():  # read ahead with the previous request
-            return self._free_to_wait()
+        other request waits for a thread, no new connection waits to be accepted -- all checked
+        again every :data:`WAIT_SLICE` of the wait, so that whatever arrives meanwhile is not
+        kept waiting by a thread that could serve it -- and the request is here or arrives in
+        time. A client that closes the connection instead also makes it readable: gunicorn then
+        ends it."""
         poller = select.poll()
-        poller.register(conn.sock, select.POLLIN)
+        for listener in self.sockets:  # readable: a connection waits in the kernel's queue
+            poller.register(listener, select.POLLIN)
+        if conn.parser.unreader.buf.getvalue():  # read ahead with the previous request
+            return self._free_to_wait() and not poller.poll(0)
+        own = conn.sock.fileno()
+        poller.register(own, select.POLLIN)
         for _ in range(round(NEXT_REQUEST_WAIT / WAIT_SLICE)):
             if not self._free_to_wait():
                 return False
-            if poller.poll(WAIT_SLICE * 1000):
-                return self._free_to_wait()
+            ready = poller.poll(WAIT_SLICE * 1000)
+            if ready:
+                return self._free_to_wait() and all(fd == own for fd, _ in ready)
         return False
 
     def _free_to_wait(self) -> bool:

@@ -140,6 +140,22 @@ def test_a_request_waiting_for_a_thread_ends_the_wait(pair, monkeypatch):
     assert answer == [False]
 
 
+def test_a_connection_waiting_to_be_accepted_ends_the_wait(pair, listener):
+    """A new connection in the kernel's queue: the thread gives way even though its own
+    connection's next request is here (a busy worker does not accept, so without this kept-alive
+    clients could keep a new one out for as long as they keep every thread busy)."""
+    server, client = pair
+    worker = a_worker(threads=2)
+    worker.sockets = [listener]
+    with socket.create_connection(listener.getsockname()):
+        client.sendall(b"GET / HTTP/1.1\r\n")
+        assert not worker._next_request_here(a_connection(server))
+        assert not worker._next_request_here(a_connection(server, b"GET / HTTP/1.1\r\n"))
+    accepted, _ = listener.accept()
+    accepted.close()
+    assert worker._next_request_here(a_connection(server))
+
+
 def test_a_stopping_worker_serves_no_next_request_itself(pair):
     server, client = pair
     client.sendall(b"GET / HTTP/1.1\r\n")
@@ -238,6 +254,32 @@ def test_a_new_connection_goes_to_the_worker_with_a_free_thread(two_workers_one_
         slow.close()
         assert fast_pid != slow_pid
         assert waited < 0.25
+
+
+def test_kept_alive_clients_do_not_keep_a_new_connection_out():
+    """One worker, one thread, a client sending requests back to back on its connection: a new
+    connection is answered at once, not when the busy client stops."""
+    server = Gunicorn(workers=1, threads=1)
+    stop = threading.Event()
+
+    def busy() -> None:
+        connection = server.connect()
+        while not stop.is_set():
+            connection.request("GET", "/")
+            connection.getresponse().read()
+        connection.close()
+
+    hammering = threading.Thread(target=busy)
+    try:
+        hammering.start()
+        time.sleep(0.3)
+        began = time.monotonic()
+        server.get("/")
+        assert time.monotonic() - began < 1.0
+    finally:
+        stop.set()
+        hammering.join(timeout=10)
+        server.stop()
 
 
 def test_a_kept_alive_connection_serves_requests_in_a_row_and_pipelined():
