@@ -7,12 +7,9 @@ import http.client
 import io
 import selectors
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -20,9 +17,9 @@ from gunicorn.config import Config
 
 from portal import gunicorn_worker
 from portal.gunicorn_worker import NEXT_REQUEST_WAIT, RolegateWorker
+from tests.exchange.servers import RolegateServer
 from tests.services import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKER = "portal.gunicorn_worker.RolegateWorker"
 
 
@@ -167,40 +164,23 @@ def test_a_stopping_worker_serves_no_next_request_itself(pair):
 # --- a real gunicorn -------------------------------------------------------------------------
 
 
-class Gunicorn:
+class Gunicorn(RolegateServer):
+    """The probe app (tests/web_probe_app.py) under gunicorn with ``worker_class``."""
+
     def __init__(self, *, workers: int, threads: int, worker_class: str = WORKER):
-        self.port = free_port()
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        self.process = subprocess.Popen(
-            [
-                gunicorn,
-                "tests.web_probe_app:app",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
-                "--threads",
-                str(threads),
-                "--worker-class",
-                worker_class,
-                "--keep-alive",
-                "5",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        super().__init__(
+            port=free_port(),
+            env={},
+            workers=workers,
+            threads=threads,
+            app="tests.web_probe_app:app",
+            worker_class=worker_class,
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                self.get("/")
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("gunicorn did not start")
+        try:
+            self.wait_ready()
+        except RuntimeError:
+            self.stop()
+            raise
 
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -212,14 +192,6 @@ class Gunicorn:
             return connection.getresponse().read().decode()
         finally:
             connection.close()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture

@@ -14,22 +14,33 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class RolegateServer:
-    """``gunicorn portal.wsgi`` on ``port``; stop() ends it (and only it)."""
+    """``gunicorn portal.wsgi`` (or another ``app``) on ``port`` with Rolegate's worker (or another
+    ``worker_class``); stop() ends it (and only it)."""
 
-    def __init__(self, *, port: int, env: dict[str, str], workers: int = 1, threads: int = 1, log: Path | None = None):
+    def __init__(
+        self,
+        *,
+        port: int,
+        env: dict[str, str],
+        workers: int = 1,
+        threads: int = 1,
+        log: Path | None = None,
+        app: str = "portal.wsgi",
+        worker_class: str = "portal.gunicorn_worker.RolegateWorker",
+    ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         self.process = subprocess.Popen(
             [
                 gunicorn,
-                "portal.wsgi",
+                app,
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",
                 str(workers),
                 "--worker-class",
-                "portal.gunicorn_worker.RolegateWorker",
+                worker_class,
                 "--threads",
                 str(threads),
                 "--keep-alive",
