@@ -25,8 +25,8 @@ _lock = threading.Lock()
 
 
 def registry_version() -> int:
-    row = RegistryVersion.objects.filter(pk=1).values_list("version", flat=True).first()
-    return row or 0
+    """The registry's version (0 before the first write through the services)."""
+    return _registry_stamp().version
 
 
 class RegistryAt(NamedTuple):
@@ -55,9 +55,9 @@ def _stamp_statement() -> str:
 
 
 def _registry_stamp() -> RegistryAt:
-    """The registry's (version, stamp): one prepared-once statement rather than a queryset (an
-    ORM read of this row cost several times the statement itself in ``make bench``). The stamp is
-    a ``UUID`` on every database, as the ORM reads it."""
+    """The registry's (version, stamp): one plain statement, its text built once, rather than a
+    queryset (an ORM read of this row cost several times the statement itself in ``make bench``).
+    The stamp is a ``UUID`` on every database, as the ORM reads it."""
     with connection.cursor() as cursor:
         cursor.execute(_stamp_statement())
         row = cursor.fetchone()
@@ -264,15 +264,10 @@ class _Snapshot:
     key."""
 
     registry: Registry
-    version: int
-    stamp: uuid.UUID | None
+    at: RegistryAt
     roles: abc.Mapping[int, RuleRole]
     issuer_names: abc.Mapping[int, str]
     pin_keys: Shards[int, tuple[str, str, str]]
-
-    @property
-    def at(self) -> RegistryAt:
-        return RegistryAt(self.version, self.stamp)
 
 
 _cached: _Snapshot | None = None
@@ -337,41 +332,38 @@ def _refreshed(cached: _Snapshot | None, at: RegistryAt | None) -> _Snapshot:
     transaction -- a console page, a test -- that transaction's reads are used as they are, and
     ``at``, the version the caller read, if it read it.)"""
     if connection.in_atomic_block:
-        return _read(cached, *(at or _registry_stamp()))
+        return _read(cached, at or _registry_stamp())
     with transaction.atomic():
         if connection.vendor == "postgresql":  # the first statement: every read below sees one snapshot
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        return _read(cached, *_registry_stamp())
+        return _read(cached, _registry_stamp())
 
 
-def _read(cached: _Snapshot | None, version: int, stamp: uuid.UUID | None) -> _Snapshot:
-    if cached is not None and cached.at == (version, stamp):  # another thread refreshed it already
+def _read(cached: _Snapshot | None, at: RegistryAt) -> _Snapshot:
+    if cached is not None and cached.at == at:  # another thread refreshed it already
         return cached
-    if cached is not None and cached.version < version:
+    if cached is not None and cached.at.version < at.version:
+        since = cached.at.version
         changes = list(
-            RegistryChange.objects.filter(version__gte=cached.version).values_list(
-                "version", "stamp", "kind", "object_id"
-            )
+            RegistryChange.objects.filter(version__gte=since).values_list("version", "stamp", "kind", "object_id")
         )
-        if _continuous(changes, cached, version, stamp):
-            return _patched(cached, [c for c in changes if c[0] > cached.version], version, stamp)
-    return _built(version, stamp)
+        if _continuous(changes, cached.at, at):
+            return _patched(cached, [c for c in changes if c[0] > since], at)
+    return _built(at)
 
 
-def _continuous(changes: list[tuple[Any, ...]], cached: _Snapshot, version: int, stamp: uuid.UUID | None) -> bool:
-    """Whether ``changes`` lead from the cached snapshot to ``version``: the log still holds the
-    cached version with its stamp (same history, not pruned) and the current one, and nothing
-    after the cached version is a bulk write."""
-    seen = {(v, s) for v, s, _, _ in changes}
-    return (
-        (cached.version, cached.stamp) in seen
-        and (version, stamp) in seen
-        and not any(v > cached.version and kind == RegistryChange.Kind.ALL for v, _, kind, _ in changes)
-    )
+def _continuous(changes: list[tuple[Any, ...]], cached: RegistryAt, at: RegistryAt) -> bool:
+    """Whether ``changes`` lead from the cached snapshot's ``cached`` to ``at``: the log still
+    holds the cached version with its stamp (same history, not pruned) and the current one, and
+    nothing after the cached version is a bulk write."""
+    since = cached.version
+    seen = {RegistryAt(v, s) for v, s, _, _ in changes}
+    bulk = any(v > since and kind == RegistryChange.Kind.ALL for v, _, kind, _ in changes)
+    return cached in seen and at in seen and not bulk
 
 
-def _built(version: int, stamp: uuid.UUID | None) -> _Snapshot:
+def _built(at: RegistryAt) -> _Snapshot:
     rows = list(_rule_rows(Mapping.objects.all()))
     roles: dict[int, RuleRole] = {}
     issuers = registry_issuers()
@@ -379,12 +371,11 @@ def _built(version: int, stamp: uuid.UUID | None) -> _Snapshot:
     snapshot = _Snapshot(
         registry=Registry(
             [_rule(row, roles) for row in rows],
-            version=version,
+            version=at.version,
             issuers=issuers.values(),
             pins=(pin for _, pin in pins),
         ),
-        version=version,
-        stamp=stamp,
+        at=at,
         roles=roles,
         issuer_names={pk: issuer.name for pk, issuer in issuers.items()},
         pin_keys=Shards((pk, pin.key) for pk, pin in pins),
@@ -397,7 +388,7 @@ def _built(version: int, stamp: uuid.UUID | None) -> _Snapshot:
     return snapshot
 
 
-def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], version: int, stamp: uuid.UUID | None) -> _Snapshot:
+def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], at: RegistryAt) -> _Snapshot:
     """The next snapshot from the cached one and the changes since: changed mappings are read
     again; a changed role, or each role of a changed account, is read again and given to the
     registry as its new value (or as gone), without reading its mappings, whose rules share it;
@@ -441,15 +432,14 @@ def _patched(cached: _Snapshot, changes: list[tuple[Any, ...]], version: int, st
     pins, pin_keys = _pins_patched(cached, ids[RegistryChange.Kind.PIN], reload_all=bool(renamed))
     return _Snapshot(
         registry=cached.registry.patched(
-            version=version,
+            version=at.version,
             removed=removed,
             rules=[_rule(row, roles) for row in rows],
             roles=changed_roles,
             issuers=issuers,
             pins=pins,
         ),
-        version=version,
-        stamp=stamp,
+        at=at,
         roles=roles,
         issuer_names=issuer_names,
         pin_keys=pin_keys,

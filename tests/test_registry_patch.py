@@ -242,8 +242,7 @@ def test_every_kind_of_registry_write_is_patched_in(monkeypatch):
     ]
     for step in steps:
         step()
-        version, stamp = selectors._registry_stamp()
-        same(selectors.registry(), build(version, stamp).registry)
+        same(selectors.registry(), build(selectors._registry_stamp()).registry)
     [new] = selectors.registry().rules()
     assert (new.name, new.issuer, new.role_name, new.session_tags, new.max_session_seconds) == (
         "new",
@@ -401,8 +400,7 @@ def test_a_snapshot_patched_through_any_writes_equals_a_rebuilt_one(operations):
                     _write(*operation)
             except ValidationError:
                 continue  # refused (a guardrail, a name taken): nothing changed
-            version, stamp = selectors._registry_stamp()
-            patched, rebuilt = selectors.registry(), selectors._built(version, stamp).registry
+            patched, rebuilt = selectors.registry(), selectors._built(selectors._registry_stamp()).registry
             same(patched, rebuilt)
             for issuer in Issuer.objects.values_list("name", flat=True):
                 for project in ("platform/web", "platform/api", "tools/api"):

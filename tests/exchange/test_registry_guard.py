@@ -142,7 +142,7 @@ def test_a_grant_the_registry_has_moved_away_from_is_decided_again_and_refused(
     assert response.status_code == 400, response.json()
     assert "access_token" not in response.json()
     assert the_event(response).reason == reason
-    assert decided_on == [held.version, held.version + 1]
+    assert decided_on == [held.at.version, held.at.version + 1]
     [stale] = minted  # minted on the stale snapshot, never handed out, recorded nowhere
     assert not AuditEvent.objects.filter(minted_jti=stale).exists()
     assert not AuditEvent.objects.filter(outcome="granted").exists()
@@ -161,7 +161,7 @@ def test_a_refusal_the_registry_has_moved_away_from_is_decided_again_and_granted
     assert selectors._cached is held
     response = post(api, stand_in, web_main_claims)
     assert response.status_code == 200, response.json()
-    assert decided_on == [held.version, held.version + 1]
+    assert decided_on == [held.at.version, held.at.version + 1]
     event = the_event(response)
     assert (event.outcome, event.minted_jti) == ("granted", answered_jti(response))
     assert minted == [event.minted_jti]
@@ -183,7 +183,7 @@ def test_a_refusal_on_a_current_snapshot_stands_at_the_cost_of_one_version_read(
     response = post(api, stand_in, feature_mr_claims)
     assert response.status_code == 400
     assert the_event(response).reason == "no_matching_mapping"
-    assert decided_on == [held.version]
+    assert decided_on == [held.at.version]
     assert reads == [held.at]  # one read of the version, finding it where the decision was made
 
 
@@ -196,7 +196,7 @@ def test_credentials_never_call_sts_on_a_decision_the_registry_has_moved_away_fr
     refused = post(api, stand_in, web_main_claims, path=CREDENTIALS)
     assert refused.status_code == 400
     assert the_event(refused).reason == "no_matching_mapping"
-    assert decided_on == [held.version, held.version + 1]
+    assert decided_on == [held.at.version, held.at.version + 1]
     assert len(minted) == 1 and sts_calls == []
     assert not UsedToken.objects.exists()
 
@@ -210,7 +210,7 @@ def test_credentials_decided_again_on_the_current_registry_call_sts_once(
     )  # a change that keeps the grant: the guard still sends the request round again
     response = post(api, stand_in, web_main_claims, path=CREDENTIALS)
     assert response.status_code == 200, response.json()
-    assert decided_on == [held.version, held.version + 1]
+    assert decided_on == [held.at.version, held.at.version + 1]
     assert sts_calls == [cases.DEPLOY_WEB]
     assert the_event(response).minted_jti == minted[-1]
     assert UsedToken.objects.count() == 1
@@ -225,8 +225,8 @@ def test_the_first_use_of_a_pinning_mapping_converges_in_one_more_decision(
     held = snapshot_held()
     first = post(api, stand_in, web_main_claims)
     assert first.status_code == 200, first.json()
-    pinned = held.version + 1
-    assert decided_on == [held.version, pinned]
+    pinned = held.at.version + 1
+    assert decided_on == [held.at.version, pinned]
     event = the_event(first)
     assert minted[-1] == event.minted_jti == answered_jti(first) and len(minted) == 2
     assert not AuditEvent.objects.filter(minted_jti=minted[0]).exists()
@@ -300,7 +300,7 @@ def test_a_registry_that_moves_under_every_decision_gets_a_read_first_answer(
     response = post(api, stand_in, web_main_claims, path=path)
     assert response.status_code == 200, response.json()
     assert len(decided_on) == exchange_services.ATTEMPTS == 3
-    assert decided_on == [held.version, held.version + 1, held.version + 2]
+    assert decided_on == [held.at.version, held.at.version + 1, held.at.version + 2]
     event = the_event(response)
     assert event.outcome == "granted" and event.minted_jti == minted[-1] and len(minted) == 3
     if path == TOKEN:
@@ -325,7 +325,7 @@ def test_a_registry_that_moves_under_every_refusal_gets_a_read_first_refusal(
     response = post(api, stand_in, feature_mr_claims)
     assert response.status_code == 400
     assert the_event(response).reason == "no_matching_mapping"
-    assert decided_on == [held.version + n for n in (0, 1, 2)]
+    assert decided_on == [held.at.version + n for n in (0, 1, 2)]
 
 
 # --- the property ------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ STEPS = st.lists(
 def read_first_answer(claims: dict, role_arn: str | None) -> tuple[str, str | None]:
     """What a decision on the registry as it is now gives (the reason, and the role granted),
     from a snapshot built afresh beside this process's one."""
-    current = selectors._built(*selectors._registry_stamp()).registry
+    current = selectors._built(selectors._registry_stamp()).registry
     issuer = current.issuers_by_url[claims["iss"]]
     if claims["aud"] not in issuer.audiences:
         return "wrong_audience", None
@@ -469,6 +469,6 @@ def test_a_snapshot_another_thread_already_refreshed_is_not_refreshed_again(regi
     held = snapshot_held()
     remove_mapping()
     refreshed, at = selectors.registry_refreshed(held.at)  # the first thread
-    assert at.version == held.version + 1
+    assert at.version == held.at.version + 1
     monkeypatch.setattr(selectors, "_refreshed", lambda *args: pytest.fail("refreshed twice"))
     assert selectors.registry_refreshed(held.at) == (refreshed, at)  # the others
