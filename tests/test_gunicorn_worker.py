@@ -111,6 +111,17 @@ def test_a_quiet_connection_goes_back_to_the_poller_after_the_wait(pair):
     assert time.monotonic() - began >= NEXT_REQUEST_WAIT * 0.9
 
 
+def test_the_wait_ends_on_time_whatever_the_slice(pair, monkeypatch):
+    """poll() rounds a timeout up to a whole millisecond: the wait is bounded by its deadline, not
+    by a count of slices (a hundred 0.2 ms slices took about 110 ms)."""
+    monkeypatch.setattr(gunicorn_worker, "NEXT_REQUEST_WAIT", 0.02)
+    monkeypatch.setattr(gunicorn_worker, "WAIT_SLICE", 0.0002)
+    server, _ = pair
+    began = time.monotonic()
+    assert not a_worker(threads=2)._next_request_here(a_connection(server))
+    assert 0.018 <= time.monotonic() - began < 0.06
+
+
 def test_a_connection_goes_back_to_the_poller_when_another_waits_for_a_thread(pair):
     server, client = pair
     client.sendall(b"GET / HTTP/1.1\r\n")
