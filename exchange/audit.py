@@ -162,9 +162,7 @@ def audit_record_spending(*, used: UsedToken, registry_at: RegistryAt | None, **
             event.save(force_insert=True)
     else:
         statement, params = _spend_and_record_sql(used, event, registry_at)
-        # Inside a caller's transaction (tests, a shell) a failed statement would poison it: a savepoint.
-        guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
-        with guard, connection.cursor() as cursor:
+        with _one_statement(), connection.cursor() as cursor:
             cursor.execute(statement, params)
             fresh, pk = cursor.fetchone() or (False, None)
         if not fresh:
@@ -174,6 +172,13 @@ def audit_record_spending(*, used: UsedToken, registry_at: RegistryAt | None, **
         event.pk = pk
     _log_after_commit(event)
     return event
+
+
+def _one_statement() -> contextlib.AbstractContextManager[Any]:
+    """Around one statement that may fail (a unique index): nothing in autocommit, where the
+    statement is its own transaction (no BEGIN/COMMIT round trips); a savepoint inside a caller's
+    transaction (tests, a shell), which the failure would otherwise poison."""
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
 def _columns(model: type[models.Model]) -> list[models.Field[Any, Any]]:
@@ -251,7 +256,7 @@ def audit_count_refusal(
     key = f"{client}|{endpoint}|{reason}|{now:%Y-%m-%dT%H:%M}"
     if not _add_one(key):
         try:
-            with transaction.atomic():
+            with _one_statement():
                 return audit_record(
                     request_id=request_id,
                     endpoint=endpoint,

@@ -126,10 +126,10 @@ def test_once_pinned_a_pinning_mapping_costs_no_round_trip_more(api, registry, s
 
 
 @pytest.mark.parametrize("junk", [False, True], ids=["no mapping", "not a token"])
-def test_a_refusal_costs_what_it_did_before_the_guard(api, registry, stand_in, feature_mr_claims, monkeypatch, junk):
-    """A refusal decided from the snapshot stands only once the version is read unchanged: the
-    read every request made first before, so a refused request (junk included) still costs the
-    read and its event's transaction, and no more."""
+def test_a_refusal_costs_two_round_trips(api, registry, stand_in, feature_mr_claims, monkeypatch, junk):
+    """A refusal decided from the snapshot stands only once the version is read unchanged, then
+    its event is one INSERT in autocommit: no BEGIN/COMMIT around it (every refused request,
+    hostile ones included, pays this)."""
     require_postgresql()
     warm = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(feature_mr_claims)), cases.DEPLOY_WEB))
     assert warm.status_code == 400
@@ -138,5 +138,21 @@ def test_a_refusal_costs_what_it_did_before_the_guard(api, registry, stand_in, f
         close_old_connections()
         response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
     assert response.status_code == 400
-    assert len(counted) == 4, counted
-    assert counted[0].startswith('SELECT "version", "stamp"') and counted[1:4:2] == ["BEGIN", "COMMIT"], counted
+    assert len(counted) == 2, counted
+    assert counted[0].startswith('SELECT "version", "stamp"') and counted[1].startswith("INSERT INTO"), counted
+    assert AuditEvent.objects.filter(request_id=response["X-Request-ID"], outcome="denied").exists()
+
+
+def test_a_refusal_before_the_token_costs_one_or_two_round_trips(api, db, monkeypatch):
+    """Refused before a token is read (here: no subject token), a client's requests share one
+    aggregate event a minute: the first costs the UPDATE that finds no event and the INSERT, the
+    next ones the UPDATE that counts them; no BEGIN/COMMIT or savepoint around either."""
+    require_postgresql()
+    for expected in (["UPDATE", "INSERT"], ["UPDATE"], ["UPDATE"]):
+        with round_trips(monkeypatch) as counted:
+            close_old_connections()
+            response = post_form(api, TOKEN, {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange"})
+        assert response.status_code == 400
+        assert [statement.split()[0] for statement in counted] == expected, counted
+    [event] = AuditEvent.objects.filter(reason="invalid_request")
+    assert event.count == 3
