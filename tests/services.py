@@ -30,6 +30,20 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+def count_health_checks(monkeypatch, calls: list[str]) -> None:
+    """Append ``"health check"`` to ``calls`` for each health check of Django's PostgreSQL backend
+    that reaches the server (its ``SELECT 1``; portal/postgresql asks only when it must)."""
+    from django.db.backends.postgresql import base as django_postgresql
+
+    real = django_postgresql.DatabaseWrapper.is_usable
+
+    def is_usable(self):
+        calls.append("health check")
+        return real(self)
+
+    monkeypatch.setattr(django_postgresql.DatabaseWrapper, "is_usable", is_usable)
+
+
 def require_postgresql() -> None:
     require(connection.vendor == "postgresql", "this test needs PostgreSQL (set DATABASE_URL)")
 

@@ -8,9 +8,8 @@ import select
 import psycopg
 import pytest
 from django.db import close_old_connections, connection
-from django.db.backends.postgresql import base as django_postgresql
 
-from tests.services import require_postgresql
+from tests.services import count_health_checks, require_postgresql
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,14 +17,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def asked(monkeypatch):
     """Each ``SELECT 1`` health check that reaches the server."""
-    calls: list[int] = []
-    real = django_postgresql.DatabaseWrapper.is_usable
-
-    def is_usable(self):
-        calls.append(1)
-        return real(self)
-
-    monkeypatch.setattr(django_postgresql.DatabaseWrapper, "is_usable", is_usable)
+    calls: list[str] = []
+    count_health_checks(monkeypatch, calls)
     return calls
 
 
@@ -73,7 +66,7 @@ def test_a_connection_the_server_dropped_is_replaced_before_the_requests_query(a
     next_request()
     # Without the check this query would fail with "terminating connection" (OperationalError).
     assert backend_pid() != pid
-    assert asked == [1]  # the socket had the server's message: the server was asked, and failed
+    assert asked == ["health check"]  # the socket had the server's message: the server was asked, and failed
 
 
 def test_a_socket_with_something_else_to_read_asks_and_keeps_a_healthy_connection(asked):
@@ -88,6 +81,6 @@ def test_a_socket_with_something_else_to_read_asks_and_keeps_a_healthy_connectio
     wait_readable(connection.connection.fileno())
     next_request()
     assert backend_pid() == pid
-    assert asked == [1]
+    assert asked == ["health check"]
     with connection.cursor() as cursor:
         cursor.execute("UNLISTEN *")

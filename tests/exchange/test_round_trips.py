@@ -13,13 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import close_old_connections, connection
-from django.db.backends.postgresql import base as django_postgresql
 from django.test.utils import CaptureQueriesContext
 
 from exchange.models import AuditEvent, UsedToken
 from tests.exchange import cases
 from tests.exchange.conftest import exchange_params, post_form
-from tests.services import require_postgresql
+from tests.services import count_health_checks, require_postgresql
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,13 +31,7 @@ def round_trips(monkeypatch):
     CaptureQueriesContext logs transaction management too), and each health check that asks
     the server (Django's ``SELECT 1``)."""
     counted: list[str] = []
-    real_is_usable = django_postgresql.DatabaseWrapper.is_usable
-
-    def is_usable(self):
-        counted.append("health check")
-        return real_is_usable(self)
-
-    monkeypatch.setattr(django_postgresql.DatabaseWrapper, "is_usable", is_usable)
+    count_health_checks(monkeypatch, counted)
     with CaptureQueriesContext(connection) as queries:
         yield counted
     counted.extend(query["sql"][:60] for query in queries.captured_queries)
