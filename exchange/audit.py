@@ -13,9 +13,9 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
@@ -27,6 +27,7 @@ from exchange.safe_text import csv_cell
 from mappings.claims import AUDITED
 from mappings.selectors import RegistryAt, RegistryMoved, registry_guard, registry_still_at
 from portal import metrics
+from portal.postgresql.overlap import execute_meanwhile
 
 
 class TextSink(Protocol):
@@ -34,6 +35,8 @@ class TextSink(Protocol):
 
     def write(self, text: str, /) -> object: ...
 
+
+Answer = TypeVar("Answer")
 
 # The public shape of an audit event: exports, the audit API and the admin's downloads.
 AUDIT_FIELDS = (
@@ -130,11 +133,14 @@ def audit_record(**fields: Any) -> AuditEvent:
     return event
 
 
-def audit_record_spending(*, used: UsedToken, registry_at: RegistryAt | None, **fields: Any) -> AuditEvent | None:
+def audit_record_spending(
+    *, used: UsedToken, registry_at: RegistryAt | None, meanwhile: Callable[[], Answer], **fields: Any
+) -> tuple[AuditEvent | None, Answer]:
     """Spend a subject token (its replay row ``used``) and write the granted event, all or
     nothing, only if the registry is still at ``registry_at`` -- the snapshot the grant was
-    decided on (``None``: whatever it is now). Returns the event; ``None`` (and nothing written)
-    when the token was already spent for that role; raises
+    decided on (``None``: whatever it is now); and call ``meanwhile()`` (the answer: signing the
+    minted token), which needs neither row. Returns the event, ``None`` (and nothing written)
+    when the token was already spent for that role, with what ``meanwhile`` returned; raises
     :class:`~mappings.selectors.RegistryMoved` (and nothing written) when the registry moved.
 
     On PostgreSQL this is ONE statement in autocommit::
@@ -146,32 +152,35 @@ def audit_record_spending(*, used: UsedToken, registry_at: RegistryAt | None, **
 
     so the hot path pays one round trip for the check and both rows, no BEGIN/COMMIT, and the
     statement is atomic: the event exists exactly when the replay row does, and neither unless
-    the registry was still at ``registry_at`` (as of the statement's snapshot). A concurrent
-    request with the same token waits on the unique index and finds the row (replay refused
-    across processes). Other databases use a transaction and check first. Raises the database's
-    error if it cannot write (fail closed)."""
+    the registry was still at ``registry_at`` (as of the statement's snapshot). ``meanwhile``
+    runs while the server works on it (:func:`portal.postgresql.overlap.execute_meanwhile`), so
+    the signature and the round trip overlap. A concurrent request with the same token waits on
+    the unique index and finds the row (replay refused across processes). Other databases call
+    ``meanwhile`` first, then use a transaction and check first. Raises the database's error if
+    it cannot write (fail closed): the caller hands nothing out."""
     event = audit_event(**fields)
     if connection.vendor != "postgresql":
+        answer = meanwhile()
         with transaction.atomic():
             registry_still_at(registry_at)
             try:
                 with transaction.atomic():
                     used.save(force_insert=True)
             except IntegrityError:
-                return None
+                return None, answer
             event.save(force_insert=True)
     else:
         statement, params = _spend_and_record_sql(used, event, registry_at)
-        with _one_statement(), connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            fresh, pk = cursor.fetchone() or (False, None)
+        with _one_statement():
+            rows, answer = execute_meanwhile(connection, statement, params, meanwhile)
+        fresh, pk = rows[0] if rows else (False, None)
         if not fresh:
             raise RegistryMoved
         if pk is None:
-            return None
+            return None, answer
         event.pk = pk
     _log_after_commit(event)
-    return event
+    return event, answer
 
 
 def _one_statement() -> contextlib.AbstractContextManager[Any]:

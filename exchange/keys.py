@@ -259,11 +259,29 @@ def published_keys() -> list[dict[str, str]]:
     return [{**row.public_jwk, "kid": row.kid, "alg": ALGORITHM, "use": "sig"} for row in rows]
 
 
-@sensitive_variables()
+class Signer:
+    """``payload`` and the current key, taken together: :meth:`token` signs, pure computation
+    that reads nothing (the exchange signs while its audit statement is on the database)."""
+
+    __slots__ = ("_kid", "_payload", "_private_key")
+
+    def __init__(self, payload: dict[str, object]) -> None:
+        self._kid, self._private_key = current_signing_key()  # SigningKeyError: no usable key
+        self._payload = payload
+
+    def __repr__(self) -> str:
+        return f"<Signer kid={self._kid}>"  # never the key or the claims
+
+    @sensitive_variables()
+    def token(self) -> str:
+        """The payload as an RS256 JWT signed with the key, ``kid`` in the header."""
+        headers = {"kid": self._kid, "typ": "JWT"}
+        return jwt.encode(self._payload, self._private_key, algorithm=ALGORITHM, headers=headers)
+
+
 def sign(payload: dict[str, object]) -> str:
     """``payload`` as an RS256 JWT signed with the current key, ``kid`` in the header."""
-    kid, private_key = current_signing_key()
-    return jwt.encode(payload, private_key, algorithm=ALGORITHM, headers={"kid": kid, "typ": "JWT"})
+    return Signer(payload).token()
 
 
 def new_jti() -> str:

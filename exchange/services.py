@@ -122,7 +122,10 @@ class _Granted:
 
 @dataclass(frozen=True)
 class _Minted:
-    token: str = field(repr=False)
+    """Rolegate's token for the grant: its claims and key (``signer``), signed when the answer is
+    built (:func:`_record_at_once` signs while its statement is on the database)."""
+
+    signer: keys.Signer = field(repr=False)
     jti: str
     role_session_name: str
     issued_at: int
@@ -165,7 +168,7 @@ def token_exchange(*, ctx: RequestContext, request: ExchangeRequest | ExchangeEr
     @sensitive_variables()
     def answer(granted: _Granted, token: _Minted) -> TokenGrant:
         return TokenGrant(
-            access_token=token.token,
+            access_token=token.signer.token(),
             expires_in=settings.ROLEGATE_TOKEN_LIFETIME,
             role_arn=granted.rule.role_arn,
             role_session_name=token.role_session_name,
@@ -186,7 +189,7 @@ def credentials_exchange(*, ctx: RequestContext, request: ExchangeRequest | Exch
         return _assume_role(
             rule=rule,
             session_name=token.role_session_name,
-            token=token.token,
+            token=token.signer.token(),
             duration_seconds=request.duration_seconds or _default_duration(rule),
         )
 
@@ -506,13 +509,14 @@ def minted_claims(*, rule: Rule, claims: dict[str, Any], sub: str, jti: str, now
 
 @sensitive_variables()
 def _mint(ctx: RequestContext, granted: _Granted, claims: dict[str, Any], trail: _Trail) -> _Minted:
-    """Rolegate's token for the granted role, signed with the current key."""
+    """Rolegate's token for the granted role, to be signed with the current key: the key is taken
+    now (a key that cannot be used refuses the request here, before anything is written)."""
     session_name = minted.role_session_name(claims["project_id"], claims["job_id"])
     jti = keys.new_jti()
     issued_at = int(time.time())
     payload = minted_claims(rule=granted.rule, claims=claims, sub=granted.sub, jti=jti, now=issued_at)
     try:
-        token = keys.sign(payload)
+        signer = keys.Signer(payload)
     except keys.SigningKeyError as exc:
         logger.error("exchange %s cannot sign: %s", ctx.request_id, exc)
         raise ExchangeError(
@@ -523,7 +527,7 @@ def _mint(ctx: RequestContext, granted: _Granted, claims: dict[str, Any], trail:
             headers={"Retry-After": "60"},
         ) from None
     trail.minted_jti, trail.role_session_name = jti, session_name
-    return _Minted(token=token, jti=jti, role_session_name=session_name, issued_at=issued_at)
+    return _Minted(signer=signer, jti=jti, role_session_name=session_name, issued_at=issued_at)
 
 
 @sensitive_variables()
@@ -558,15 +562,16 @@ def _record_at_once(
     answer: Callable[[_Granted, _Minted], Grant],
     registry_at: RegistryAt | None,
 ) -> Grant:
-    """For an answer that calls nobody (the token endpoint): the answer first, then the check
-    that the registry is still at ``registry_at``, the replay row and the granted event in one
-    statement (:func:`exchange.audit.audit_record_spending`): one database round trip, no
-    transaction, the same all-or-nothing as :func:`_record`. The answer is handed out only after."""
-    result = answer(granted, token)
+    """For an answer that calls nobody (the token endpoint): the check that the registry is still
+    at ``registry_at``, the replay row and the granted event in one statement
+    (:func:`exchange.audit.audit_record_spending`), the answer -- the token's signature -- built
+    while the database works on it: one database round trip, no transaction, the same
+    all-or-nothing as :func:`_record`. The answer is handed out only after the statement."""
     with _audit_or_unavailable(ctx):
-        event = audit_record_spending(
+        event, result = audit_record_spending(
             used=_used_token(verified, granted.rule, token),
             registry_at=registry_at,
+            meanwhile=lambda: answer(granted, token),
             **_granted_fields(ctx, granted, trail),
         )
     if event is None:

@@ -162,24 +162,25 @@ def test_any_validly_signed_hostile_payload_is_a_4xx_with_exactly_one_audit_even
 def test_the_debug_error_page_shows_neither_the_gitlab_token_nor_the_minted_one(
     registry, stand_in, web_main_claims, settings, monkeypatch, path
 ):
-    """A failure after the token was minted (here: building the granted event raising) with DEBUG on: the
-    technical 500 page lists every frame's variables, but not the sensitive ones."""
+    """A failure after the token was minted (here: the granted event's bookkeeping after its
+    write raising) with DEBUG on: the technical 500 page lists every frame's variables, but not
+    the sensitive ones."""
     settings.DEBUG = True
     minted = []
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    from exchange import keys, services
+    from exchange import audit, keys
 
-    real_sign = keys.sign
+    real_token = keys.Signer.token
 
-    def remembering_sign(payload):
-        minted.append(real_sign(payload))
+    def remembering_token(self):
+        minted.append(real_token(self))
         return minted[-1]
 
-    monkeypatch.setattr(services.keys, "sign", remembering_sign)
-    monkeypatch.setattr(services, "_granted_fields", broken)  # both record paths build the granted event
+    monkeypatch.setattr(keys.Signer, "token", remembering_token)
+    monkeypatch.setattr(audit, "_log_after_commit", broken)  # both record paths, after the answer is built
     monkeypatch.setattr(
         aws_sts,
         "assume_role_with_web_identity",
