@@ -454,7 +454,12 @@ def _invalid_grant(rejected: gitlab.TokenRejected) -> ExchangeError:
 def _decide(snapshot: Registry, verified: gitlab.VerifiedToken, request: ExchangeRequest, trail: _Trail) -> _Granted:
     """THE matcher's decision, then the role's limit on the session asked for."""
     decision = decide(
-        snapshot, issuer=verified.issuer.name, claims=verified.claims, now=timezone.now(), role_arn=request.audience
+        snapshot,
+        issuer=verified.issuer.name,
+        claims=verified.claims,
+        now=timezone.now(),
+        role_arn=request.audience,
+        explain=False,  # the audit keeps the claims; the explain page evaluates every candidate again
     )
     if not decision.granted or decision.rule is None or decision.sub is None:
         raise ExchangeError("invalid_target", decision.reason, decision.detail)

@@ -706,15 +706,22 @@ def decide(
     claims: Mapping[str, object],
     now: datetime,
     role_arn: str | None = None,
+    explain: bool = True,
 ) -> Decision:
     """The exchange's decision for a verified token from ``issuer`` with ``claims``.
 
     With ``role_arn``, granted when a live mapping for that role matches; without it, granted when
     the matching mappings all name one role. A role in a ``direct``-mode account is never brokered.
+
+    ``evaluations`` holds every candidate mapping's evaluation, for the explain and replay pages.
+    With ``explain=False`` and a ``role_arn`` only that role's candidates are evaluated (the
+    exchange): the decision is the same, since no other role's mapping can change it.
     """
     candidates = registry.candidates(
         issuer, _claim(claims, "project_path"), _claim(claims, "project_id"), _claim(claims, "namespace_id")
     )
+    if role_arn is not None and not explain:
+        candidates = [rule for rule in candidates if rule.role_arn == role_arn]
     evaluations = tuple(evaluate(rule, claims, now, registry.pins) for rule in candidates)
     matched = [e.rule for e in evaluations if e.matched]
     if role_arn is not None:

@@ -3,9 +3,12 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from mappings import matching
 from mappings.matching import Registry, Rule, decide
+from tests.properties import property_examples
 from tests.rules import changed, flat_rule
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -214,3 +217,63 @@ def test_the_role_in_the_sub_counts_towards_its_255_characters(web_main_claims):
     claims["ref"] = claims["ref"][:-1]
     decision = decide(registry, issuer="gitlab-example", claims=claims, now=NOW)
     assert decision.granted and len(decision.sub) == 255
+
+
+# --- the exchange's decision evaluates only the requested role's mappings ----------------------
+
+ROLES = (DEPLOY_WEB, DEPLOY_API, READONLY)
+some_rules = st.lists(
+    st.builds(
+        lambda i, role, project, ref, protected, direct, tags, pin, enabled: rule(
+            f"m{i:02d}",
+            role_arn=role,
+            id=i,
+            project=project,
+            ref=ref,
+            protected=protected,
+            account_mode="direct" if direct else "brokered",
+            session_tags=tags,
+            pin_identity=pin,
+            enabled=enabled,
+        ),
+        st.integers(0, 60),
+        st.sampled_from(ROLES),
+        st.sampled_from(["platform/web", "platform/*", "platform/w*", "*", "other/*"]),
+        st.sampled_from(["main", "release/*", "*"]),
+        st.booleans(),  # protected
+        st.sampled_from([False, False, False, True]),  # a direct-mode account
+        st.booleans(),  # session tags
+        st.booleans(),  # pins identities
+        st.sampled_from([True, True, True, False]),  # enabled
+    ),
+    unique_by=lambda r: r.id,
+    min_size=1,
+    max_size=10,
+)
+
+
+@settings(max_examples=property_examples(), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rules=some_rules,
+    role_arn=st.sampled_from(ROLES),
+    project=st.sampled_from(["platform/web", "platform/web", "platform/api", "other/x"]),
+    ref=st.sampled_from(["main", "main", "release/1", "feature"]),
+    protected=st.sampled_from(["true", "true", "false"]),
+)
+def test_the_exchanges_decision_is_the_explained_one(web_main_claims, rules, role_arn, project, ref, protected):
+    """decide(explain=False) -- only the requested role's candidates -- grants or refuses exactly as
+    the full evaluation does, for the same reason, rule, sub, sentence and pins to record."""
+    claims = {**web_main_claims, "project_path": project, "ref": ref, "ref_protected": protected}
+    registry = Registry(rules)
+    full = decide(registry, issuer="gitlab-example", claims=claims, now=NOW, role_arn=role_arn)
+    narrow = decide(registry, issuer="gitlab-example", claims=claims, now=NOW, role_arn=role_arn, explain=False)
+    event(full.reason)  # --hypothesis-show-statistics: how often each outcome was drawn
+    assert (narrow.granted, narrow.reason, narrow.detail, narrow.rule, narrow.sub, narrow.new_pins) == (
+        full.granted,
+        full.reason,
+        full.detail,
+        full.rule,
+        full.sub,
+        full.new_pins,
+    )
+    assert narrow.evaluations == tuple(e for e in full.evaluations if e.rule.role_arn == role_arn)
