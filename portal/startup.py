@@ -49,3 +49,19 @@ def command_needs_secret_key(argv: list[str]) -> bool:
     """Whether ``manage.py`` with this command line may act (``argv[1]``, ``help`` when absent)."""
     command = argv[1] if len(argv) > 1 else "help"
     return command not in INSPECTION_COMMANDS
+
+
+def freeze_loaded_objects() -> None:
+    """Before a server process serves: import the URLconf -- every view module, which Django
+    would otherwise import during the first request -- and move every object loaded so far
+    (modules, classes, settings, the registry snapshot) out of the garbage collector's passes
+    (``gc.freeze()``). They live as long as the process; left in, every full collection walks
+    them all, about 20,000 objects after the first request, during whichever request triggers it
+    (docs/operations.md#web-processes)."""
+    import gc
+    from importlib import import_module
+
+    from django.conf import settings
+
+    import_module(settings.ROOT_URLCONF)
+    gc.freeze()
