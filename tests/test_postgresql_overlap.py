@@ -21,7 +21,8 @@ LOCK = 8_693_001  # an advisory lock key of these tests' own
 
 def statement(*waits, result="done"):
     """A stand-in for psycopg's generator of one statement: yields ``waits``, returns ``result``."""
-    yield from waits
+    for wait in waits:
+        _ready = yield wait  # what psycopg's wait sends back: the socket's readiness
     return result
 
 
