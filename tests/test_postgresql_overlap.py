@@ -77,6 +77,19 @@ def test_a_meanwhile_that_raises_is_raised_only_once_the_statement_has_finished(
     assert finished == [True]
 
 
+def test_when_both_fail_the_statements_error_is_raised_with_meanwhiles_as_its_cause():
+    def failing():
+        yield Wait.R
+        raise ValueError("the statement failed")
+
+    def boom():
+        raise RuntimeError("boom")
+
+    with pytest.raises(ValueError, match="the statement failed") as raised:
+        drive(_meanwhile_at_read(failing(), boom, []))
+    assert isinstance(raised.value.__cause__, RuntimeError)
+
+
 # --- on PostgreSQL ------------------------------------------------------------------------------
 
 

@@ -60,8 +60,9 @@ def _meanwhile_at_read(
     statement: Generator[Any, Any, Any], meanwhile: Callable[[], Meanwhile], called: list[Meanwhile]
 ) -> Generator[Any, Any, Any]:
     """psycopg's generator of one statement, passed through, with ``meanwhile()`` called the first
-    time it waits to read (what it waits for is in ``called`` after). If ``meanwhile`` raises,
-    the statement is still driven to its end, then the exception is raised."""
+    time it waits to read (what it returns is in ``called`` after). If ``meanwhile`` raises, the
+    statement is still driven to its end, then the exception is raised (the statement's own
+    error, if it failed too, with ``meanwhile``'s as its cause)."""
     failure: BaseException | None = None
     try:
         wait = next(statement)
@@ -74,6 +75,10 @@ def _meanwhile_at_read(
             wait = statement.send((yield wait))
     except StopIteration as stop:
         result = stop.value
+    except BaseException as error:
+        if failure is not None:
+            raise error from failure
+        raise
     if failure is not None:
         raise failure
     if not called:  # the statement never had to wait (its answer was already there)
