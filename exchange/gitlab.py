@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -57,6 +57,23 @@ class TokenRejected(Exception):
 class VerifiedToken:
     issuer: RegisteredIssuer
     claims: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReadToken:
+    """A compact JWS read, not verified (:func:`read_token`): what it says, and its text to verify."""
+
+    text: str = field(repr=False)  # never in a repr, a log line or an error page
+    header: dict[str, Any]
+    claims: dict[str, Any]
+
+
+@sensitive_variables("token")
+def read_token(token: str) -> ReadToken:
+    """The token's header and claims, not verified; :class:`TokenRejected` (``malformed_token``)
+    if it is not a compact JWS of two JSON objects. Depends on nothing but the token."""
+    header, claims = unverified_parts(token)
+    return ReadToken(text=token, header=header, claims=claims)
 
 
 @sensitive_variables("token")
@@ -164,7 +181,14 @@ def _check_claims(claims: Mapping[str, object]) -> None:
 
 @sensitive_variables()
 def verify_id_token(token: str, *, issuers: Mapping[str, RegisteredIssuer]) -> VerifiedToken:
-    """Verify a GitLab CI ID token; raises :class:`TokenRejected` naming the failed check.
+    """Verify a GitLab CI ID token (:func:`read_token`, then :func:`verify_read_token`); raises
+    :class:`TokenRejected` naming the failed check."""
+    return verify_read_token(read_token(token), issuers=issuers)
+
+
+@sensitive_variables()
+def verify_read_token(read: ReadToken, *, issuers: Mapping[str, RegisteredIssuer]) -> VerifiedToken:
+    """Verify a GitLab CI ID token already read; raises :class:`TokenRejected` naming the failed check.
 
     ``issuers`` are the registered issuers by URL, from the registry snapshot the caller decides
     with (``mappings.selectors.registry().issuers_by_url``).
@@ -174,7 +198,7 @@ def verify_id_token(token: str, *, issuers: Mapping[str, RegisteredIssuer]) -> V
     catalogue's string checks. A claim refused after the signature verified is the issuer's word
     (``TokenRejected.verified``).
     """
-    header, unverified = unverified_parts(token)
+    token, header, unverified = read.text, read.header, read.claims
     issuer = _issuer_for(unverified.get("iss"), issuers)
     alg = header.get("alg")
     if alg not in ALLOWED_ALGORITHMS:
@@ -193,7 +217,7 @@ def verify_id_token(token: str, *, issuers: Mapping[str, RegisteredIssuer]) -> V
         ) from None
     except jwt.InvalidTokenError:
         raise TokenRejected(reasons.MALFORMED_TOKEN, "The subject token is not a well-formed JWT.") from None
-    try:  # the payload verified above is the one unverified_parts() read
+    try:  # the payload verified above is the one read_token() read
         _check_numbers(unverified)
     except TokenRejected as rejected:
         rejected.verified = VerifiedToken(issuer=issuer, claims=unverified)

@@ -2,14 +2,15 @@
 
 Each endpoint is one service: :func:`token_exchange` or :func:`credentials_exchange` (and
 :func:`exchange_refuse` for a request that is not even a POST). A request goes through named
-steps: admit (rate limit, the view's validation) -> verify the GitLab token (and the project's
-rate limit) -> decide with THE matcher -> mint -> pin (a pinning mapping's first use only) ->
-record (the registry still at the snapshot's version, replay row, the answer, the audit event,
-all or nothing) -> answer. It decides on the process's registry snapshot without reading the
-version first: when the record (or, for a refusal, one read) finds that the registry moved,
-nothing is written or answered and the request decides again on the current registry
-(:func:`_exchange`). Every request ends in exactly one audit event, written before the response;
-if it cannot be written the request fails with 503 and nothing is handed out.
+steps: admit (rate limit, the view's validation) -> read the GitLab token (one that is not a JWT
+is refused at once) -> verify it (and the project's rate limit) -> decide with THE matcher ->
+mint -> pin (a pinning mapping's first use only) -> record (the registry still at the
+snapshot's version, replay row, the answer, the audit event, all or nothing) -> answer. It
+decides on the process's registry snapshot without reading the version first: when the record
+(or, for a refusal, one read) finds that the registry moved, nothing is written or answered and
+the request decides again on the current registry (:func:`_exchange`). Every request ends in
+exactly one audit event, written before the response; if it cannot be written the request fails
+with 503 and nothing is handed out.
 """
 
 from __future__ import annotations
@@ -282,14 +283,16 @@ def _attempt(
     answer: Callable[[_Granted, _Minted], Grant],
     record: _Record[Grant],
 ) -> Grant:
-    """One decision on ``snapshot``, read at ``at`` (``None``: read just now, and final): verify ->
-    project rate limit -> decide -> mint -> pin -> record. Raises :class:`RegistryMoved`, having
+    """One decision on ``snapshot``, read at ``at`` (``None``: read just now, and final): read ->
+    verify -> project rate limit -> decide -> mint -> pin -> record. Raises :class:`RegistryMoved`, having
     written and answered nothing, when the registry is no longer at ``at``."""
     request = admitted.request
     trail = _Trail(requested_role_arn=request.audience)
     try:
+        read = _read(request.subject_token)  # not a JWT: final, whatever the registry says
+        trail.claims = read.claims
         with _decided_on(at):
-            verified = _verify(request.subject_token, snapshot, trail)
+            verified = _verify(read, snapshot, trail)
         if not admitted.project_limited:
             admitted.project_limited = True
             _project_rate_limit(verified, admitted.counted)
@@ -423,17 +426,25 @@ def _project_rate_limit(verified: gitlab.VerifiedToken, counted: str | None) -> 
 
 
 @sensitive_variables()
-def _verify(subject_token: str, snapshot: Registry, trail: _Trail) -> gitlab.VerifiedToken:
+def _read(subject_token: str) -> gitlab.ReadToken:
+    """The GitLab token's header and claims, not verified yet; a token that is not a JWT is
+    refused here, before anything that depends on the registry (its refusal needs no check that
+    the registry is still where the snapshot was read)."""
+    try:
+        return gitlab.read_token(subject_token)
+    except gitlab.TokenRejected as rejected:
+        raise _invalid_grant(rejected) from None
+
+
+@sensitive_variables()
+def _verify(read: gitlab.ReadToken, snapshot: Registry, trail: _Trail) -> gitlab.VerifiedToken:
     """The GitLab token, verified against the issuers of ``snapshot``."""
     try:
-        verified = gitlab.verify_id_token(subject_token, issuers=snapshot.issuers_by_url)
+        verified = gitlab.verify_read_token(read, issuers=snapshot.issuers_by_url)
     except gitlab.TokenRejected as rejected:
         if rejected.verified is not None:  # signed by the issuer; a claim check failed
             trail.claims, trail.issuer = rejected.verified.claims, rejected.verified.issuer.name
             trail.token_verified = True
-        else:
-            with contextlib.suppress(gitlab.TokenRejected):
-                trail.claims = gitlab.unverified_parts(subject_token)[1]
         raise _invalid_grant(rejected) from None
     trail.claims, trail.issuer, trail.token_verified = verified.claims, verified.issuer.name, True
     return verified
