@@ -172,8 +172,7 @@ def audit_record_spending(
     else:
         statement, params = _spend_and_record_sql(used, event, registry_at)
         with _one_statement():
-            rows, answer = execute_meanwhile(connection, statement, params, meanwhile)
-        fresh, pk = rows[0] if rows else (False, None)
+            [(fresh, pk)], answer = execute_meanwhile(connection, statement, params, meanwhile)
         if not fresh:
             raise RegistryMoved
         if pk is None:
