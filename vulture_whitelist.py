@@ -33,6 +33,7 @@ _.AlertsConfig
 _.RequestIdMiddleware
 _.ProbeMiddleware
 _.MetricsMiddleware
+_.ExchangeApiMiddleware
 _.LocalBackend  # AUTHENTICATION_BACKENDS
 _.login_options  # a context processor
 _.request_client_ip  # AXES_CLIENT_IP_CALLABLE
@@ -160,3 +161,4 @@ _.do_PUT
 _.log_message
 _.daemon_threads
 _.CACHES  # override_settings(CACHES=...)
+_.SECURE_SSL_REDIRECT  # set through the settings fixture; Django's SecurityMiddleware reads it

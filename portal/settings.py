@@ -151,6 +151,9 @@ MIDDLEWARE = [
     # GET /metrics, protected by ROLEGATE_METRICS_TOKEN / _ALLOWED_NETWORKS (console.metrics).
     "console.metrics.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # POST /api/v1/token and /api/v1/credentials, answered before the browser-facing middleware
+    # below: no session, cookie, CSRF, login or HTML there (exchange.middleware).
+    "exchange.middleware.ExchangeApiMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
