@@ -173,12 +173,11 @@ def _check_claims(claims: Mapping[str, object]) -> None:
             )
 
 
-# jwt.decode's options once PyJWS has verified the signature: the registered claims' checks, no
-# second RSA verification of the same text (PyJWT turns the claim checks off with the signature
-# unless they are asked for by name). Not iss: the issuer was found by this very iss
-# (_issuer_for, an exact match), so PyJWT's comparison with its URL could never fail.
-_REGISTERED_CLAIMS_ONLY: Options = {
-    "verify_signature": False,
+# jwt.decode's options: the signature (PyJWS, before any claim), then the registered claims'
+# checks. Not iss: the issuer was found by this very iss (_issuer_for, an exact match), so
+# PyJWT's comparison with its URL could never fail.
+_SIGNATURE_AND_REGISTERED_CLAIMS: Options = {
+    "verify_signature": True,
     "verify_exp": True,
     "verify_nbf": True,
     "verify_iat": True,
@@ -188,6 +187,14 @@ _REGISTERED_CLAIMS_ONLY: Options = {
     "verify_jti": False,
     "require": list(REQUIRED_BY_PYJWT),
 }
+
+
+def _signature_refusal(exc: jwt.InvalidTokenError, issuer: RegisteredIssuer) -> TokenRejected:
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return TokenRejected(
+            reasons.BAD_SIGNATURE, f"The subject token's signature does not verify with issuer {issuer.name!r}'s key."
+        )
+    return TokenRejected(reasons.MALFORMED_TOKEN, "The subject token is not a well-formed JWT.")
 
 
 @sensitive_variables()
@@ -204,10 +211,16 @@ def verify_read_token(read: ReadToken, *, issuers: Mapping[str, RegisteredIssuer
     ``issuers`` are the registered issuers by URL, from the registry snapshot the caller decides
     with (``mappings.selectors.registry().issuers_by_url``).
 
-    In this order: the signature (PyJWS), the catalogue's type and range checks of the time
-    claims, PyJWT's checks of the registered claims (exp, nbf, iat, aud; ``iss`` found the
-    issuer), then the catalogue's string checks. A claim refused after the signature verified is the issuer's word
-    (``TokenRejected.verified``).
+    The checks decide as if made in this order: the signature (PyJWS), the catalogue's type and
+    range checks of the time claims, PyJWT's checks of the registered claims (exp, nbf, iat, aud;
+    ``iss`` found the issuer), then the catalogue's string checks. A claim refused after the
+    signature verified is the issuer's word (``TokenRejected.verified``). The signature and
+    PyJWT's checks are one ``jwt.decode`` (one parse of the token besides :func:`read_token`'s,
+    one RSA verification), which verifies the signature before any claim; the time claims'
+    checks, which must come before PyJWT computes with them, run before it, and when they refuse,
+    the signature is verified on its own to tell a forgery (``bad_signature``) from the issuer's
+    word. Common case: two parses of the token and one RSA verification, where there were three
+    and one.
     """
     token, header, unverified = read.text, read.header, read.claims
     issuer = _issuer_for(unverified.get("iss"), issuers)
@@ -221,25 +234,25 @@ def verify_read_token(read: ReadToken, *, issuers: Mapping[str, RegisteredIssuer
         raise TokenRejected(reasons.UNKNOWN_KID, "The subject token's header has no kid.")
     key = signing_key(issuer, kid)
     try:
-        jwt.api_jws.decode_complete(token, key=key.key, algorithms=list(ALLOWED_ALGORITHMS))
-    except jwt.InvalidSignatureError:
-        raise TokenRejected(
-            reasons.BAD_SIGNATURE, f"The subject token's signature does not verify with issuer {issuer.name!r}'s key."
-        ) from None
-    except jwt.InvalidTokenError:
-        raise TokenRejected(reasons.MALFORMED_TOKEN, "The subject token is not a well-formed JWT.") from None
-    try:  # the payload verified above is the one read_token() read
         _check_numbers(unverified)
-    except TokenRejected as rejected:
+    except TokenRejected as rejected:  # refused as the issuer's word only if the issuer signed it
+        try:
+            jwt.api_jws.decode_complete(token, key=key.key, algorithms=list(ALLOWED_ALGORITHMS))
+        except jwt.InvalidTokenError as exc:
+            raise _signature_refusal(exc, issuer) from None
         rejected.verified = VerifiedToken(issuer=issuer, claims=unverified)
         raise
-    try:  # PyJWT's checks of the registered claims, on the text whose signature verified above
+    try:  # the payload verified here is the one read_token() read: the same text
         claims = jwt.decode(
             token,
-            options=_REGISTERED_CLAIMS_ONLY,
+            key=key.key,
+            algorithms=list(ALLOWED_ALGORITHMS),
+            options=_SIGNATURE_AND_REGISTERED_CLAIMS,
             audience=list(issuer.audiences),
             leeway=settings.ROLEGATE_CLOCK_LEEWAY,
         )
+    except jwt.InvalidSignatureError as exc:
+        raise _signature_refusal(exc, issuer) from None
     except jwt.ExpiredSignatureError:
         raise TokenRejected(reasons.TOKEN_EXPIRED, "The subject token has expired (exp).") from None
     except jwt.ImmatureSignatureError:

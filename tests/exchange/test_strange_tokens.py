@@ -19,6 +19,7 @@ from exchange.models import AuditEvent, UsedToken
 from mappings.claims import CATALOGUE, JsonType
 from tests.exchange import cases
 from tests.exchange.conftest import exchange_params, post_form
+from tests.exchange.gitlab_stand_in import GitLabKey
 
 TOKEN = "/api/v1/token"
 CREDENTIALS = "/api/v1/credentials"
@@ -61,6 +62,34 @@ def test_absurd_iat_and_nbf_are_invalid_claims(api, registry, stand_in, web_main
     response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
     assert response.status_code == 400, response.content
     assert only_event(response).reason == "invalid_claim"
+
+
+def forge(stand_in, claims: dict) -> str:
+    """``sign``'s bytes, signed by an attacker's key under the issuer's kid."""
+    payload = json.dumps(claims, allow_nan=True).encode()
+    attacker = GitLabKey().private_key
+    return jwt.api_jws.encode(payload, attacker, algorithm="RS256", headers={"kid": stand_in.signing.kid})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"exp": 10**400},  # refused by the catalogue's number checks, before PyJWT computes with it
+        {"iat": math.nan},
+        {"nbf": math.inf},
+        {"exp": 1},  # refused by PyJWT's own checks (expired)
+        {"aud": "someone-else"},
+        {},  # nothing wrong but the signature
+    ],
+)
+def test_a_forged_token_is_a_bad_signature_whatever_its_claims(api, registry, stand_in, web_main_claims, overrides):
+    """Whatever a forgery's claims, it is refused for its signature: never with a claim's reason,
+    which would record the forger's claims as the issuer's word (token_verified)."""
+    token = forge(stand_in, stand_in.claims(web_main_claims, **overrides))
+    response = post_form(api, TOKEN, exchange_params(token, cases.DEPLOY_WEB))
+    assert response.status_code == 400, response.content
+    event = only_event(response)
+    assert (event.reason, event.token_verified) == ("bad_signature", False)
 
 
 @pytest.mark.parametrize(

@@ -269,3 +269,20 @@ def test_replay_for_the_same_role_is_refused_but_another_role_is_fine(api, regis
     assert AuditEvent.objects.get(request_id=second["X-Request-ID"]).reason == "replay"
     assert post_form(api, TOKEN, exchange_params(token, cases.READONLY)).status_code == 200
     assert list(AuditEvent.objects.order_by("id").values_list("reason", flat=True)) == ["granted", "replay", "granted"]
+
+
+def test_a_granted_exchange_reads_the_token_twice_and_verifies_its_signature_once(
+    api, registry, stand_in, web_main_claims, monkeypatch
+):
+    """The hot path's verification: one read (to find the issuer and the key) and one
+    ``jwt.decode`` (signature, then the registered claims); three reads and two RSA verifications
+    before the claim checks were merged with the signature's."""
+    loads, verifications = [], []
+    load, verify = jwt.api_jws.PyJWS._load, jwt.algorithms.RSAAlgorithm.verify
+    monkeypatch.setattr(jwt.api_jws.PyJWS, "_load", lambda self, *a: loads.append(1) or load(self, *a))
+    monkeypatch.setattr(
+        jwt.algorithms.RSAAlgorithm, "verify", lambda self, *a: verifications.append(1) or verify(self, *a)
+    )
+    response = post_form(api, TOKEN, exchange_params(stand_in.mint(stand_in.claims(web_main_claims)), cases.DEPLOY_WEB))
+    assert response.status_code == 200, response.content
+    assert (len(loads), len(verifications)) == (2, 1)
