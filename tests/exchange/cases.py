@@ -127,17 +127,18 @@ def build_registry(issuer_url: str, *, actor: str = "tests"):
     from mappings import services
     from mappings.models import Account, Role
 
-    issuer = services.issuer_create(actor=actor, name=ISSUER_NAME, url=issuer_url, audiences=[AUDIENCE])
-    accounts = {spec["name"]: services.account_create(actor=actor, **spec) for spec in ACCOUNTS}
-    roles: dict[str, Role] = {}
-    for spec in ROLES:
-        role_fields = dict(spec)
-        account: Account = accounts[str(role_fields.pop("account"))]
-        roles[f"{account.name}/{spec['name']}"] = services.role_create(actor=actor, account=account, **role_fields)
-    for spec in MAPPINGS:
-        mapping_fields = dict(spec)
-        role = roles[str(mapping_fields.pop("role"))]
-        services.mapping_create(actor=actor, issuer=issuer, role=role, **mapping_fields)
+    with services.registry_batch():  # checked once, at the end, as `apply` checks its plan
+        issuer = services.issuer_create(actor=actor, name=ISSUER_NAME, url=issuer_url, audiences=[AUDIENCE])
+        accounts = {spec["name"]: services.account_create(actor=actor, **spec) for spec in ACCOUNTS}
+        roles: dict[str, Role] = {}
+        for spec in ROLES:
+            role_fields = dict(spec)
+            account: Account = accounts[str(role_fields.pop("account"))]
+            roles[f"{account.name}/{spec['name']}"] = services.role_create(actor=actor, account=account, **role_fields)
+        for spec in MAPPINGS:
+            mapping_fields = dict(spec)
+            role = roles[str(mapping_fields.pop("role"))]
+            services.mapping_create(actor=actor, issuer=issuer, role=role, **mapping_fields)
     return issuer
 
 
