@@ -2,7 +2,7 @@
 
 Each endpoint is one service: :func:`token_exchange` or :func:`credentials_exchange` (and
 :func:`exchange_refuse` for a request that is not even a POST). A request goes through named
-steps: admit (rate limit, the view's validation) -> read the GitLab token (one that is not a JWT
+steps: admit (rate limit, the view's validation, the GitLab token read: one that is not a JWT
 is refused at once) -> verify it (and the project's rate limit) -> decide with THE matcher ->
 mint -> pin (a pinning mapping's first use only) -> record (the registry still at the
 snapshot's version, replay row, the answer, the audit event, all or nothing) -> answer. It
@@ -236,12 +236,13 @@ _Record = Callable[
 
 @dataclass
 class _Admitted:
-    """A request past its client's rate limit: the client counter it was counted in
-    (:func:`_rate_limit`), and whether its project's limit was applied yet (once a request, however
-    many times it decides)."""
+    """A request past its client's rate limit and the view's checks: the client counter it was
+    counted in (:func:`_rate_limit`), its subject token read (once a request, however many times
+    it decides), and whether its project's limit was applied yet (once a request too)."""
 
     request: ExchangeRequest
     counted: str | None
+    read: gitlab.ReadToken = field(repr=False)
     project_limited: bool = False
 
 
@@ -283,16 +284,14 @@ def _attempt(
     answer: Callable[[_Granted, _Minted], Grant],
     record: _Record[Grant],
 ) -> Grant:
-    """One decision on ``snapshot``, read at ``at`` (``None``: read just now, and final): read ->
-    verify -> project rate limit -> decide -> mint -> pin -> record. Raises :class:`RegistryMoved`, having
+    """One decision on ``snapshot``, read at ``at`` (``None``: read just now, and final): verify ->
+    project rate limit -> decide -> mint -> pin -> record. Raises :class:`RegistryMoved`, having
     written and answered nothing, when the registry is no longer at ``at``."""
     request = admitted.request
-    trail = _Trail(requested_role_arn=request.audience)
+    trail = _Trail(requested_role_arn=request.audience, claims=admitted.read.claims)
     try:
-        read = _read(request.subject_token)  # not a JWT: final, whatever the registry says
-        trail.claims = read.claims
         with _decided_on(at):
-            verified = _verify(read, snapshot, trail)
+            verified = _verify(admitted.read, snapshot, trail)
         if not admitted.project_limited:
             admitted.project_limited = True
             _project_rate_limit(verified, admitted.counted)
@@ -322,12 +321,22 @@ def _decided_on(at: RegistryAt | None) -> Iterator[None]:
         raise
 
 
+@sensitive_variables()
 def _admit(ctx: RequestContext, request: ExchangeRequest | ExchangeError) -> _Admitted:
-    """The client's rate limit first, then the view's verdict on the request."""
+    """The client's rate limit first, then the view's verdict on the request, then the GitLab
+    token's header and claims, not verified yet: a token that is not a JWT is refused here, once,
+    before anything that depends on the registry (its refusal needs no check that the registry
+    is still where the snapshot was read)."""
     counted = _rate_limit(ctx)
     if isinstance(request, ExchangeError):
         exchange_refuse(ctx=ctx, error=request)
-    return _Admitted(request=request, counted=counted)
+    try:
+        read = gitlab.read_token(request.subject_token)
+    except gitlab.TokenRejected as rejected:
+        error = _invalid_grant(rejected)
+        _audit_denied(ctx, error, _Trail(requested_role_arn=request.audience))
+        raise error from None
+    return _Admitted(request=request, counted=counted, read=read)
 
 
 def client_bucket(client_ip: str | None) -> str:
@@ -423,17 +432,6 @@ def _project_rate_limit(verified: gitlab.VerifiedToken, counted: str | None) -> 
             )
     if counted is not None:
         _uncount(counted)
-
-
-@sensitive_variables()
-def _read(subject_token: str) -> gitlab.ReadToken:
-    """The GitLab token's header and claims, not verified yet; a token that is not a JWT is
-    refused here, before anything that depends on the registry (its refusal needs no check that
-    the registry is still where the snapshot was read)."""
-    try:
-        return gitlab.read_token(subject_token)
-    except gitlab.TokenRejected as rejected:
-        raise _invalid_grant(rejected) from None
 
 
 @sensitive_variables()

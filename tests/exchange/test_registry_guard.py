@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from exchange import aws_sts, keys
+from exchange import aws_sts, gitlab, keys
 from exchange import services as exchange_services
 from exchange.models import AuditEvent, UsedToken
 from mappings import selectors, services
@@ -290,8 +290,11 @@ def test_a_registry_that_moves_under_every_decision_gets_a_read_first_answer(
     without the guard (what every request did before): granted once, one event, one replay row,
     one STS call. The token endpoint signs while its statement is on the database, so each of its
     attempts signs a token that is never handed out; the credentials endpoint signs once its
-    transaction found the registry in place, so only the last attempt does."""
+    transaction found the registry in place, so only the last attempt does. The subject token is
+    read once, when the request is admitted: a decision again does not read it again."""
     real = exchange_services._mint
+    read_token, reads = gitlab.read_token, []
+    monkeypatch.setattr(gitlab, "read_token", lambda token: reads.append(1) or read_token(token))
 
     def mint_while_the_registry_moves(*args):
         token = real(*args)
@@ -304,6 +307,7 @@ def test_a_registry_that_moves_under_every_decision_gets_a_read_first_answer(
     assert response.status_code == 200, response.json()
     assert len(decided_on) == exchange_services.ATTEMPTS == 3
     assert decided_on == [held.at.version, held.at.version + 1, held.at.version + 2]
+    assert len(reads) == 1
     event = the_event(response)
     assert event.outcome == "granted" and event.minted_jti == minted[-1]
     assert len(minted) == (3 if path == TOKEN else 1)
