@@ -189,8 +189,11 @@ def _one_statement() -> contextlib.AbstractContextManager[Any]:
     return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
-def _columns(model: type[models.Model]) -> list[models.Field[Any, Any]]:
-    return [f for f in model._meta.concrete_fields if not f.primary_key]
+@functools.cache
+def _columns(model: type[models.Model]) -> tuple[models.Field[Any, Any], ...]:
+    """The model's columns but its primary key, in order (read once per process: every granted
+    exchange builds its statement's parameters from them)."""
+    return tuple(f for f in model._meta.concrete_fields if not f.primary_key)
 
 
 def _column(field: object) -> str:
