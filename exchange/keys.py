@@ -279,11 +279,6 @@ class Signer:
         return jwt.encode(self._payload, self._private_key, algorithm=ALGORITHM, headers=headers)
 
 
-def sign(payload: dict[str, object]) -> str:
-    """``payload`` as an RS256 JWT signed with the current key, ``kid`` in the header."""
-    return Signer(payload).token()
-
-
 def new_jti() -> str:
     return uuid.uuid4().hex
 

@@ -128,7 +128,7 @@ def measure_floor(tokens: list[str]) -> dict:
         began = time.perf_counter()
         claims = gitlab.verify_id_token(token, issuers=issuers).claims
         now = int(time.time())
-        keys.sign({"iss": "floor", "sub": claims["sub"], "iat": now, "exp": now + 300, "jti": keys.new_jti()})
+        keys.Signer({"iss": "floor", "sub": claims["sub"], "iat": now, "exp": now + 300, "jti": keys.new_jti()}).token()
         AuditEvent.objects.create(
             time=timezone.now(),
             request_id=uuid.uuid4().hex,
