@@ -72,6 +72,7 @@ def test_a_host_the_settings_refuse_is_refused_before_the_view(api, registry, pa
     response = api.post(path, HTTP_HOST="attacker.example")
     assert response.status_code == 400
     assert response["X-Frame-Options"] == "DENY"
+    assert len(response["X-Request-ID"]) == 32  # every response carries one, this one too
     assert not AuditEvent.objects.exists()  # the view never ran
 
 
